@@ -1,0 +1,365 @@
+//! The database handle: open, append, read, subscribe.
+
+mod commit;
+mod flusher;
+pub(crate) mod lock;
+pub mod maintenance;
+mod read;
+pub mod subscribe;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::options::{Durability, Options};
+use crate::stream::{validate_stream_name, Appended, Event, EventRef, ExpectedVersion};
+use crate::wal::format;
+use crate::wal::index::LogIndex;
+use crate::wal::recovery::{self, RecoveryReport};
+
+use commit::{CommitState, Pending, Slot};
+use lock::DirLock;
+pub use subscribe::Subscription;
+
+/// Counters of what the engine did since open.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub appends: AtomicU64,
+    pub groups: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+/// Shared state behind every [`Db`] clone.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub index: RwLock<LogIndex>,
+    pub commit: Mutex<CommitState>,
+    pub queue: Mutex<Vec<Pending>>,
+    /// LSN of the last event visible to readers (0: none).
+    pub committed_lsn: AtomicU64,
+    pub poisoned: AtomicBool,
+    pub poison_cause: Mutex<String>,
+    pub live: broadcast::Sender<Arc<[Event]>>,
+    pub counters: Counters,
+    pub report: RecoveryReport,
+    pub flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    pub lock: DirLock,
+}
+
+/// An open database. Cheap to clone; every clone is the same database.
+///
+/// ```
+/// use replaydb::{Db, ExpectedVersion, Options};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let db = Db::open(tmp.path().join("db"), Options::default())?;
+/// let done = db.append("orders", ExpectedVersion::NoStream, &[b"created".to_vec()])?;
+/// assert_eq!((done.first_lsn, done.version), (1, 1));
+/// let events = db.read(1, 10)?;
+/// assert_eq!(events[0].data, b"created");
+/// # Ok::<(), replaydb::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+/// Counts describing the database, from [`Db::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Records (batches) in the log.
+    pub records: u64,
+    /// Events in the log.
+    pub events: u64,
+    /// Streams with at least one event.
+    pub streams: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes of records and headers in all segments (not preallocation).
+    pub wal_bytes: u64,
+    /// First LSN the log holds (0 if empty).
+    pub first_lsn: u64,
+    /// Last LSN committed (0 if empty).
+    pub last_lsn: u64,
+    /// Appends acknowledged since open.
+    pub appends_since_open: u64,
+    /// Commit groups written since open.
+    pub groups_since_open: u64,
+    /// fsync and fdatasync calls on segments since open.
+    pub fsyncs_since_open: u64,
+}
+
+impl Db {
+    /// Opens (creating if needed, mode 0700) the database at `dir`, takes
+    /// its lock and recovers the log.
+    ///
+    /// Fails with [`Error::Locked`] if another handle holds it,
+    /// [`Error::Corrupt`] if the log is damaged anywhere but a torn tail,
+    /// and [`Error::UnsupportedVersion`] for files of another format.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        layout::create_dir(&dir)?;
+        let lock = DirLock::acquire(&dir)?;
+        let opened = recovery::open_log(
+            &layout::wal_dir(&dir),
+            options.record_bytes_max,
+            options.segment_bytes_max,
+        )?;
+        if let Some(t) = &opened.report.torn_tail {
+            tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
+        }
+        let tail_map_len = opened
+            .index
+            .segments()
+            .last()
+            .map_or(0, |(_, s)| s.map.len() as u64);
+        let (live, _) = broadcast::channel(options.subscriber_buffer_batches);
+        let inner = Arc::new(Inner {
+            committed_lsn: AtomicU64::new(opened.index.last_lsn),
+            index: RwLock::new(opened.index),
+            commit: Mutex::new(CommitState {
+                tail: opened.tail,
+                next_lsn: opened.next_lsn,
+                tail_map_len,
+            }),
+            queue: Mutex::new(Vec::new()),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(String::new()),
+            live,
+            counters: Counters::default(),
+            report: opened.report,
+            flusher_stop: Mutex::new(None),
+            lock,
+            dir,
+            options,
+        });
+        if let Durability::Buffered { interval } = inner.options.durability {
+            let stop = flusher::start(Arc::downgrade(&inner), interval)
+                .map_err(|e| Error::io("start flusher thread", &inner.dir, e))?;
+            if let Ok(mut slot) = inner.flusher_stop.lock() {
+                *slot = Some(stop);
+            }
+        }
+        Ok(Db { inner })
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// What recovery found and did when this handle opened the database.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Appends `events` to `stream` as one atomic batch with contiguous
+    /// LSNs, if the stream's version satisfies `expected`. Returns once the
+    /// batch is durable per the durability mode.
+    pub fn append<E: AsRef<[u8]>>(&self, stream: &str, expected: ExpectedVersion, events: &[E]) -> Result<Appended> {
+        self.inner.check_poison()?;
+        validate_stream_name(stream)?;
+        if events.is_empty() {
+            return Err(Error::InvalidArgument {
+                op: "append",
+                reason: "a batch needs at least one event".into(),
+            });
+        }
+        if events.len() > u32::MAX as usize {
+            return Err(Error::InvalidArgument {
+                op: "append",
+                reason: "too many events in one batch".into(),
+            });
+        }
+        let batch = format::encode_batch(stream, events);
+        let size = batch.payload.len() as u64;
+        if size > self.inner.options.record_bytes_max {
+            return Err(Error::RecordTooLarge {
+                stream: stream.to_string(),
+                size_bytes: size,
+                limit_bytes: self.inner.options.record_bytes_max,
+            });
+        }
+        let slot = Arc::new(Slot::default());
+        self.inner
+            .queue
+            .lock()
+            .map_err(|_| self.inner.poisoned_error())?
+            .push(Pending {
+                stream: stream.to_string(),
+                expected,
+                batch,
+                slot: slot.clone(),
+            });
+        // Leader election: whoever holds the commit lock commits everything
+        // queued. If a previous leader already took our batch, our slot is
+        // filled by the time we get the lock.
+        let mut state = self.inner.commit.lock().map_err(|_| self.inner.poisoned_error())?;
+        if let Some(result) = slot.take() {
+            return result;
+        }
+        let group = std::mem::take(&mut *self.inner.queue.lock().map_err(|_| self.inner.poisoned_error())?);
+        self.inner.commit_group(&mut state, group);
+        drop(state);
+        slot.take().unwrap_or_else(|| Err(self.inner.poisoned_error()))
+    }
+
+    /// [`Db::append`] for async callers: runs on tokio's blocking pool.
+    pub async fn append_async(&self, stream: String, expected: ExpectedVersion, events: Vec<Vec<u8>>) -> Result<Appended> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.append(&stream, expected, &events))
+            .await
+            .map_err(|e| Error::InvalidArgument {
+                op: "append_async",
+                reason: format!("append task failed: {e}"),
+            })?
+    }
+
+    /// The stream's version: the number of events in it (0 if none).
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+        Ok(index.stream_version(stream))
+    }
+
+    /// LSN of the last committed event (0 for an empty log).
+    pub fn last_lsn(&self) -> u64 {
+        self.inner.committed_lsn.load(Ordering::Acquire)
+    }
+
+    /// Up to `limit` events of the global log from `from_lsn` on.
+    pub fn read(&self, from_lsn: u64, limit: usize) -> Result<Vec<Event>> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.replay_until(from_lsn, |e| {
+            out.push(e.to_owned());
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Up to `limit` events of `stream` from version `from_version` on.
+    pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.check_poison()?;
+        validate_stream_name(stream)?;
+        read::read_stream(&self.inner, stream, from_version, limit)
+    }
+
+    /// Up to `limit` events of `stream` whose LSN is at least `from_lsn`.
+    pub fn read_stream_from_lsn(&self, stream: &str, from_lsn: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.check_poison()?;
+        validate_stream_name(stream)?;
+        let from_version = {
+            let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+            index.stream_version_at_lsn(stream, from_lsn)
+        };
+        let mut out = Vec::new();
+        let mut version = from_version;
+        while out.len() < limit {
+            let page = read::read_stream(&self.inner, stream, version, limit)?;
+            let Some(last) = page.last() else { break };
+            version = last.version + 1;
+            out.extend(page.into_iter().filter(|e| e.lsn >= from_lsn));
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Calls `visit` with every committed event from `from_lsn` on, borrowed
+    /// from the mapped log: no allocation per event. Returns the number of
+    /// events visited.
+    pub fn replay(&self, from_lsn: u64, mut visit: impl FnMut(EventRef<'_>)) -> Result<u64> {
+        self.replay_until(from_lsn, |e| {
+            visit(e);
+            true
+        })
+    }
+
+    /// Like [`Db::replay`], stopping when `visit` returns `false`.
+    pub fn replay_until(&self, from_lsn: u64, visit: impl FnMut(EventRef<'_>) -> bool) -> Result<u64> {
+        self.inner.check_poison()?;
+        read::replay(&self.inner, from_lsn, visit)
+    }
+
+    /// A subscription to every committed event from `from_lsn` on: first
+    /// what is on disk, then live, with no gap and no duplicate.
+    pub fn subscribe(&self, from_lsn: u64) -> Result<Subscription> {
+        self.inner.check_poison()?;
+        Ok(Subscription::new(self.clone(), self.inner.live.subscribe(), from_lsn.max(1)))
+    }
+
+    /// Counts describing the database.
+    pub fn stats(&self) -> Result<Stats> {
+        let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+        let c = &self.inner.counters;
+        Ok(Stats {
+            records: index.records,
+            events: index.events,
+            streams: index.stream_count() as u64,
+            segments: index.segments().count() as u64,
+            wal_bytes: index.segments().map(|(_, s)| s.end).sum(),
+            first_lsn: if index.last_lsn == 0 { 0 } else { index.first_lsn().unwrap_or(0) },
+            last_lsn: index.last_lsn,
+            appends_since_open: c.appends.load(Ordering::Relaxed),
+            groups_since_open: c.groups.load(Ordering::Relaxed),
+            fsyncs_since_open: c.fsyncs.load(Ordering::Relaxed),
+        })
+    }
+}
+
+impl Inner {
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poisoned_error());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poisoned_error(&self) -> Error {
+        let cause = self
+            .poison_cause
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| "unknown".into());
+        Error::Poisoned { cause }
+    }
+
+    pub(crate) fn poison(&self, cause: String) {
+        if let Ok(mut c) = self.poison_cause.lock()
+            && c.is_empty()
+        {
+            *c = cause;
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Stop the flusher, then make buffered appends durable on a clean
+        // close. (In Immediate mode everything is synced already.)
+        if let Ok(mut stop) = self.flusher_stop.lock() {
+            stop.take();
+        }
+        if matches!(self.options.durability, Durability::Buffered { .. })
+            && !self.poisoned.load(Ordering::Acquire)
+            && let Ok(state) = self.commit.lock()
+            && let Err(e) = state.tail.sync()
+        {
+            tracing::error!(error = %e, "final fdatasync on close failed");
+        }
+        tracing::debug!(lock = %self.lock.path().display(), "database closed");
+    }
+}

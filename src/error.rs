@@ -1,0 +1,137 @@
+//! The one error type of the crate.
+//!
+//! Every variant names what failed and where: the operation, the path and,
+//! for on-disk problems, the byte offset. Callers match on variants; the
+//! `Display` text is for humans and logs.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::stream::ExpectedVersion;
+
+/// Result alias used throughout replaydb.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in replaydb.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What replaydb was doing ("open segment", "fdatasync", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another handle, in this process or another one, holds the database.
+    #[error("database is locked: {path} is held by {}", holder(*.pid))]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The pid recorded by the holder, if it could be read.
+        pid: Option<u32>,
+    },
+
+    /// Bytes on disk fail a check. Nothing has been deleted; `replaydb repair`
+    /// is the explicit way to cut the damage.
+    #[error("corrupt {segment} at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file holding the bad bytes.
+        segment: PathBuf,
+        /// Byte offset of the first bad byte range within `segment`.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// A file carries a format version this build does not read.
+    #[error("{path}: format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in its header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// An optimistic-concurrency check failed; nothing was appended.
+    #[error("wrong expected version for stream {stream:?}: expected {expected}, stream is at {actual}")]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's version when the append was decided.
+        actual: u64,
+    },
+
+    /// A stream name fails validation.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A caller passed an argument outside what the operation accepts.
+    #[error("{op}: {reason}")]
+    InvalidArgument {
+        /// The operation called.
+        op: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A batch encodes to more than `Options::record_size_bytes_max`.
+    #[error("append to {stream:?}: batch encodes to {size_bytes} bytes, above the limit of {limit_bytes}")]
+    RecordTooLarge {
+        /// The stream appended to.
+        stream: String,
+        /// Encoded size of the batch.
+        size_bytes: u64,
+        /// The configured limit.
+        limit_bytes: u64,
+    },
+
+    /// A write or fsync failed earlier; the handle refuses all further work.
+    /// Reopen the database to recover from what is on disk.
+    #[error("database handle is poisoned after an earlier write or fsync failure ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned the handle.
+        cause: String,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "an unknown process".to_string(),
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(segment: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            segment: segment.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Every file name under a database directory, in one place.
+//!
+//! ```text
+//! DIR/                 0700
+//!   LOCK               0600  exclusive lock; holds the owner's pid
+//!   wal/               0700
+//!     <20-digit first LSN>.wal       a segment (docs/FORMAT.md)
+//!     <20-digit first LSN>.wal.tmp   a segment being created (removed on open)
+//!     <name>.cut[.N]                 bytes cut away by `replaydb repair`
+//! ```
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The lock file, relative to the database directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// The WAL directory, relative to the database directory.
+pub const WAL_DIR: &str = "wal";
+/// Extension of a WAL segment.
+pub const SEGMENT_EXT: &str = "wal";
+/// Suffix of a segment being created.
+pub const SEGMENT_TMP_SUFFIX: &str = ".wal.tmp";
+/// Suffix of bytes cut away by repair.
+pub const CUT_SUFFIX: &str = ".cut";
+/// Digits in a segment's file name.
+pub const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// Permission bits of every file replaydb creates.
+pub const FILE_MODE: u32 = 0o600;
+/// Permission bits of every directory replaydb creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// `DIR/wal`.
+pub fn wal_dir(db_dir: &Path) -> PathBuf {
+    db_dir.join(WAL_DIR)
+}
+
+/// The file name of the segment whose first record has `first_lsn`.
+pub fn segment_file_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.{SEGMENT_EXT}")
+}
+
+/// Parses a segment file name back into its first LSN; `None` for any
+/// other file name.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Creates a directory (and its parents) with mode 0700.
+pub fn create_dir(path: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))
+}
+
+/// Opens (creating with mode 0600) a file for reading and writing.
+pub fn open_rw_create(path: &Path, op: &'static str) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io(op, path, e))
+}
+
+/// Creates a new file with mode 0600, failing if it exists.
+pub fn create_new(path: &Path, op: &'static str) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io(op, path, e))
+}
+
+/// fsyncs a directory so that entries created, renamed or removed in it
+/// survive power loss.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", path, e))
+}
+
+/// A path beside `path` with `suffix` appended that does not exist yet
+/// (`x.cut`, then `x.cut.1`, `x.cut.2`, ...), so nothing is overwritten.
+pub fn fresh_side_path(path: &Path, suffix: &str) -> PathBuf {
+    let base = format!("{}{suffix}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1u32;
+    while fs::symlink_metadata(&candidate).is_ok() {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        for lsn in [1, 42, u64::MAX] {
+            let name = segment_file_name(lsn);
+            assert_eq!(name.len(), SEGMENT_NAME_DIGITS + 4);
+            assert_eq!(parse_segment_file_name(&name), Some(lsn));
+        }
+        for other in ["1.wal", "0000000000000000000a.wal", "00000000000000000001.wal.tmp", "LOCK"] {
+            assert_eq!(parse_segment_file_name(other), None, "{other}");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! replaydb: an embedded, event-sourced database.
+//!
+//! Events are appended to named streams in an append-only write-ahead log
+//! of CRC-checked records, group-committed with one fdatasync for every
+//! writer waiting; state is derived by replaying the log.
+//!
+//! The public API at a glance:
+//!
+//! - [`Db`]: [`Db::open`], [`Db::append`] / [`Db::append_async`],
+//!   [`Db::read`], [`Db::read_stream`], [`Db::replay`], [`Db::subscribe`],
+//!   [`Db::stats`], [`Db::recovery_report`].
+//! - [`Options`] and [`Durability`]: what a crash can lose.
+//! - [`ExpectedVersion`], [`Event`], [`EventRef`], [`Appended`].
+//! - [`Subscription`]: blocking iterator, async `next_async`, `Stream`.
+//! - [`verify`] and [`Repair`]: offline checks and explicit repair.
+//! - [`Error`]: every failure, typed.
+//!
+//! On-disk format: `docs/FORMAT.md`. Design and recovery rules:
+//! `docs/DESIGN.md`.
+
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+#![warn(missing_docs)]
+
+mod engine;
+mod error;
+pub mod layout;
+mod options;
+mod stream;
+pub mod wal;
+
+pub use engine::maintenance::{verify, Repair, VerifyReport};
+pub use engine::{Db, Stats, Subscription};
+pub use error::{Error, Result};
+pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
+pub use stream::{validate_stream_name, Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX};
+pub use wal::recovery::{RecoveryReport, TornTail};
+pub use wal::repair::{RepairAction, RepairPlan};

@@ -1,0 +1,249 @@
+//! The in-memory index over the log: where each segment is, where records
+//! start (sparsely), and where each stream's batches are.
+//!
+//! Reading a page costs one binary search plus at most
+//! [`SPARSE_INDEX_EVERY_BYTES`] of scanning, however long the history is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+/// A sparse index entry is kept for the first record at or after every
+/// this many bytes of a segment.
+pub const SPARSE_INDEX_EVERY_BYTES: u64 = 4096;
+
+/// One segment as the index knows it.
+#[derive(Debug)]
+pub struct SegmentEntry {
+    /// Path of the file.
+    pub path: PathBuf,
+    /// The file, mapped. For the tail it covers the preallocated size.
+    pub map: Arc<Mmap>,
+    /// Offset just past the last committed record.
+    pub end: u64,
+    /// LSN of the last committed event (`first_lsn - 1` when empty).
+    pub last_lsn: u64,
+    /// `(first_lsn, offset)` of records, sparse.
+    sparse: Vec<(u64, u64)>,
+}
+
+/// One batch of a stream: enough to find its record.
+#[derive(Debug, Clone, Copy)]
+struct StreamBatch {
+    first_version: u64,
+    first_lsn: u64,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct StreamEntry {
+    version: u64,
+    batches: Vec<StreamBatch>,
+}
+
+/// A contiguous range of committed bytes to decode, outside any lock.
+#[derive(Debug, Clone)]
+pub struct SegmentSlice {
+    /// The segment's file.
+    pub path: PathBuf,
+    /// Its mapping.
+    pub map: Arc<Mmap>,
+    /// Where to start decoding.
+    pub start: u64,
+    /// Where committed bytes end.
+    pub end: u64,
+}
+
+impl SegmentSlice {
+    /// The bytes from `start` to `end`; empty if the range is out of the map.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.get(self.start as usize..self.end as usize).unwrap_or(&[])
+    }
+}
+
+/// The whole index.
+#[derive(Debug, Default)]
+pub struct LogIndex {
+    segments: BTreeMap<u64, SegmentEntry>,
+    streams: HashMap<Box<str>, StreamEntry>,
+    /// LSN of the last committed event; 0 when the log is empty.
+    pub last_lsn: u64,
+    /// Committed records (batches).
+    pub records: u64,
+    /// Committed events.
+    pub events: u64,
+}
+
+/// A stream's version did not continue from the previous batch.
+#[derive(Debug)]
+pub struct VersionGap {
+    /// Version the batch should have started at.
+    pub expected: u64,
+}
+
+impl LogIndex {
+    /// Registers a segment (empty so far) starting at `first_lsn`.
+    pub fn add_segment(&mut self, first_lsn: u64, path: PathBuf, map: Arc<Mmap>, end: u64) {
+        self.segments.insert(
+            first_lsn,
+            SegmentEntry {
+                path,
+                map,
+                end,
+                last_lsn: first_lsn - 1,
+                sparse: Vec::new(),
+            },
+        );
+    }
+
+    /// Replaces the mapping of a segment (the tail grew past it).
+    pub fn remap_segment(&mut self, first_lsn: u64, map: Arc<Mmap>) {
+        if let Some(s) = self.segments.get_mut(&first_lsn) {
+            s.map = map;
+        }
+    }
+
+    /// The segments, in LSN order.
+    pub fn segments(&self) -> impl Iterator<Item = (&u64, &SegmentEntry)> {
+        self.segments.iter()
+    }
+
+    /// Records a committed record of `segment` at `offset`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_record(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        total_bytes: u64,
+        stream: &str,
+        first_lsn: u64,
+        first_version: u64,
+        count: u32,
+    ) -> Result<(), VersionGap> {
+        let entry = match self.streams.get_mut(stream) {
+            Some(e) => e,
+            None => self.streams.entry(stream.into()).or_default(),
+        };
+        if first_version != entry.version + 1 {
+            return Err(VersionGap {
+                expected: entry.version + 1,
+            });
+        }
+        entry.version += u64::from(count);
+        entry.batches.push(StreamBatch {
+            first_version,
+            first_lsn,
+            offset,
+        });
+        let last_lsn = first_lsn + u64::from(count) - 1;
+        if let Some(seg) = self.segments.get_mut(&segment) {
+            let due = seg
+                .sparse
+                .last()
+                .is_none_or(|&(_, at)| offset >= at + SPARSE_INDEX_EVERY_BYTES);
+            if due {
+                seg.sparse.push((first_lsn, offset));
+            }
+            seg.end = offset + total_bytes;
+            seg.last_lsn = last_lsn;
+        }
+        self.last_lsn = last_lsn;
+        self.records += 1;
+        self.events += u64::from(count);
+        Ok(())
+    }
+
+    /// A stream's version (number of events); 0 for a stream never written.
+    pub fn stream_version(&self, stream: &str) -> u64 {
+        self.streams.get(stream).map_or(0, |e| e.version)
+    }
+
+    /// Number of streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// First LSN still held by the log (1 for a log never compacted);
+    /// `None` when there are no segments.
+    pub fn first_lsn(&self) -> Option<u64> {
+        self.segments.keys().next().copied()
+    }
+
+    /// Slices to decode, in order, to read from `lsn` on. The first slice
+    /// starts at the record holding `lsn` or a little before it.
+    pub fn slices_from(&self, lsn: u64) -> Vec<SegmentSlice> {
+        let lsn = lsn.max(1);
+        let mut out = Vec::new();
+        let start_key = self
+            .segments
+            .range(..=lsn)
+            .next_back()
+            .map(|(k, _)| *k)
+            .or_else(|| self.first_lsn());
+        let Some(start_key) = start_key else {
+            return out;
+        };
+        for (first, seg) in self.segments.range(start_key..) {
+            let start = if *first == start_key {
+                let i = seg.sparse.partition_point(|&(l, _)| l <= lsn);
+                match i.checked_sub(1).and_then(|i| seg.sparse.get(i)) {
+                    Some(&(_, off)) => off,
+                    None => crate::wal::format::SEGMENT_HEADER_BYTES as u64,
+                }
+            } else {
+                crate::wal::format::SEGMENT_HEADER_BYTES as u64
+            };
+            out.push(SegmentSlice {
+                path: seg.path.clone(),
+                map: seg.map.clone(),
+                start,
+                end: seg.end,
+            });
+        }
+        out
+    }
+
+    /// Slices holding, in order, at most `batches_max` batches of `stream`
+    /// from the one holding `from_version` on; each slice starts exactly at
+    /// a record of the stream.
+    pub fn stream_slices(&self, stream: &str, from_version: u64, batches_max: usize) -> Vec<SegmentSlice> {
+        let Some(entry) = self.streams.get(stream) else {
+            return Vec::new();
+        };
+        let from_version = from_version.max(1);
+        let i = entry.batches.partition_point(|b| b.first_version <= from_version);
+        let first = i.saturating_sub(1);
+        entry
+            .batches
+            .iter()
+            .skip(first)
+            .take(batches_max)
+            .filter_map(|b| {
+                let (_, seg) = self.segments.range(..=b.first_lsn).next_back()?;
+                Some(SegmentSlice {
+                    path: seg.path.clone(),
+                    map: seg.map.clone(),
+                    start: b.offset,
+                    end: seg.end,
+                })
+            })
+            .collect()
+    }
+
+    /// The first version of the stream whose event LSN is at least `lsn`:
+    /// lets a stream be read "from an LSN".
+    pub fn stream_version_at_lsn(&self, stream: &str, lsn: u64) -> u64 {
+        let Some(entry) = self.streams.get(stream) else {
+            return 1;
+        };
+        let i = entry.batches.partition_point(|b| b.first_lsn < lsn);
+        match i.checked_sub(1).and_then(|j| entry.batches.get(j)) {
+            // The batch before may still reach `lsn`; reading from its
+            // first version and filtering by LSN is exact.
+            Some(b) => b.first_version,
+            None => 1,
+        }
+    }
+}

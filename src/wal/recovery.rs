@@ -1,0 +1,282 @@
+//! Opening the log: list the segments, check every record, build the
+//! index, and cut a torn tail. Shared by `Db::open`, `verify` and `repair`.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::wal::format::SEGMENT_HEADER_BYTES;
+use crate::wal::index::LogIndex;
+use crate::wal::scan::{self, SegmentEnd};
+use crate::wal::segment;
+use crate::wal::writer::TailWriter;
+
+/// A torn tail found (and, on open, cut) by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The tail segment.
+    pub segment: PathBuf,
+    /// Offset where valid records end.
+    pub offset: u64,
+    /// Bytes after it up to the last non-zero byte.
+    pub garbage_bytes: u64,
+    /// Why the bytes at `offset` are not a record.
+    pub reason: String,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Segments read.
+    pub segments: u64,
+    /// Records (batches) recovered.
+    pub records: u64,
+    /// Events recovered.
+    pub events: u64,
+    /// LSN of the last recovered event (0 for an empty log).
+    pub last_lsn: u64,
+    /// The torn tail cut off, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Temporary segment files left by a crash during a roll, removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Time taken to scan and index the log.
+    pub duration: Duration,
+}
+
+/// The log as scanned, before anything is changed on disk.
+#[derive(Debug)]
+pub struct ScannedLog {
+    /// The index over every valid record.
+    pub index: LogIndex,
+    /// Segment paths in LSN order, with their first LSN.
+    pub segments: Vec<(u64, PathBuf)>,
+    /// Where the tail's valid records end (`None` with no segments).
+    pub tail_end: Option<u64>,
+    /// LSN the next record must carry.
+    pub next_lsn: u64,
+    /// The report (torn tail found, not yet cut).
+    pub report: RecoveryReport,
+    /// Leftover `.tmp` files.
+    pub temp_files: Vec<PathBuf>,
+}
+
+/// Lists segment files (sorted by first LSN) and temporary files.
+fn list_wal_dir(wal_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+    let mut segments = Vec::new();
+    let mut temps = Vec::new();
+    let entries = fs::read_dir(wal_dir).map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(dir = %wal_dir.display(), "ignoring a file whose name is not UTF-8");
+            continue;
+        };
+        if let Some(lsn) = layout::parse_segment_file_name(name) {
+            segments.push((lsn, entry.path()));
+        } else if name.ends_with(layout::SEGMENT_TMP_SUFFIX) {
+            temps.push(entry.path());
+        } else if !name.contains(layout::CUT_SUFFIX) {
+            tracing::warn!(file = %entry.path().display(), "ignoring an unknown file in the WAL directory");
+        }
+    }
+    segments.sort();
+    Ok((segments, temps))
+}
+
+fn open_read(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| Error::io("open segment", path, e))
+}
+
+fn map(file: &File, path: &Path) -> Result<Option<Arc<Mmap>>> {
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat segment", path, e))?
+        .len();
+    if len == 0 {
+        return Ok(None);
+    }
+    segment::map_segment(file, path).map(Some)
+}
+
+/// Reads and checks every segment without changing anything on disk.
+pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
+    let started = Instant::now();
+    let (segments, temp_files) = list_wal_dir(wal_dir)?;
+    let mut index = LogIndex::default();
+    let mut report = RecoveryReport::default();
+    let mut next_lsn: Option<u64> = None;
+    let mut tail_end = None;
+    let count = segments.len();
+    for (i, (named_lsn, path)) in segments.iter().enumerate() {
+        let is_tail = i + 1 == count;
+        let file = open_read(path)?;
+        let Some(map) = map(&file, path)? else {
+            return Err(Error::corrupt(path, 0, "empty segment file (no header)"));
+        };
+        if let Some(expected) = next_lsn
+            && *named_lsn != expected
+        {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!("segment starts at LSN {named_lsn} but the previous segment ends before LSN {expected}"),
+            ));
+        }
+        index.add_segment(*named_lsn, path.clone(), map.clone(), SEGMENT_HEADER_BYTES as u64);
+        let scanned = scan::scan_segment(&map, path, *named_lsn, record_bytes_max, |offset, record| {
+            index
+                .add_record(
+                    *named_lsn,
+                    offset,
+                    record.total_bytes,
+                    record.stream,
+                    record.first_lsn,
+                    record.first_version,
+                    record.count,
+                )
+                .map_err(|gap| {
+                    Error::corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "stream {:?} jumps to version {} but its next version is {}",
+                            record.stream, record.first_version, gap.expected
+                        ),
+                    )
+                })
+        })?;
+        report.segments += 1;
+        next_lsn = Some(scanned.next_lsn);
+        match scanned.end {
+            SegmentEnd::Clean { end } => tail_end = Some(end),
+            SegmentEnd::TornTail {
+                end,
+                reason,
+                garbage_bytes,
+            } => {
+                if !is_tail {
+                    return Err(Error::corrupt(
+                        path,
+                        end,
+                        format!("{reason}, in a sealed segment (later segments exist)"),
+                    ));
+                }
+                tail_end = Some(end);
+                report.torn_tail = Some(TornTail {
+                    segment: path.clone(),
+                    offset: end,
+                    garbage_bytes,
+                    reason,
+                });
+            }
+            SegmentEnd::Corrupt { offset, reason } => return Err(Error::corrupt(path, offset, reason)),
+        }
+    }
+    report.records = index.records;
+    report.events = index.events;
+    report.last_lsn = index.last_lsn;
+    report.duration = started.elapsed();
+    Ok(ScannedLog {
+        index,
+        next_lsn: next_lsn.unwrap_or(1),
+        segments,
+        tail_end,
+        report,
+        temp_files,
+    })
+}
+
+/// The log, opened for appending.
+#[derive(Debug)]
+pub struct OpenedLog {
+    /// Index over every committed record.
+    pub index: LogIndex,
+    /// The writer for the tail segment.
+    pub tail: TailWriter,
+    /// LSN the next record gets.
+    pub next_lsn: u64,
+    /// What recovery found and did.
+    pub report: RecoveryReport,
+}
+
+/// Scans the log, removes leftover temporary files, cuts a torn tail,
+/// and returns a writer positioned after the last valid record.
+pub fn open_log(wal_dir: &Path, record_bytes_max: u64, segment_bytes_max: u64) -> Result<OpenedLog> {
+    layout::create_dir(wal_dir)?;
+    let started = Instant::now();
+    let mut scanned = scan_log(wal_dir, record_bytes_max)?;
+    for tmp in &scanned.temp_files {
+        // A .tmp segment was never renamed into place, so no record in it
+        // was ever acknowledged.
+        fs::remove_file(tmp).map_err(|e| Error::io("remove temporary segment", tmp, e))?;
+        tracing::info!(file = %tmp.display(), "removed a temporary segment left by a crash");
+    }
+    scanned.report.removed_temp_files = scanned.temp_files.clone();
+    let (tail, map) = match (scanned.segments.last(), scanned.tail_end) {
+        (Some((first_lsn, path)), Some(end)) => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("open tail segment", path, e))?;
+            if let Some(torn) = &scanned.report.torn_tail {
+                tracing::warn!(
+                    segment = %torn.segment.display(),
+                    offset = torn.offset,
+                    garbage_bytes = torn.garbage_bytes,
+                    reason = %torn.reason,
+                    "cutting a torn tail (an unacknowledged write interrupted by a crash)"
+                );
+                file.set_len(end)
+                    .map_err(|e| Error::io("truncate torn tail", path, e))?;
+                file.sync_all()
+                    .map_err(|e| Error::io("fsync truncated segment", path, e))?;
+            }
+            if fs4::FileExt::allocate(&file, segment_bytes_max).is_err() {
+                let size = segment_bytes_max.max(end);
+                file.set_len(size)
+                    .map_err(|e| Error::io("extend tail segment", path, e))?;
+            }
+            let map = segment::map_segment(&file, path)?;
+            let tail = TailWriter::new(
+                wal_dir.to_path_buf(),
+                file,
+                path.clone(),
+                *first_lsn,
+                end,
+                segment_bytes_max,
+            );
+            (tail, map)
+        }
+        _ => {
+            let (file, path) = segment::create_segment(wal_dir, 1, segment_bytes_max)?;
+            let map = segment::map_segment(&file, &path)?;
+            scanned
+                .index
+                .add_segment(1, path.clone(), map.clone(), SEGMENT_HEADER_BYTES as u64);
+            let tail = TailWriter::new(
+                wal_dir.to_path_buf(),
+                file,
+                path,
+                1,
+                SEGMENT_HEADER_BYTES as u64,
+                segment_bytes_max,
+            );
+            (tail, map)
+        }
+    };
+    scanned.index.remap_segment(tail.segment_first_lsn(), map);
+    scanned.report.duration = started.elapsed();
+    Ok(OpenedLog {
+        index: scanned.index,
+        tail,
+        next_lsn: scanned.next_lsn,
+        report: scanned.report,
+    })
+}

@@ -1,0 +1,160 @@
+//! `replaydb repair`: cut the log at its first bad record, keeping every
+//! cut byte in a side file. Never deletes anything.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::wal::format::SEGMENT_HEADER_BYTES;
+use crate::wal::recovery::scan_log;
+
+/// One step of a repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairAction {
+    /// Move `bytes` bytes from `offset` of `segment` into `cut_file`, then
+    /// truncate the segment at `offset`.
+    Cut {
+        /// The damaged segment.
+        segment: PathBuf,
+        /// Where its valid records end.
+        offset: u64,
+        /// Bytes moved (up to the last non-zero byte).
+        bytes: u64,
+        /// Where they go.
+        cut_file: PathBuf,
+    },
+    /// Rename a whole segment aside: its header is bad, or it follows the
+    /// cut and its records can no longer join the log without a gap.
+    SetAside {
+        /// The segment.
+        segment: PathBuf,
+        /// Its new name.
+        to: PathBuf,
+    },
+}
+
+impl std::fmt::Display for RepairAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepairAction::Cut {
+                segment,
+                offset,
+                bytes,
+                cut_file,
+            } => write!(
+                f,
+                "cut {bytes} bytes from {} at byte {offset}, keeping them in {}",
+                segment.display(),
+                cut_file.display()
+            ),
+            RepairAction::SetAside { segment, to } => {
+                write!(f, "set {} aside as {}", segment.display(), to.display())
+            }
+        }
+    }
+}
+
+/// What a repair will do, and why.
+#[derive(Debug, Clone, Default)]
+pub struct RepairPlan {
+    /// The problem found (its display text), if any.
+    pub problem: Option<String>,
+    /// The steps, in order. Empty when the log is clean.
+    pub actions: Vec<RepairAction>,
+}
+
+/// Works out what [`apply_repair`] would do, changing nothing.
+pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> {
+    let (segment, offset, problem) = match scan_log(wal_dir, record_bytes_max) {
+        Ok(scanned) => match scanned.report.torn_tail {
+            Some(t) => (t.segment.clone(), t.offset, format!("torn tail: {}", t.reason)),
+            None => return Ok(RepairPlan::default()),
+        },
+        Err(Error::Corrupt {
+            segment,
+            offset,
+            reason,
+        }) => {
+            let problem = format!("corrupt {} at byte {offset}: {reason}", segment.display());
+            (segment, offset, problem)
+        }
+        Err(other) => return Err(other),
+    };
+    let mut actions = Vec::new();
+    if offset < SEGMENT_HEADER_BYTES as u64 {
+        actions.push(RepairAction::SetAside {
+            to: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
+            segment: segment.clone(),
+        });
+    } else {
+        let bytes = fs::read(&segment).map_err(|e| Error::io("read segment", &segment, e))?;
+        let rest = bytes.get(offset as usize..).unwrap_or(&[]);
+        let kept = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+        actions.push(RepairAction::Cut {
+            cut_file: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
+            segment: segment.clone(),
+            offset,
+            bytes: kept,
+        });
+    }
+    let mut later: Vec<PathBuf> = fs::read_dir(wal_dir)
+        .map_err(|e| Error::io("list WAL directory", wal_dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let lsn = layout::parse_segment_file_name(e.file_name().to_str()?)?;
+            Some((lsn, e.path()))
+        })
+        .filter(|(_, p)| p.file_name() > segment.file_name())
+        .map(|(_, p)| p)
+        .collect();
+    later.sort();
+    for seg in later {
+        actions.push(RepairAction::SetAside {
+            to: layout::fresh_side_path(&seg, layout::CUT_SUFFIX),
+            segment: seg,
+        });
+    }
+    Ok(RepairPlan {
+        problem: Some(problem),
+        actions,
+    })
+}
+
+/// Carries out a plan from [`plan_repair`]. Each cut is written and fsynced
+/// to its side file before the segment is truncated.
+pub fn apply_repair(wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
+    for action in &plan.actions {
+        match action {
+            RepairAction::Cut {
+                segment,
+                offset,
+                bytes,
+                cut_file,
+            } => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(segment)
+                    .map_err(|e| Error::io("open segment for repair", segment, e))?;
+                let mut cut = vec![0u8; *bytes as usize];
+                file.read_exact_at(&mut cut, *offset)
+                    .map_err(|e| Error::io("read bytes to cut", segment, e))?;
+                let mut side = layout::create_new(cut_file, "create cut file")?;
+                side.write_all(&cut)
+                    .and_then(|_| side.sync_all())
+                    .map_err(|e| Error::io("write cut file", cut_file, e))?;
+                layout::sync_dir(wal_dir)?;
+                file.set_len(*offset)
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| Error::io("truncate segment", segment, e))?;
+            }
+            RepairAction::SetAside { segment, to } => {
+                fs::rename(segment, to).map_err(|e| Error::io("set segment aside", segment, e))?;
+            }
+        }
+    }
+    layout::sync_dir(wal_dir)
+}

@@ -1,0 +1,233 @@
+//! Walking a segment's bytes record by record, and telling a torn tail
+//! from corruption.
+//!
+//! The rule (docs/DESIGN.md, "Recovery rules"): the first bad record of a
+//! segment is a *torn tail* when nothing valid follows it, the leftover of
+//! a write that never completed and was never acknowledged. If a valid
+//! record follows, the bad bytes sit inside acknowledged history: that is
+//! *corruption*, and nothing may be cut without the operator saying so.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::wal::format::{
+    self, HeaderError, RecordView, RECORD_HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+};
+
+/// How the written part of a segment ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Every byte up to `end` is valid records; after it only zeros (the
+    /// preallocated part) or nothing.
+    Clean {
+        /// Offset just past the last valid record.
+        end: u64,
+    },
+    /// Valid records up to `end`, then bytes that are not a record and
+    /// are followed by no valid record.
+    TornTail {
+        /// Offset just past the last valid record.
+        end: u64,
+        /// Why the bytes at `end` are not a record.
+        reason: String,
+        /// Bytes from `end` to the last non-zero byte of the file.
+        garbage_bytes: u64,
+    },
+    /// A bad record with a valid record after it, or a valid record out of
+    /// LSN order.
+    Corrupt {
+        /// Offset of the first bad byte.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What scanning one segment found.
+#[derive(Debug, Clone)]
+pub struct SegmentScan {
+    /// First LSN from the header.
+    pub first_lsn: u64,
+    /// LSN the next record after the last valid one must carry.
+    pub next_lsn: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// How the segment ends.
+    pub end: SegmentEnd,
+}
+
+/// Checks the header of the segment at `path` (named for `named_lsn`) and
+/// returns its first LSN.
+pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result<u64> {
+    let first_lsn = format::decode_segment_header(bytes).map_err(|e| match e {
+        HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: SEGMENT_FORMAT_VERSION,
+        },
+        other => Error::corrupt(path, 0, other.to_string()),
+    })?;
+    if first_lsn != named_lsn {
+        return Err(Error::corrupt(
+            path,
+            16,
+            format!("header says the first LSN is {first_lsn} but the file is named for {named_lsn}"),
+        ));
+    }
+    Ok(first_lsn)
+}
+
+/// Scans a whole segment, calling `visit(offset, record)` for each valid
+/// record in order. `bytes` is the entire file.
+pub fn scan_segment(
+    bytes: &[u8],
+    path: &Path,
+    named_lsn: u64,
+    record_bytes_max: u64,
+    mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<()>,
+) -> Result<SegmentScan> {
+    let first_lsn = check_segment_header(bytes, path, named_lsn)?;
+    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    let mut next_lsn = first_lsn;
+    let mut records = 0u64;
+    let end = loop {
+        let rest = bytes.get(offset as usize..).unwrap_or(&[]);
+        if rest.iter().all(|&b| b == 0) {
+            // Nothing, or only the preallocated zeros, remains. (Checking
+            // the whole rest is a memory scan at memcpy speed.)
+            break SegmentEnd::Clean { end: offset };
+        }
+        let bad = if format::is_zero_header(rest) {
+            "a zeroed record header followed by non-zero bytes".to_string()
+        } else {
+            match format::decode_record(rest, record_bytes_max) {
+                Ok(record) if record.first_lsn == next_lsn => {
+                    visit(offset, &record)?;
+                    records += 1;
+                    next_lsn = record.last_lsn() + 1;
+                    offset += record.total_bytes;
+                    continue;
+                }
+                Ok(record) => {
+                    break SegmentEnd::Corrupt {
+                        offset,
+                        reason: format!("LSN gap: expected LSN {next_lsn}, found {}", record.first_lsn),
+                    };
+                }
+                Err(e) => e.to_string(),
+            }
+        };
+        break classify_bad(bytes, offset, next_lsn, record_bytes_max, bad);
+    };
+    Ok(SegmentScan {
+        first_lsn,
+        next_lsn,
+        records,
+        end,
+    })
+}
+
+/// Decides whether the bad bytes at `offset` are a torn tail or corruption.
+fn classify_bad(bytes: &[u8], offset: u64, next_lsn: u64, record_bytes_max: u64, reason: String) -> SegmentEnd {
+    match find_valid_record(bytes, offset + 1, next_lsn, record_bytes_max) {
+        Some(valid_at) => SegmentEnd::Corrupt {
+            offset,
+            reason: format!("{reason}; a valid record follows at byte {valid_at}"),
+        },
+        None => {
+            let rest = bytes.get(offset as usize..).unwrap_or(&[]);
+            let garbage_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+            SegmentEnd::TornTail {
+                end: offset,
+                reason,
+                garbage_bytes,
+            }
+        }
+    }
+}
+
+/// Finds the first offset at or after `from` holding a valid record whose
+/// first LSN is at least `lsn_min`. Only on the error path: it tries every
+/// byte offset, with cheap field checks before the CRC.
+fn find_valid_record(bytes: &[u8], from: u64, lsn_min: u64, record_bytes_max: u64) -> Option<u64> {
+    let last = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
+    (from as usize..=last)
+        .find(|&pos| {
+            let Some(rest) = bytes.get(pos..) else {
+                return false;
+            };
+            let lsn = rest
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
+            if lsn < lsn_min || lsn - lsn_min > u64::from(u32::MAX) {
+                return false;
+            }
+            format::decode_record(rest, record_bytes_max).is_ok()
+        })
+        .map(|p| p as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::format::{encode_batch, encode_record_header, encode_segment_header};
+
+    fn segment(records: &[(u64, &[u8])], zeros: usize) -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = encode_segment_header(records.first().map_or(1, |r| r.0)).to_vec();
+        let mut offsets = vec![];
+        for (i, (lsn, data)) in records.iter().enumerate() {
+            offsets.push(bytes.len() as u64);
+            let b = encode_batch("s", &[*data]);
+            bytes.extend_from_slice(&encode_record_header(&b, *lsn, i as u64 + 1));
+            bytes.extend_from_slice(&b.payload);
+        }
+        bytes.resize(bytes.len() + zeros, 0);
+        (bytes, offsets)
+    }
+
+    fn scan(bytes: &[u8]) -> SegmentScan {
+        scan_segment(bytes, Path::new("x.wal"), 1, 1 << 20, |_, _| Ok(())).unwrap()
+    }
+
+    #[test]
+    fn clean_with_and_without_preallocated_zeros() {
+        for zeros in [0, 5, 4096] {
+            let (bytes, _) = segment(&[(1, b"a"), (2, b"b")], zeros);
+            let s = scan(&bytes);
+            assert_eq!(s.records, 2);
+            assert_eq!(s.next_lsn, 3);
+            assert_eq!(s.end, SegmentEnd::Clean { end: (bytes.len() - zeros) as u64 });
+        }
+    }
+
+    #[test]
+    fn flipped_middle_record_is_corrupt_and_flipped_last_is_torn() {
+        let (bytes, offsets) = segment(&[(1, b"aaaa"), (2, b"bbbb"), (3, b"cccc")], 100);
+        let mut middle = bytes.clone();
+        middle[offsets[1] as usize + 40] ^= 0x10;
+        match scan(&middle).end {
+            SegmentEnd::Corrupt { offset, .. } => assert_eq!(offset, offsets[1]),
+            other => panic!("{other:?}"),
+        }
+        let mut last = bytes.clone();
+        last[offsets[2] as usize + 40] ^= 0x10;
+        match scan(&last).end {
+            SegmentEnd::TornTail { end, .. } => assert_eq!(end, offsets[2]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn lsn_gap_is_corrupt() {
+        let (bytes, offsets) = segment(&[(1, b"a"), (3, b"b")], 0);
+        assert_eq!(
+            scan(&bytes).end,
+            SegmentEnd::Corrupt {
+                offset: offsets[1],
+                reason: "LSN gap: expected LSN 2, found 3".into()
+            }
+        );
+    }
+}
