@@ -1,19 +1,22 @@
 //! Group commit: one leader writes and syncs what every waiting appender
 //! queued, then acknowledges them all.
 //!
-//! An appender pushes its batch on the queue and takes the commit lock.
-//! Whoever holds the lock is the leader: it drains the whole queue,
-//! decides each batch against current stream versions, writes all
-//! records with one `pwrite` per segment, fdatasyncs once, publishes to
-//! the index and to live subscribers, and completes every slot before it
-//! lets go. An appender that gets the lock and finds its slot already
-//! completed simply returns. Measured here, this beat a hand-off to a
-//! dedicated flusher thread by ~40% for a single writer, because the lone
-//! writer does its own fsync without two thread switches.
+//! An appender pushes its batch on the queue. If no leader is at work it
+//! becomes the leader; otherwise it sleeps on its own slot. The leader
+//! drains the whole queue, decides each batch against current stream
+//! versions, writes all records with one `pwrite` per segment, fdatasyncs
+//! once, publishes to the index and to live subscribers, and completes
+//! (wakes) every slot of the group. Then it hands leadership to the first
+//! appender that queued meanwhile, which takes everything queued during
+//! the fsync as the next group, or marks the queue leaderless.
+//!
+//! A lone writer thus does its own fsync with no thread switch (a probe
+//! here measured ~40% over handing off to a flusher thread), and waiters
+//! never convoy on a lock: each is woken exactly once.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::engine::Inner;
 use crate::error::{Error, Result};
@@ -22,20 +25,74 @@ use crate::stream::{Appended, Event, ExpectedVersion};
 use crate::wal::format::{self, EncodedBatch};
 use crate::wal::writer::TailWriter;
 
-/// Where an appender waits for its result.
+/// Where an appender waits: for its result, or to be told to lead.
 #[derive(Debug, Default)]
-pub(crate) struct Slot(Mutex<Option<Result<Appended>>>);
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// The previous leader handed over: commit the queue.
+    Lead,
+    Done(Result<Appended>),
+}
+
+/// What a waiting appender is told.
+pub(crate) enum Wakeup {
+    Lead,
+    Done(Result<Appended>),
+}
 
 impl Slot {
-    fn complete(&self, result: Result<Appended>) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = Some(result);
+    fn set(&self, new: SlotState) {
+        if let Ok(mut g) = self.state.lock() {
+            *g = new;
+        }
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn complete(&self, result: Result<Appended>) {
+        self.set(SlotState::Done(result));
+    }
+
+    pub(crate) fn hand_leadership(&self) {
+        self.set(SlotState::Lead);
+    }
+
+    /// Blocks until the slot is completed or made leader.
+    pub(crate) fn wait(&self) -> Option<Wakeup> {
+        let mut g = self.state.lock().ok()?;
+        loop {
+            match std::mem::take(&mut *g) {
+                SlotState::Waiting => g = self.wake.wait(g).ok()?,
+                SlotState::Lead => return Some(Wakeup::Lead),
+                SlotState::Done(r) => return Some(Wakeup::Done(r)),
+            }
         }
     }
 
+    /// The result, if completed.
     pub(crate) fn take(&self) -> Option<Result<Appended>> {
-        self.0.lock().ok().and_then(|mut g| g.take())
+        let mut g = self.state.lock().ok()?;
+        match std::mem::take(&mut *g) {
+            SlotState::Done(r) => Some(r),
+            other => {
+                *g = other;
+                None
+            }
+        }
     }
+}
+
+/// Appenders waiting for a leader, and whether one is at work.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    pub pending: Vec<Pending>,
+    pub leader_active: bool,
 }
 
 /// A batch waiting for the leader.

@@ -21,7 +21,7 @@ use crate::wal::format;
 use crate::wal::index::LogIndex;
 use crate::wal::recovery::{self, RecoveryReport};
 
-use commit::{CommitState, Pending, Slot};
+use commit::{CommitState, Pending, Queue, Slot, Wakeup};
 use lock::DirLock;
 pub use subscribe::Subscription;
 
@@ -40,7 +40,7 @@ pub(crate) struct Inner {
     pub options: Options,
     pub index: RwLock<LogIndex>,
     pub commit: Mutex<CommitState>,
-    pub queue: Mutex<Vec<Pending>>,
+    pub queue: Mutex<Queue>,
     /// LSN of the last event visible to readers (0: none).
     pub committed_lsn: AtomicU64,
     pub poisoned: AtomicBool,
@@ -128,7 +128,7 @@ impl Db {
                 next_lsn: opened.next_lsn,
                 tail_map_len,
             }),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(String::new()),
             live,
@@ -192,26 +192,24 @@ impl Db {
             });
         }
         let slot = Arc::new(Slot::default());
-        self.inner
-            .queue
-            .lock()
-            .map_err(|_| self.inner.poisoned_error())?
-            .push(Pending {
+        let lead = {
+            let mut queue = self.inner.queue.lock().map_err(|_| self.inner.poisoned_error())?;
+            queue.pending.push(Pending {
                 stream: stream.to_string(),
                 expected,
                 batch,
                 slot: slot.clone(),
             });
-        // Leader election: whoever holds the commit lock commits everything
-        // queued. If a previous leader already took our batch, our slot is
-        // filled by the time we get the lock.
-        let mut state = self.inner.commit.lock().map_err(|_| self.inner.poisoned_error())?;
-        if let Some(result) = slot.take() {
-            return result;
+            !std::mem::replace(&mut queue.leader_active, true)
+        };
+        if !lead {
+            match slot.wait() {
+                Some(Wakeup::Done(result)) => return result,
+                Some(Wakeup::Lead) => {}
+                None => return Err(self.inner.poisoned_error()),
+            }
         }
-        let group = std::mem::take(&mut *self.inner.queue.lock().map_err(|_| self.inner.poisoned_error())?);
-        self.inner.commit_group(&mut state, group);
-        drop(state);
+        self.inner.lead();
         slot.take().unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
@@ -320,6 +318,29 @@ impl Db {
 }
 
 impl Inner {
+    /// Commits one group as leader, then hands leadership on.
+    fn lead(&self) {
+        let group = match self.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut q.pending),
+            Err(_) => return,
+        };
+        match self.commit.lock() {
+            Ok(mut state) => self.commit_group(&mut state, group),
+            Err(_) => {
+                self.poison("commit lock poisoned by a panic".into());
+                for p in &group {
+                    p.slot.complete(Err(self.poisoned_error()));
+                }
+            }
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            match q.pending.first() {
+                Some(next) => next.slot.hand_leadership(),
+                None => q.leader_active = false,
+            }
+        }
+    }
+
     pub(crate) fn check_poison(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(self.poisoned_error());

@@ -1,0 +1,119 @@
+//! Command-line interface: argument parsing and dispatch. Each command
+//! lives in its own module; all of them print errors the same way.
+
+mod append;
+mod demo;
+mod json;
+mod maintenance;
+mod read;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use replaydb::{Durability, Options};
+
+/// replaydb: an embedded, event-sourced database.
+#[derive(Debug, Parser)]
+#[command(name = "replaydb", version, about, long_about = None)]
+pub struct Cli {
+    /// Database directory.
+    #[arg(long = "db", global = true, env = "REPLAYDB_DIR", default_value = "./replaydb-data")]
+    pub db: PathBuf,
+
+    /// Segment size limit in bytes (new segments only).
+    #[arg(long, global = true, default_value_t = Options::default().segment_bytes_max, hide_default_value = false)]
+    pub segment_bytes_max: u64,
+
+    /// Acknowledge after write and fdatasync every MS milliseconds instead
+    /// of after each group's fdatasync (power loss can lose up to MS).
+    #[arg(long, global = true, value_name = "MS")]
+    pub buffered_ms: Option<u64>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append JSON events to a stream: the arguments as one batch, or JSON
+    /// lines from stdin (with `-` or no argument), printing each event's
+    /// LSN once it is durable.
+    Append(append::AppendArgs),
+    /// Print events of the log or of one stream.
+    Read(read::ReadArgs),
+    /// Follow the log live, one JSON line per event.
+    Tail(read::TailArgs),
+    /// Check every record's CRC and the LSN sequence; exit 1 on a problem.
+    Verify,
+    /// Cut the log at its first bad record, keeping the cut bytes in `.cut`
+    /// files beside the segment.
+    Repair(maintenance::RepairArgs),
+    /// Counts: records, streams, segments, bytes, first and last LSN.
+    Stats(maintenance::StatsArgs),
+    /// Run a realistic workload and show what the engine did.
+    Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    fn options(&self) -> Options {
+        let mut o = Options {
+            segment_bytes_max: self.segment_bytes_max,
+            ..Options::default()
+        };
+        if let Some(ms) = self.buffered_ms {
+            o.durability = Durability::Buffered {
+                interval: std::time::Duration::from_millis(ms),
+            };
+        }
+        o
+    }
+}
+
+/// A failed command: the message, and the exit code.
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            message: e.to_string(),
+            code: 1,
+        }
+    }
+}
+
+pub type CmdResult = Result<(), Failure>;
+
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REPLAYDB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let options = cli.options();
+    let result = match &cli.command {
+        Command::Append(args) => append::run(&cli.db, &options, args),
+        Command::Read(args) => read::run_read(&cli.db, &options, args),
+        Command::Tail(args) => read::run_tail(&cli.db, &options, args),
+        Command::Verify => maintenance::run_verify(&cli.db, &options),
+        Command::Repair(args) => maintenance::run_repair(&cli.db, &options, args),
+        Command::Stats(args) => maintenance::run_stats(&cli.db, &options, args),
+        Command::Demo(args) => demo::run(&cli.db, &options, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("replaydb: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `replaydb read` and `replaydb tail`.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::Args;
+use replaydb::{Db, Event, Options};
+
+use crate::cli::{json, CmdResult};
+
+/// Events fetched per page.
+const PAGE_EVENTS: usize = 4096;
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// First LSN to print.
+    #[arg(long, default_value_t = 1)]
+    from: u64,
+    /// Print at most N events (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only events of this stream.
+    #[arg(long)]
+    stream: Option<String>,
+    /// One JSON object per line: lsn, stream, version, data.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// First LSN to print (default: the next one committed).
+    #[arg(long)]
+    from: Option<u64>,
+}
+
+fn print_event(out: &mut impl Write, e: &Event, as_json: bool) -> std::io::Result<()> {
+    if as_json {
+        writeln!(out, "{}", json::event_json(e))
+    } else {
+        let data = match json::decode(&e.data) {
+            Some(v) => v.to_string(),
+            None => format!("<{} bytes>", e.data.len()),
+        };
+        writeln!(out, "{:>8}  {}@{}  {}", e.lsn, e.stream, e.version, data)
+    }
+}
+
+pub fn run_read(dir: &Path, options: &Options, args: &ReadArgs) -> CmdResult {
+    let db = Db::open(dir, options.clone())?;
+    let mut left = args.limit.unwrap_or(usize::MAX);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut from = args.from;
+    while left > 0 {
+        let page = match &args.stream {
+            Some(s) => db.read_stream_from_lsn(s, from, left.min(PAGE_EVENTS))?,
+            None => db.read(from, left.min(PAGE_EVENTS))?,
+        };
+        let Some(last) = page.last() else { break };
+        from = last.lsn + 1;
+        left -= page.len();
+        for e in &page {
+            if print_event(&mut out, e, args.json).is_err() {
+                return Ok(()); // stdout closed (e.g. piped to `head`)
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+pub fn run_tail(dir: &Path, options: &Options, args: &TailArgs) -> CmdResult {
+    let db = Db::open(dir, options.clone())?;
+    let from = args.from.unwrap_or(db.last_lsn() + 1);
+    let mut out = std::io::stdout().lock();
+    for event in db.subscribe(from)? {
+        let event = event?;
+        if print_event(&mut out, &event, true).and_then(|_| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
