@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use replaydb::{Db, Options};
+
+/// Options with small segments so that tests cross segment rolls cheaply.
+pub fn small_segments(segment_bytes_max: u64) -> Options {
+    Options {
+        segment_bytes_max,
+        ..Options::default()
+    }
+}
+
+/// The built `replaydb` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_replaydb"))
+}
+
+/// Runs `replaydb --db DIR args...` and returns its output.
+pub fn cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--db")
+        .arg(dir)
+        .args(args)
+        .env_remove("REPLAYDB_DIR")
+        .output()
+        .expect("run replaydb")
+}
+
+/// The segment files of a database, sorted.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+        .expect("list wal")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Appends `n` single-event batches `"<prefix>-<i>"` to `stream` and returns
+/// the segment end offset after each (single-segment databases only).
+pub fn append_numbered(db: &Db, stream: &str, prefix: &str, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            db.append(stream, replaydb::ExpectedVersion::Any, &[format!("{prefix}-{i}").into_bytes()])
+                .expect("append");
+            db.stats().expect("stats").wal_bytes
+        })
+        .collect()
+}
+
+/// Copies a directory tree (files only, one level of subdirectories).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
