@@ -50,7 +50,9 @@ pub enum Error {
     },
 
     /// A file carries a format version this build does not read.
-    #[error("{path}: format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "{path}: format version {found} is not supported (this build reads version {supported})"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -61,7 +63,9 @@ pub enum Error {
     },
 
     /// An optimistic-concurrency check failed; nothing was appended.
-    #[error("wrong expected version for stream {stream:?}: expected {expected}, stream is at {actual}")]
+    #[error(
+        "wrong expected version for stream {stream:?}: expected {expected}, stream is at {actual}"
+    )]
     WrongExpectedVersion {
         /// The stream appended to.
         stream: String,
@@ -90,7 +94,9 @@ pub enum Error {
     },
 
     /// A batch encodes to more than `Options::record_size_bytes_max`.
-    #[error("append to {stream:?}: batch encodes to {size_bytes} bytes, above the limit of {limit_bytes}")]
+    #[error(
+        "append to {stream:?}: batch encodes to {size_bytes} bytes, above the limit of {limit_bytes}"
+    )]
     RecordTooLarge {
         /// The stream appended to.
         stream: String,
@@ -102,7 +108,9 @@ pub enum Error {
 
     /// A write or fsync failed earlier; the handle refuses all further work.
     /// Reopen the database to recover from what is on disk.
-    #[error("database handle is poisoned after an earlier write or fsync failure ({cause}); reopen it")]
+    #[error(
+        "database handle is poisoned after an earlier write or fsync failure ({cause}); reopen it"
+    )]
     Poisoned {
         /// The failure that poisoned the handle.
         cause: String,
@@ -127,7 +135,11 @@ impl Error {
     }
 
     /// Builds an [`Error::Corrupt`].
-    pub(crate) fn corrupt(segment: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        segment: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corrupt {
             segment: segment.into(),
             offset,

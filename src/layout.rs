@@ -107,6 +107,7 @@ pub fn fresh_side_path(path: &Path, suffix: &str) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -117,7 +118,12 @@ mod tests {
             assert_eq!(name.len(), SEGMENT_NAME_DIGITS + 4);
             assert_eq!(parse_segment_file_name(&name), Some(lsn));
         }
-        for other in ["1.wal", "0000000000000000000a.wal", "00000000000000000001.wal.tmp", "LOCK"] {
+        for other in [
+            "1.wal",
+            "0000000000000000000a.wal",
+            "00000000000000000001.wal.tmp",
+            "LOCK",
+        ] {
             assert_eq!(parse_segment_file_name(other), None, "{other}");
         }
     }

@@ -28,10 +28,12 @@ mod options;
 mod stream;
 pub mod wal;
 
-pub use engine::maintenance::{verify, Repair, VerifyReport};
+pub use engine::maintenance::{Repair, VerifyReport, verify};
 pub use engine::{Db, Stats, Subscription};
 pub use error::{Error, Result};
 pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
-pub use stream::{validate_stream_name, Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX};
+pub use stream::{
+    Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX, validate_stream_name,
+};
 pub use wal::recovery::{RecoveryReport, TornTail};
 pub use wal::repair::{RepairAction, RepairPlan};

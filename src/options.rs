@@ -63,17 +63,16 @@ impl Default for Options {
 impl Options {
     /// Checks the options are usable.
     pub(crate) fn validate(&self) -> crate::Result<()> {
-        let bad = |reason: String| {
-            Err(crate::Error::InvalidArgument {
-                op: "open",
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(crate::Error::InvalidArgument { op: "open", reason });
         if self.segment_bytes_max < SEGMENT_BYTES_MIN {
-            return bad(format!("segment_bytes_max must be at least {SEGMENT_BYTES_MIN}"));
+            return bad(format!(
+                "segment_bytes_max must be at least {SEGMENT_BYTES_MIN}"
+            ));
         }
         if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_LIMIT {
-            return bad(format!("record_bytes_max must be between 1 and {RECORD_BYTES_LIMIT}"));
+            return bad(format!(
+                "record_bytes_max must be between 1 and {RECORD_BYTES_LIMIT}"
+            ));
         }
         if self.subscriber_buffer_batches == 0 {
             return bad("subscriber_buffer_batches must be at least 1".into());

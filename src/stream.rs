@@ -54,7 +54,10 @@ pub fn validate_stream_name(name: &str) -> Result<()> {
         Some("longer than 200 bytes")
     } else if name.starts_with('/') || name.starts_with('.') {
         Some("starts with '/' or '.'")
-    } else if name.split('/').any(|part| part == ".." || part == "." || part.is_empty()) {
+    } else if name
+        .split('/')
+        .any(|part| part == ".." || part == "." || part.is_empty())
+    {
         Some("has an empty, '.' or '..' path component")
     } else if !name
         .bytes()
@@ -127,17 +130,26 @@ pub struct Appended {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_that_could_escape_or_confuse_are_refused() {
-        for bad in ["", "/abs", ".hidden", "a/../b", "a//b", "a/", "sp ace", "nul\0", "é"] {
+        for bad in [
+            "", "/abs", ".hidden", "a/../b", "a//b", "a/", "sp ace", "nul\0", "é",
+        ] {
             assert!(validate_stream_name(bad).is_err(), "{bad:?} accepted");
         }
         let long = "x".repeat(STREAM_NAME_BYTES_MAX + 1);
         assert!(validate_stream_name(&long).is_err());
-        for good in ["orders", "pod-registry", "kv/bucket:key", "user@host", "a.b_c-1"] {
+        for good in [
+            "orders",
+            "pod-registry",
+            "kv/bucket:key",
+            "user@host",
+            "a.b_c-1",
+        ] {
             validate_stream_name(good).unwrap();
         }
     }

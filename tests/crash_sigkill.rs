@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
 use replaydb::Db;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// What one cycle sent and had acknowledged.
 struct CycleLog {
@@ -77,7 +77,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         let mut child = Command::new(common::bin())
             .arg("--db")
             .arg(&dir)
-            .args(["--segment-bytes-max", "16384", "append", "--stream", "crash"])
+            .args([
+                "--segment-bytes-max",
+                "16384",
+                "append",
+                "--stream",
+                "crash",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -115,7 +121,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         {
             let (m, cv) = &*acked;
             let g = cv
-                .wait_while(m.lock().unwrap(), |a| a.lsns.len() < kill_after && !a.closed)
+                .wait_while(m.lock().unwrap(), |a| {
+                    a.lsns.len() < kill_after && !a.closed
+                })
                 .unwrap();
             assert!(!g.closed, "cycle {cycle}: the child stopped on its own");
         }
@@ -129,7 +137,8 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         logs.push(log);
 
         // Reopen and check everything acknowledged so far, every cycle.
-        let db = Db::open(&dir, opts.clone()).unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
+        let db = Db::open(&dir, opts.clone())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: reopen failed: {e}"));
         let events = db.read(1, usize::MAX).unwrap();
         // The log must be: a prefix of cycle 0's lines, then a prefix of
         // cycle 1's, and so on; each line at most once, in order.
@@ -139,7 +148,11 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
         for (n, e) in events.iter().enumerate() {
             assert_eq!(e.lsn, n as u64 + 1, "cycle {cycle}: LSNs are gapless");
             loop {
-                assert!(c < logs.len(), "cycle {cycle}: LSN {} holds data never sent, or out of order", e.lsn);
+                assert!(
+                    c < logs.len(),
+                    "cycle {cycle}: LSN {} holds data never sent, or out of order",
+                    e.lsn
+                );
                 if e.data == logs[c].expected(count[c]) {
                     first_lsn[c].get_or_insert(e.lsn);
                     count[c] += 1;
@@ -149,15 +162,29 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
             }
         }
         for (c, log) in logs.iter().enumerate() {
-            assert!(count[c] >= log.acked.len(), "cycle {c}: acknowledged events are missing");
+            assert!(
+                count[c] >= log.acked.len(),
+                "cycle {c}: acknowledged events are missing"
+            );
             for (k, lsn) in log.acked.iter().enumerate() {
-                assert_eq!(Some(*lsn), first_lsn[c].map(|f| f + k as u64), "cycle {c}: acknowledged append {k}");
+                assert_eq!(
+                    Some(*lsn),
+                    first_lsn[c].map(|f| f + k as u64),
+                    "cycle {c}: acknowledged append {k}"
+                );
             }
         }
         drop(db);
     }
     let out = common::cli(&dir, &["verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let total: usize = logs.iter().map(|l| l.acked.len()).sum();
-    eprintln!("{} cycles, {total} acknowledged appends checked", logs.len());
+    eprintln!(
+        "{} cycles, {total} acknowledged appends checked",
+        logs.len()
+    );
 }

@@ -26,7 +26,11 @@ fn lock_held_by_another_process_names_its_pid() {
     stdin.flush().unwrap();
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "1", "the child acknowledged its append, so it holds the lock");
+    assert_eq!(
+        line.trim(),
+        "1",
+        "the child acknowledged its append, so it holds the lock"
+    );
 
     match Db::open(&dir, Options::default()) {
         Err(Error::Locked { path, pid }) => {
@@ -56,7 +60,13 @@ fn second_open_in_the_same_process_is_refused_until_the_first_closes() {
     }
     let clone = db.clone();
     drop(db);
-    assert!(matches!(Db::open(tmp.path(), Options::default()), Err(Error::Locked { .. })), "a clone keeps it open");
+    assert!(
+        matches!(
+            Db::open(tmp.path(), Options::default()),
+            Err(Error::Locked { .. })
+        ),
+        "a clone keeps it open"
+    );
     drop(clone);
     Db::open(tmp.path(), Options::default()).unwrap();
 }
@@ -67,7 +77,8 @@ fn files_and_directories_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
     let db = Db::open(&dir, Options::default()).unwrap();
-    db.append("s", replaydb::ExpectedVersion::Any, &[b"x"]).unwrap();
+    db.append("s", replaydb::ExpectedVersion::Any, &[b"x"])
+        .unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&dir.join("wal")), 0o700);

@@ -12,7 +12,13 @@ use replaydb::{Db, Error, ExpectedVersion, Options};
 fn wrong_expected_version_appends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let db = Db::open(tmp.path(), Options::default()).unwrap();
-    let a = db.append("acct", ExpectedVersion::NoStream, &[&b"open"[..], b"deposit"]).unwrap();
+    let a = db
+        .append(
+            "acct",
+            ExpectedVersion::NoStream,
+            &[&b"open"[..], b"deposit"],
+        )
+        .unwrap();
     assert_eq!((a.first_lsn, a.last_lsn, a.version), (1, 2, 2));
 
     for (expected, actual) in [
@@ -21,7 +27,11 @@ fn wrong_expected_version_appends_nothing() {
         (ExpectedVersion::Exact(3), 2),
     ] {
         match db.append("acct", expected, &[b"nope"]) {
-            Err(Error::WrongExpectedVersion { stream, expected: e, actual: a }) => {
+            Err(Error::WrongExpectedVersion {
+                stream,
+                expected: e,
+                actual: a,
+            }) => {
                 assert_eq!((stream.as_str(), e, a), ("acct", expected, actual));
             }
             other => panic!("expected WrongExpectedVersion, got {other:?}"),
@@ -34,9 +44,13 @@ fn wrong_expected_version_appends_nothing() {
         Err(Error::WrongExpectedVersion { actual: 0, .. })
     ));
 
-    let b = db.append("acct", ExpectedVersion::Exact(2), &[b"withdraw"]).unwrap();
+    let b = db
+        .append("acct", ExpectedVersion::Exact(2), &[b"withdraw"])
+        .unwrap();
     assert_eq!((b.first_lsn, b.version), (3, 3));
-    let c = db.append("other", ExpectedVersion::Exact(0), &[b"x"]).unwrap();
+    let c = db
+        .append("other", ExpectedVersion::Exact(0), &[b"x"])
+        .unwrap();
     assert_eq!((c.first_lsn, c.version), (4, 1));
 
     // Versions survive a reopen.
@@ -76,9 +90,16 @@ fn racing_writers_have_exactly_one_winner_per_version() {
             })
         })
         .collect();
-    let mut wins: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut wins: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     wins.sort();
-    assert_eq!(wins, (1..=ROUNDS).collect::<Vec<_>>(), "one winner per round");
+    assert_eq!(
+        wins,
+        (1..=ROUNDS).collect::<Vec<_>>(),
+        "one winner per round"
+    );
     let events = db.read_stream("race", 1, 1000).unwrap();
     assert_eq!(events.len() as u64, ROUNDS);
     for (i, e) in events.iter().enumerate() {
@@ -93,7 +114,8 @@ fn reads_page_by_lsn_and_by_stream_version() {
     let db = Db::open(tmp.path(), common::small_segments(4096)).unwrap();
     for i in 0..300u64 {
         let stream = if i % 3 == 0 { "a" } else { "b" };
-        db.append(stream, ExpectedVersion::Any, &[i.to_le_bytes()]).unwrap();
+        db.append(stream, ExpectedVersion::Any, &[i.to_le_bytes()])
+            .unwrap();
     }
     assert!(db.stats().unwrap().segments > 3);
     // Global log pages.
@@ -112,17 +134,34 @@ fn reads_page_by_lsn_and_by_stream_version() {
         from = page.last().unwrap().lsn + 1;
     }
     assert_eq!(seen, 300);
-    assert_eq!(db.read(150, 2).unwrap().iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![150, 151]);
+    assert_eq!(
+        db.read(150, 2)
+            .unwrap()
+            .iter()
+            .map(|e| e.lsn)
+            .collect::<Vec<_>>(),
+        vec![150, 151]
+    );
     assert!(db.read(301, 10).unwrap().is_empty());
     // Stream pages.
     let a = db.read_stream("a", 1, 1000).unwrap();
     assert_eq!(a.len(), 100);
-    assert!(a.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1 && e.lsn == 3 * i as u64 + 1));
+    assert!(
+        a.iter()
+            .enumerate()
+            .all(|(i, e)| e.version == i as u64 + 1 && e.lsn == 3 * i as u64 + 1)
+    );
     let page = db.read_stream("b", 50, 3).unwrap();
-    assert_eq!(page.iter().map(|e| e.version).collect::<Vec<_>>(), vec![50, 51, 52]);
+    assert_eq!(
+        page.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![50, 51, 52]
+    );
     assert!(db.read_stream("missing", 1, 10).unwrap().is_empty());
     let by_lsn = db.read_stream_from_lsn("a", 100, 2).unwrap();
-    assert_eq!(by_lsn.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![100, 103]);
+    assert_eq!(
+        by_lsn.iter().map(|e| e.lsn).collect::<Vec<_>>(),
+        vec![100, 103]
+    );
 }
 
 #[test]
@@ -133,17 +172,29 @@ fn bad_arguments_are_typed_errors() {
         ..Options::default()
     };
     let db = Db::open(tmp.path(), opts).unwrap();
-    assert!(matches!(db.append("../etc", ExpectedVersion::Any, &[b"x"]), Err(Error::InvalidStreamName { .. })));
+    assert!(matches!(
+        db.append("../etc", ExpectedVersion::Any, &[b"x"]),
+        Err(Error::InvalidStreamName { .. })
+    ));
     let empty: [&[u8]; 0] = [];
-    assert!(matches!(db.append("s", ExpectedVersion::Any, &empty), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        db.append("s", ExpectedVersion::Any, &empty),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(matches!(
         db.append("s", ExpectedVersion::Any, &[vec![0u8; 2000]]),
-        Err(Error::RecordTooLarge { limit_bytes: 1024, .. })
+        Err(Error::RecordTooLarge {
+            limit_bytes: 1024,
+            ..
+        })
     ));
     assert_eq!(db.last_lsn(), 0);
     let bad = Options {
         segment_bytes_max: 10,
         ..Options::default()
     };
-    assert!(matches!(Db::open(tmp.path().join("x"), bad), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        Db::open(tmp.path().join("x"), bad),
+        Err(Error::InvalidArgument { .. })
+    ));
 }

@@ -39,7 +39,8 @@ fn write_all(db: &Db, started: mpsc::Sender<()>) {
                     if *n >= EVENTS {
                         return;
                     }
-                    let batch: Vec<Vec<u8>> = (*n..(*n + 1 + *n % 3).min(EVENTS)).map(data).collect();
+                    let batch: Vec<Vec<u8>> =
+                        (*n..(*n + 1 + *n % 3).min(EVENTS)).map(data).collect();
                     db.append("s", ExpectedVersion::Any, &batch).unwrap();
                     *n += batch.len() as u64;
                     if *n > EVENTS / 2 {
@@ -81,7 +82,10 @@ fn subscribers_before_during_and_after_segment_rolls_see_every_event_once() {
     let after = collect(db.subscribe(1).unwrap(), 1);
     let after_mid = collect(db.subscribe(EVENTS - 10).unwrap(), EVENTS - 10);
 
-    assert!(db.stats().unwrap().segments > 10, "the writes rolled many segments");
+    assert!(
+        db.stats().unwrap().segments > 10,
+        "the writes rolled many segments"
+    );
     check(&before.join().unwrap(), 1);
     check(&during.join().unwrap(), 1);
     check(&during_mid.join().unwrap(), EVENTS / 3);
@@ -106,7 +110,8 @@ fn a_subscriber_that_falls_behind_the_buffer_continues_from_disk() {
     }
     check(&got, 1);
     assert!(sub.try_next().is_none(), "nothing more is committed");
-    db.append("s", ExpectedVersion::Any, &[data(EVENTS)]).unwrap();
+    db.append("s", ExpectedVersion::Any, &[data(EVENTS)])
+        .unwrap();
     assert_eq!(sub.next_blocking().unwrap().unwrap().lsn, EVENTS + 1);
 }
 
@@ -115,14 +120,25 @@ fn async_stream_follows_live_appends() {
     use futures_util::StreamExt;
     let tmp = tempfile::tempdir().unwrap();
     let db = Db::open(tmp.path(), common::small_segments(4096)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let stream = db.subscribe(1).unwrap().into_stream();
         let reader = tokio::spawn(stream.take(EVENTS as usize).collect::<Vec<_>>());
         for i in 0..EVENTS {
-            db.append_async("s".into(), ExpectedVersion::Exact(i), vec![data(i)]).await.unwrap();
+            db.append_async("s".into(), ExpectedVersion::Exact(i), vec![data(i)])
+                .await
+                .unwrap();
         }
-        let events: Vec<Event> = reader.await.unwrap().into_iter().map(|r| r.unwrap()).collect();
+        let events: Vec<Event> = reader
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
         check(&events, 1);
     });
 }

@@ -33,7 +33,10 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
     };
     let last_start = ends[RECORDS - 2];
     let last_end = ends[RECORDS - 1];
-    assert!(last_end - last_start > 32, "a record has a header and a payload");
+    assert!(
+        last_end - last_start > 32,
+        "a record has a header and a payload"
+    );
     let mut rng = fastrand::Rng::with_seed(7);
     for cut in last_start..last_end {
         for torn in [Torn::Truncated, Torn::Zeroed, Torn::Garbage] {
@@ -43,7 +46,9 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
             let f = OpenOptions::new().write(true).open(seg).unwrap();
             match torn {
                 Torn::Truncated => f.set_len(cut).unwrap(),
-                Torn::Zeroed => f.write_all_at(&vec![0u8; (last_end - cut) as usize], cut).unwrap(),
+                Torn::Zeroed => f
+                    .write_all_at(&vec![0u8; (last_end - cut) as usize], cut)
+                    .unwrap(),
                 Torn::Garbage => {
                     let junk: Vec<u8> = (0..last_end - cut).map(|_| rng.u8(1..)).collect();
                     f.write_all_at(&junk, cut).unwrap();
@@ -51,7 +56,8 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
             }
             drop(f);
 
-            let db = Db::open(&dir, opts.clone()).unwrap_or_else(|e| panic!("cut {cut} {torn:?}: {e}"));
+            let db =
+                Db::open(&dir, opts.clone()).unwrap_or_else(|e| panic!("cut {cut} {torn:?}: {e}"));
             let report = db.recovery_report();
             let cut_inside_record = cut > last_start;
             match (&report.torn_tail, torn) {
@@ -71,7 +77,9 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
             }
             // The log goes on from the cut: the next append takes the
             // torn record's LSN, and a reopen sees a clean log.
-            let done = db.append("s", ExpectedVersion::Exact(RECORDS as u64 - 1), &[b"after"]).unwrap();
+            let done = db
+                .append("s", ExpectedVersion::Exact(RECORDS as u64 - 1), &[b"after"])
+                .unwrap();
             assert_eq!(done.first_lsn, RECORDS as u64);
             drop(db);
             let db = Db::open(&dir, opts.clone()).unwrap();
@@ -90,12 +98,18 @@ fn a_torn_batch_is_all_or_nothing() {
     let end = {
         let db = Db::open(tmp.path(), opts.clone()).unwrap();
         db.append("s", ExpectedVersion::Any, &[b"one"]).unwrap();
-        db.append("s", ExpectedVersion::Any, &[b"a", b"b", b"c"]).unwrap();
+        db.append("s", ExpectedVersion::Any, &[b"a", b"b", b"c"])
+            .unwrap();
         db.stats().unwrap().wal_bytes
     };
     // Cut the last byte: the batch's third event is incomplete.
     let seg = &common::segments(tmp.path())[0];
-    OpenOptions::new().write(true).open(seg).unwrap().set_len(end - 1).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(seg)
+        .unwrap()
+        .set_len(end - 1)
+        .unwrap();
     let db = Db::open(tmp.path(), opts).unwrap();
     let events = db.read(1, 10).unwrap();
     assert_eq!(events.len(), 1, "none of the torn batch survives");

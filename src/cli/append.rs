@@ -8,7 +8,7 @@ use clap::Args;
 use replaydb::{Db, ExpectedVersion, Options};
 use serde_json::Value;
 
-use crate::cli::{json, CmdResult, Failure};
+use crate::cli::{CmdResult, Failure, json};
 
 /// Events taken from stdin into one batch at most.
 const STDIN_BATCH_EVENTS_MAX: usize = 4096;
@@ -98,7 +98,8 @@ fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdRe
             match line {
                 Line::Event(data) => batch.push(data),
                 Line::Invalid { line, error } => {
-                    pending_failure = Some(format!("stdin line {line}: invalid JSON: {error}").into());
+                    pending_failure =
+                        Some(format!("stdin line {line}: invalid JSON: {error}").into());
                     break;
                 }
                 Line::ReadFailed(e) => {
@@ -119,7 +120,11 @@ fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdRe
                 text.push('\n');
             }
             // Printed only now that the batch is durable.
-            if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
                 return Err(Failure {
                     message: String::new(),
                     code: 1,

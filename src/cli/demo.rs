@@ -9,15 +9,15 @@
 //! verified.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use replaydb::{Db, Error, ExpectedVersion, Options};
 use serde_json::json;
 
-use crate::cli::{json as j, CmdResult};
+use crate::cli::{CmdResult, json as j};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -92,20 +92,26 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
         let db = db.clone();
         let conflicts = conflicts.clone();
         let stream = format!("counter-{run_tag}");
-        handles.push(std::thread::spawn(move || -> replaydb::Result<Vec<Duration>> {
-            let mut done = 0;
-            while done < CONTENDED_INCREMENTS / 2 {
-                let v = db.stream_version(&stream)?;
-                match db.append(&stream, ExpectedVersion::Exact(v), &[j::encode(&json!({"inc": 1}))]) {
-                    Ok(_) => done += 1,
-                    Err(Error::WrongExpectedVersion { .. }) => {
-                        conflicts.fetch_add(1, Ordering::Relaxed);
+        handles.push(std::thread::spawn(
+            move || -> replaydb::Result<Vec<Duration>> {
+                let mut done = 0;
+                while done < CONTENDED_INCREMENTS / 2 {
+                    let v = db.stream_version(&stream)?;
+                    match db.append(
+                        &stream,
+                        ExpectedVersion::Exact(v),
+                        &[j::encode(&json!({"inc": 1}))],
+                    ) {
+                        Ok(_) => done += 1,
+                        Err(Error::WrongExpectedVersion { .. }) => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
-            }
-            Ok(Vec::new())
-        }));
+                Ok(Vec::new())
+            },
+        ));
     }
     let mut latencies = Vec::new();
     for h in handles {
@@ -130,13 +136,22 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     let events = after.events - before.events;
     let appends = after.appends_since_open;
     let fsyncs = after.fsyncs_since_open.max(1);
-    println!("workload: {} order services x {} orders, 2 contended counters, 1 live subscriber", args.writers, args.orders);
+    println!(
+        "workload: {} order services x {} orders, 2 contended counters, 1 live subscriber",
+        args.writers, args.orders
+    );
     println!("  events appended      {events}");
     println!("  appends (batches)    {appends}");
     println!("  commit groups        {}", after.groups_since_open);
     println!("  fsyncs               {fsyncs}");
-    println!("  events per fsync     {:.1}", events as f64 / fsyncs as f64);
-    println!("  appends per fsync    {:.1}", appends as f64 / fsyncs as f64);
+    println!(
+        "  events per fsync     {:.1}",
+        events as f64 / fsyncs as f64
+    );
+    println!(
+        "  appends per fsync    {:.1}",
+        appends as f64 / fsyncs as f64
+    );
     println!(
         "  throughput           {:.0} events/s, {:.0} appends/s over {:.2} s",
         events as f64 / elapsed.as_secs_f64(),
@@ -148,13 +163,25 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3
     );
-    println!("  version conflicts    {} (retried; counter ended at {})", conflicts.load(Ordering::Relaxed), db.stream_version(&format!("counter-{run_tag}"))?);
-    println!("  subscriber saw       {} events live, in order", seen.load(Ordering::Relaxed));
+    println!(
+        "  version conflicts    {} (retried; counter ended at {})",
+        conflicts.load(Ordering::Relaxed),
+        db.stream_version(&format!("counter-{run_tag}"))?
+    );
+    println!(
+        "  subscriber saw       {} events live, in order",
+        seen.load(Ordering::Relaxed)
+    );
 
     let sample = format!("order-{run_tag}-0-0");
     println!("\nstream {sample}:");
     for e in db.read_stream(&sample, 1, 10)? {
-        println!("  v{} lsn {}  {}", e.version, e.lsn, j::decode(&e.data).unwrap_or_default());
+        println!(
+            "  v{} lsn {}  {}",
+            e.version,
+            e.lsn,
+            j::decode(&e.data).unwrap_or_default()
+        );
     }
     drop(db);
 
@@ -168,7 +195,11 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
         r.events,
         r.records,
         r.segments,
-        if r.torn_tail.is_some() { ", torn tail cut" } else { "" }
+        if r.torn_tail.is_some() {
+            ", torn tail cut"
+        } else {
+            ""
+        }
     );
     drop(db);
     let v = replaydb::verify(dir, options)?;

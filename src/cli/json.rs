@@ -1,7 +1,7 @@
 //! JSON in and out: the CLI stores JSON values as MessagePack event data.
 
 use replaydb::Event;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Encodes a JSON value as event data.
 pub fn encode(value: &Value) -> Vec<u8> {

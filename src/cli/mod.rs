@@ -18,7 +18,12 @@ use replaydb::{Durability, Options};
 #[command(name = "replaydb", version, about, long_about = None)]
 pub struct Cli {
     /// Database directory.
-    #[arg(long = "db", global = true, env = "REPLAYDB_DIR", default_value = "./replaydb-data")]
+    #[arg(
+        long = "db",
+        global = true,
+        env = "REPLAYDB_DIR",
+        default_value = "./replaydb-data"
+    )]
     pub db: PathBuf,
 
     /// Segment size limit in bytes (new segments only).

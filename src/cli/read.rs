@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::Args;
 use replaydb::{Db, Event, Options};
 
-use crate::cli::{json, CmdResult};
+use crate::cli::{CmdResult, json};
 
 /// Events fetched per page.
 const PAGE_EVENTS: usize = 4096;
@@ -75,7 +75,10 @@ pub fn run_tail(dir: &Path, options: &Options, args: &TailArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     for event in db.subscribe(from)? {
         let event = event?;
-        if print_event(&mut out, &event, true).and_then(|_| out.flush()).is_err() {
+        if print_event(&mut out, &event, true)
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             return Ok(());
         }
     }

@@ -177,14 +177,19 @@ impl Inner {
             .map(|(h, (p, _, _))| (*h, p.batch.payload.as_slice()))
             .collect();
         let lsns: Vec<u64> = accepted.iter().map(|(_, lsn, _)| *lsn).collect();
-        let written = state.tail.write(&records, &lsns).and_then(|(placed, rolled)| {
-            self.counters.fsyncs.fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
-            if self.options.durability == Durability::Immediate {
-                state.tail.sync()?;
-                self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok((placed, rolled))
-        });
+        let written = state
+            .tail
+            .write(&records, &lsns)
+            .and_then(|(placed, rolled)| {
+                self.counters
+                    .fsyncs
+                    .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
+                if self.options.durability == Durability::Immediate {
+                    state.tail.sync()?;
+                    self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((placed, rolled))
+            });
         let (placed, rolled) = match written {
             Ok(w) => w,
             Err(e) => {
@@ -198,9 +203,9 @@ impl Inner {
                 return;
             }
         };
-        let last_lsn = accepted
-            .last()
-            .map_or(state.next_lsn, |(p, lsn, _)| lsn + u64::from(p.batch.count) - 1);
+        let last_lsn = accepted.last().map_or(state.next_lsn, |(p, lsn, _)| {
+            lsn + u64::from(p.batch.count) - 1
+        });
         state.next_lsn = last_lsn + 1;
 
         // Publish: index first, then the committed LSN, then live
@@ -227,14 +232,27 @@ impl Inner {
         }
         let published = self.index.write().map(|mut index| {
             for r in rolled {
-                index.add_segment(r.first_lsn, r.path, r.map, format::SEGMENT_HEADER_BYTES as u64);
+                index.add_segment(
+                    r.first_lsn,
+                    r.path,
+                    r.map,
+                    format::SEGMENT_HEADER_BYTES as u64,
+                );
             }
             if let Some(map) = tail_map {
                 index.remap_segment(state.tail.segment_first_lsn(), map);
             }
             accepted.iter().zip(&placed).all(|((p, lsn, version), at)| {
                 index
-                    .add_record(at.segment, at.offset, at.total_bytes, &p.stream, *lsn, *version, p.batch.count)
+                    .add_record(
+                        at.segment,
+                        at.offset,
+                        at.total_bytes,
+                        &p.stream,
+                        *lsn,
+                        *version,
+                        p.batch.count,
+                    )
                     .is_ok()
             })
         });
@@ -247,7 +265,9 @@ impl Inner {
         }
         self.committed_lsn.store(last_lsn, Ordering::Release);
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
-        self.counters.appends.fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        self.counters
+            .appends
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
         if self.live.receiver_count() > 0 {
             let events: Vec<Event> = accepted
                 .iter()
@@ -270,7 +290,12 @@ impl Inner {
 }
 
 /// The events of an encoded batch, owned, for live subscribers.
-fn decode_events(batch: &EncodedBatch, stream: &str, first_lsn: u64, first_version: u64) -> Vec<Event> {
+fn decode_events(
+    batch: &EncodedBatch,
+    stream: &str,
+    first_lsn: u64,
+    first_version: u64,
+) -> Vec<Event> {
     format::payload_events(&batch.payload, batch.count)
         .into_iter()
         .flatten()

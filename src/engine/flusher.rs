@@ -1,8 +1,8 @@
 //! The background fdatasync of `Durability::Buffered`.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use crate::engine::Inner;

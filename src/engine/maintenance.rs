@@ -6,8 +6,8 @@ use crate::engine::lock::DirLock;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::Options;
-use crate::wal::recovery::{scan_log, TornTail};
-use crate::wal::repair::{apply_repair, plan_repair, RepairPlan};
+use crate::wal::recovery::{TornTail, scan_log};
+use crate::wal::repair::{RepairPlan, apply_repair, plan_repair};
 
 /// What a clean [`verify`] saw.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::{Durability, Options};
-use crate::stream::{validate_stream_name, Appended, Event, EventRef, ExpectedVersion};
+use crate::stream::{Appended, Event, EventRef, ExpectedVersion, validate_stream_name};
 use crate::wal::format;
 use crate::wal::index::LogIndex;
 use crate::wal::recovery::{self, RecoveryReport};
@@ -167,7 +167,12 @@ impl Db {
     /// Appends `events` to `stream` as one atomic batch with contiguous
     /// LSNs, if the stream's version satisfies `expected`. Returns once the
     /// batch is durable per the durability mode.
-    pub fn append<E: AsRef<[u8]>>(&self, stream: &str, expected: ExpectedVersion, events: &[E]) -> Result<Appended> {
+    pub fn append<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+    ) -> Result<Appended> {
         self.inner.check_poison()?;
         validate_stream_name(stream)?;
         if events.is_empty() {
@@ -193,7 +198,11 @@ impl Db {
         }
         let slot = Arc::new(Slot::default());
         let lead = {
-            let mut queue = self.inner.queue.lock().map_err(|_| self.inner.poisoned_error())?;
+            let mut queue = self
+                .inner
+                .queue
+                .lock()
+                .map_err(|_| self.inner.poisoned_error())?;
             queue.pending.push(Pending {
                 stream: stream.to_string(),
                 expected,
@@ -210,11 +219,17 @@ impl Db {
             }
         }
         self.inner.lead();
-        slot.take().unwrap_or_else(|| Err(self.inner.poisoned_error()))
+        slot.take()
+            .unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
     /// [`Db::append`] for async callers: runs on tokio's blocking pool.
-    pub async fn append_async(&self, stream: String, expected: ExpectedVersion, events: Vec<Vec<u8>>) -> Result<Appended> {
+    pub async fn append_async(
+        &self,
+        stream: String,
+        expected: ExpectedVersion,
+        events: Vec<Vec<u8>>,
+    ) -> Result<Appended> {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.append(&stream, expected, &events))
             .await
@@ -226,7 +241,11 @@ impl Db {
 
     /// The stream's version: the number of events in it (0 if none).
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
-        let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+        let index = self
+            .inner
+            .index
+            .read()
+            .map_err(|_| self.inner.poisoned_error())?;
         Ok(index.stream_version(stream))
     }
 
@@ -256,11 +275,20 @@ impl Db {
     }
 
     /// Up to `limit` events of `stream` whose LSN is at least `from_lsn`.
-    pub fn read_stream_from_lsn(&self, stream: &str, from_lsn: u64, limit: usize) -> Result<Vec<Event>> {
+    pub fn read_stream_from_lsn(
+        &self,
+        stream: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         self.inner.check_poison()?;
         validate_stream_name(stream)?;
         let from_version = {
-            let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+            let index = self
+                .inner
+                .index
+                .read()
+                .map_err(|_| self.inner.poisoned_error())?;
             index.stream_version_at_lsn(stream, from_lsn)
         };
         let mut out = Vec::new();
@@ -286,7 +314,11 @@ impl Db {
     }
 
     /// Like [`Db::replay`], stopping when `visit` returns `false`.
-    pub fn replay_until(&self, from_lsn: u64, visit: impl FnMut(EventRef<'_>) -> bool) -> Result<u64> {
+    pub fn replay_until(
+        &self,
+        from_lsn: u64,
+        visit: impl FnMut(EventRef<'_>) -> bool,
+    ) -> Result<u64> {
         self.inner.check_poison()?;
         read::replay(&self.inner, from_lsn, visit)
     }
@@ -295,12 +327,20 @@ impl Db {
     /// what is on disk, then live, with no gap and no duplicate.
     pub fn subscribe(&self, from_lsn: u64) -> Result<Subscription> {
         self.inner.check_poison()?;
-        Ok(Subscription::new(self.clone(), self.inner.live.subscribe(), from_lsn.max(1)))
+        Ok(Subscription::new(
+            self.clone(),
+            self.inner.live.subscribe(),
+            from_lsn.max(1),
+        ))
     }
 
     /// Counts describing the database.
     pub fn stats(&self) -> Result<Stats> {
-        let index = self.inner.index.read().map_err(|_| self.inner.poisoned_error())?;
+        let index = self
+            .inner
+            .index
+            .read()
+            .map_err(|_| self.inner.poisoned_error())?;
         let c = &self.inner.counters;
         Ok(Stats {
             records: index.records,
@@ -308,7 +348,11 @@ impl Db {
             streams: index.stream_count() as u64,
             segments: index.segments().count() as u64,
             wal_bytes: index.segments().map(|(_, s)| s.end).sum(),
-            first_lsn: if index.last_lsn == 0 { 0 } else { index.first_lsn().unwrap_or(0) },
+            first_lsn: if index.last_lsn == 0 {
+                0
+            } else {
+                index.first_lsn().unwrap_or(0)
+            },
             last_lsn: index.last_lsn,
             appends_since_open: c.appends.load(Ordering::Relaxed),
             groups_since_open: c.groups.load(Ordering::Relaxed),

@@ -18,8 +18,13 @@ fn for_each_record(
     let mut at = 0usize;
     while at < bytes.len() {
         let rest = bytes.get(at..).unwrap_or(&[]);
-        let record = format::decode_record(rest, record_bytes_max)
-            .map_err(|e| Error::corrupt(&slice.path, slice.start + at as u64, format!("on read: {e}")))?;
+        let record = format::decode_record(rest, record_bytes_max).map_err(|e| {
+            Error::corrupt(
+                &slice.path,
+                slice.start + at as u64,
+                format!("on read: {e}"),
+            )
+        })?;
         if !visit(&record) {
             return Ok(false);
         }
@@ -29,7 +34,11 @@ fn for_each_record(
 }
 
 /// Visits every committed event from `from_lsn` on until `visit` says stop.
-pub(crate) fn replay(inner: &Inner, from_lsn: u64, mut visit: impl FnMut(EventRef<'_>) -> bool) -> Result<u64> {
+pub(crate) fn replay(
+    inner: &Inner,
+    from_lsn: u64,
+    mut visit: impl FnMut(EventRef<'_>) -> bool,
+) -> Result<u64> {
     let slices = inner
         .index
         .read()
@@ -68,7 +77,12 @@ pub(crate) fn replay(inner: &Inner, from_lsn: u64, mut visit: impl FnMut(EventRe
 }
 
 /// Up to `limit` events of `stream` from `from_version` on.
-pub(crate) fn read_stream(inner: &Inner, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
+pub(crate) fn read_stream(
+    inner: &Inner,
+    stream: &str,
+    from_version: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);

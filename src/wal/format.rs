@@ -76,13 +76,23 @@ pub enum HeaderError {
 impl std::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeaderError::Short(n) => write!(f, "segment header is {n} bytes, expected {SEGMENT_HEADER_BYTES}"),
+            HeaderError::Short(n) => write!(
+                f,
+                "segment header is {n} bytes, expected {SEGMENT_HEADER_BYTES}"
+            ),
             HeaderError::BadMagic => f.write_str("bad segment magic (not a replaydb WAL segment)"),
-            HeaderError::UnsupportedVersion(v) => write!(f, "unsupported segment format version {v}"),
-            HeaderError::CrcMismatch { stored, computed } => {
-                write!(f, "segment header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            HeaderError::UnsupportedVersion(v) => {
+                write!(f, "unsupported segment format version {v}")
             }
-            HeaderError::Reserved => f.write_str("segment header flags or reserved bytes are not zero"),
+            HeaderError::CrcMismatch { stored, computed } => {
+                write!(
+                    f,
+                    "segment header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                )
+            }
+            HeaderError::Reserved => {
+                f.write_str("segment header flags or reserved bytes are not zero")
+            }
         }
     }
 }
@@ -127,7 +137,8 @@ pub struct EncodedBatch {
 /// Encodes a batch payload: a MessagePack array `[stream (str), events
 /// (array of bin)]`.
 pub fn encode_batch(stream: &str, events: &[impl AsRef<[u8]>]) -> EncodedBatch {
-    let size: usize = 16 + stream.len() + events.iter().map(|e| e.as_ref().len() + 5).sum::<usize>();
+    let size: usize =
+        16 + stream.len() + events.iter().map(|e| e.as_ref().len() + 5).sum::<usize>();
     let mut payload = Vec::with_capacity(size);
     // Writing into a Vec cannot fail; the results are infallible in practice.
     let _ = rmp::encode::write_array_len(&mut payload, 2);
@@ -146,7 +157,11 @@ pub fn encode_batch(stream: &str, events: &[impl AsRef<[u8]>]) -> EncodedBatch {
 }
 
 /// Fills in a record header for `batch` at `first_lsn` / `first_version`.
-pub fn encode_record_header(batch: &EncodedBatch, first_lsn: u64, first_version: u64) -> [u8; RECORD_HEADER_BYTES] {
+pub fn encode_record_header(
+    batch: &EncodedBatch,
+    first_lsn: u64,
+    first_version: u64,
+) -> [u8; RECORD_HEADER_BYTES] {
     let mut h = [0u8; RECORD_HEADER_BYTES];
     h[RH_LEN..RH_LEN + 4].copy_from_slice(&(batch.payload.len() as u32).to_le_bytes());
     h[RH_FIRST_LSN..RH_FIRST_LSN + 8].copy_from_slice(&first_lsn.to_le_bytes());
@@ -253,7 +268,10 @@ impl std::fmt::Display for RecordError {
                 write!(f, "record length {len} exceeds the maximum of {max} bytes")
             }
             RecordError::CrcMismatch { stored, computed } => {
-                write!(f, "record CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                write!(
+                    f,
+                    "record CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                )
             }
             RecordError::Malformed(what) => write!(f, "malformed record: {what}"),
         }
@@ -263,7 +281,9 @@ impl std::fmt::Display for RecordError {
 /// Whether `bytes` starts with an all-zero record header: the end of the
 /// written part of a preallocated segment.
 pub fn is_zero_header(bytes: &[u8]) -> bool {
-    bytes.get(..RECORD_HEADER_BYTES).is_some_and(|h| h.iter().all(|&b| b == 0))
+    bytes
+        .get(..RECORD_HEADER_BYTES)
+        .is_some_and(|h| h.iter().all(|&b| b == 0))
 }
 
 /// Decodes and checks the record at the start of `bytes`.
@@ -272,10 +292,12 @@ pub fn is_zero_header(bytes: &[u8]) -> bool {
 /// done with it.
 pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'_>, RecordError> {
     let have = bytes.len() as u64;
-    let header = bytes.get(..RECORD_HEADER_BYTES).ok_or(RecordError::Truncated {
-        need: RECORD_HEADER_BYTES as u64,
-        have,
-    })?;
+    let header = bytes
+        .get(..RECORD_HEADER_BYTES)
+        .ok_or(RecordError::Truncated {
+            need: RECORD_HEADER_BYTES as u64,
+            have,
+        })?;
     let trunc = RecordError::Truncated {
         need: RECORD_HEADER_BYTES as u64,
         have,
@@ -327,24 +349,34 @@ pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'
 /// the bytes of the events array's elements.
 fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8]), RecordError> {
     let mut rd = payload;
-    let n = rmp::decode::read_array_len(&mut rd).map_err(|_| RecordError::Malformed("payload is not an array"))?;
+    let n = rmp::decode::read_array_len(&mut rd)
+        .map_err(|_| RecordError::Malformed("payload is not an array"))?;
     if n != 2 {
-        return Err(RecordError::Malformed("payload array is not [stream, events]"));
+        return Err(RecordError::Malformed(
+            "payload array is not [stream, events]",
+        ));
     }
-    let len = rmp::decode::read_str_len(&mut rd).map_err(|_| RecordError::Malformed("stream is not a string"))?;
+    let len = rmp::decode::read_str_len(&mut rd)
+        .map_err(|_| RecordError::Malformed("stream is not a string"))?;
     let (name, rest) = rd
         .split_at_checked(len as usize)
         .ok_or(RecordError::Malformed("stream name runs past the payload"))?;
-    let stream = std::str::from_utf8(name).map_err(|_| RecordError::Malformed("stream name is not UTF-8"))?;
+    let stream = std::str::from_utf8(name)
+        .map_err(|_| RecordError::Malformed("stream name is not UTF-8"))?;
     let mut rd = rest;
-    let n = rmp::decode::read_array_len(&mut rd).map_err(|_| RecordError::Malformed("events are not an array"))?;
+    let n = rmp::decode::read_array_len(&mut rd)
+        .map_err(|_| RecordError::Malformed("events are not an array"))?;
     if n != count {
-        return Err(RecordError::Malformed("event count differs from the header"));
+        return Err(RecordError::Malformed(
+            "event count differs from the header",
+        ));
     }
     let events = rd;
     let mut rest = rd;
     for _ in 0..count {
-        let (_, r) = take_bin(rest).ok_or(RecordError::Malformed("event is not a bin or runs past the payload"))?;
+        let (_, r) = take_bin(rest).ok_or(RecordError::Malformed(
+            "event is not a bin or runs past the payload",
+        ))?;
         rest = r;
     }
     if !rest.is_empty() {
@@ -357,7 +389,10 @@ fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8]), RecordErr
 /// `None` if it does not have the documented shape.
 pub fn payload_events(payload: &[u8], count: u32) -> Option<EventBytes<'_>> {
     let (_, events) = decode_payload(payload, count).ok()?;
-    Some(EventBytes { rest: events, left: count })
+    Some(EventBytes {
+        rest: events,
+        left: count,
+    })
 }
 
 fn take_bin(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -367,6 +402,7 @@ fn take_bin(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -381,7 +417,10 @@ mod tests {
     fn record_round_trips() {
         let bytes = record(7, 3, "orders", &[b"a", b"", b"ccc"]);
         let r = decode_record(&bytes, 1 << 20).unwrap();
-        assert_eq!((r.first_lsn, r.first_version, r.count, r.stream), (7, 3, 3, "orders"));
+        assert_eq!(
+            (r.first_lsn, r.first_version, r.count, r.stream),
+            (7, 3, 3, "orders")
+        );
         assert_eq!(r.last_lsn(), 9);
         assert_eq!(r.total_bytes, bytes.len() as u64);
         let events: Vec<&[u8]> = r.events().collect();
@@ -394,7 +433,10 @@ mod tests {
         for i in 0..bytes.len() * 8 {
             let mut b = bytes.clone();
             b[i / 8] ^= 1 << (i % 8);
-            assert!(decode_record(&b, 1 << 20).is_err(), "flip of bit {i} went unnoticed");
+            assert!(
+                decode_record(&b, 1 << 20).is_err(),
+                "flip of bit {i} went unnoticed"
+            );
         }
     }
 
@@ -413,7 +455,10 @@ mod tests {
     fn length_is_bounded_before_use() {
         let mut bytes = record(1, 1, "s", &[b"x"]);
         bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_record(&bytes, 1024), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            decode_record(&bytes, 1024),
+            Err(RecordError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -424,13 +469,19 @@ mod tests {
         v2[8..12].copy_from_slice(&2u32.to_le_bytes());
         let crc = crc32fast::hash(&v2[..28]);
         v2[28..32].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_segment_header(&v2), Err(HeaderError::UnsupportedVersion(2)));
+        assert_eq!(
+            decode_segment_header(&v2),
+            Err(HeaderError::UnsupportedVersion(2))
+        );
         let mut bad = h;
         bad[0] = b'X';
         assert_eq!(decode_segment_header(&bad), Err(HeaderError::BadMagic));
         let mut flipped = h;
         flipped[20] ^= 1;
-        assert!(matches!(decode_segment_header(&flipped), Err(HeaderError::CrcMismatch { .. })));
+        assert!(matches!(
+            decode_segment_header(&flipped),
+            Err(HeaderError::CrcMismatch { .. })
+        ));
         assert_eq!(decode_segment_header(&h[..10]), Err(HeaderError::Short(10)));
     }
 }

@@ -59,7 +59,9 @@ pub struct SegmentSlice {
 impl SegmentSlice {
     /// The bytes from `start` to `end`; empty if the range is out of the map.
     pub fn bytes(&self) -> &[u8] {
-        self.map.get(self.start as usize..self.end as usize).unwrap_or(&[])
+        self.map
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
     }
 }
 
@@ -208,12 +210,19 @@ impl LogIndex {
     /// Slices holding, in order, at most `batches_max` batches of `stream`
     /// from the one holding `from_version` on; each slice starts exactly at
     /// a record of the stream.
-    pub fn stream_slices(&self, stream: &str, from_version: u64, batches_max: usize) -> Vec<SegmentSlice> {
+    pub fn stream_slices(
+        &self,
+        stream: &str,
+        from_version: u64,
+        batches_max: usize,
+    ) -> Vec<SegmentSlice> {
         let Some(entry) = self.streams.get(stream) else {
             return Vec::new();
         };
         let from_version = from_version.max(1);
-        let i = entry.batches.partition_point(|b| b.first_version <= from_version);
+        let i = entry
+            .batches
+            .partition_point(|b| b.first_version <= from_version);
         let first = i.saturating_sub(1);
         entry
             .batches

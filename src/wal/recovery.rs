@@ -66,7 +66,10 @@ pub struct ScannedLog {
 }
 
 /// Lists segment files (sorted by first LSN) and temporary files.
-fn list_wal_dir(wal_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+/// Segment files with their first LSN, in LSN order.
+type SegmentList = Vec<(u64, PathBuf)>;
+
+fn list_wal_dir(wal_dir: &Path) -> Result<(SegmentList, Vec<PathBuf>)> {
     let mut segments = Vec::new();
     let mut temps = Vec::new();
     let entries = fs::read_dir(wal_dir).map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
@@ -126,7 +129,11 @@ fn zero_from_extents(file: &File, map: &[u8], from: u64) -> bool {
         }
         // SAFETY: as above.
         let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 { len } else { (hole as u64).min(len) };
+        let hole = if hole < 0 {
+            len
+        } else {
+            (hole as u64).min(len)
+        };
         let data = data as u64;
         if data >= len {
             return true;
@@ -182,33 +189,47 @@ pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
             return Err(Error::corrupt(
                 path,
                 0,
-                format!("segment starts at LSN {named_lsn} but the previous segment ends before LSN {expected}"),
+                format!(
+                    "segment starts at LSN {named_lsn} but the previous segment ends before LSN {expected}"
+                ),
             ));
         }
-        index.add_segment(*named_lsn, path.clone(), map.clone(), SEGMENT_HEADER_BYTES as u64);
+        index.add_segment(
+            *named_lsn,
+            path.clone(),
+            map.clone(),
+            SEGMENT_HEADER_BYTES as u64,
+        );
         let is_zero_from = |from: u64| zero_from_extents(&file, &map, from);
-        let scanned = scan::scan_segment(&map, path, *named_lsn, record_bytes_max, &is_zero_from, |offset, record| {
-            index
-                .add_record(
-                    *named_lsn,
-                    offset,
-                    record.total_bytes,
-                    record.stream,
-                    record.first_lsn,
-                    record.first_version,
-                    record.count,
-                )
-                .map_err(|gap| {
-                    Error::corrupt(
-                        path,
+        let scanned = scan::scan_segment(
+            &map,
+            path,
+            *named_lsn,
+            record_bytes_max,
+            &is_zero_from,
+            |offset, record| {
+                index
+                    .add_record(
+                        *named_lsn,
                         offset,
-                        format!(
-                            "stream {:?} jumps to version {} but its next version is {}",
-                            record.stream, record.first_version, gap.expected
-                        ),
+                        record.total_bytes,
+                        record.stream,
+                        record.first_lsn,
+                        record.first_version,
+                        record.count,
                     )
-                })
-        })?;
+                    .map_err(|gap| {
+                        Error::corrupt(
+                            path,
+                            offset,
+                            format!(
+                                "stream {:?} jumps to version {} but its next version is {}",
+                                record.stream, record.first_version, gap.expected
+                            ),
+                        )
+                    })
+            },
+        )?;
         report.segments += 1;
         next_lsn = Some(scanned.next_lsn);
         match scanned.end {
@@ -233,7 +254,9 @@ pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
                     reason,
                 });
             }
-            SegmentEnd::Corrupt { offset, reason } => return Err(Error::corrupt(path, offset, reason)),
+            SegmentEnd::Corrupt { offset, reason } => {
+                return Err(Error::corrupt(path, offset, reason));
+            }
         }
     }
     report.records = index.records;
@@ -265,7 +288,11 @@ pub struct OpenedLog {
 
 /// Scans the log, removes leftover temporary files, cuts a torn tail,
 /// and returns a writer positioned after the last valid record.
-pub fn open_log(wal_dir: &Path, record_bytes_max: u64, segment_bytes_max: u64) -> Result<OpenedLog> {
+pub fn open_log(
+    wal_dir: &Path,
+    record_bytes_max: u64,
+    segment_bytes_max: u64,
+) -> Result<OpenedLog> {
     layout::create_dir(wal_dir)?;
     let started = Instant::now();
     let mut scanned = scan_log(wal_dir, record_bytes_max)?;

@@ -70,7 +70,11 @@ pub struct RepairPlan {
 pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> {
     let (segment, offset, problem) = match scan_log(wal_dir, record_bytes_max) {
         Ok(scanned) => match scanned.report.torn_tail {
-            Some(t) => (t.segment.clone(), t.offset, format!("torn tail: {}", t.reason)),
+            Some(t) => (
+                t.segment.clone(),
+                t.offset,
+                format!("torn tail: {}", t.reason),
+            ),
             None => return Ok(RepairPlan::default()),
         },
         Err(Error::Corrupt {
@@ -92,7 +96,10 @@ pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> 
     } else {
         let bytes = fs::read(&segment).map_err(|e| Error::io("read segment", &segment, e))?;
         let rest = bytes.get(offset as usize..).unwrap_or(&[]);
-        let kept = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+        let kept = rest
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |p| p as u64 + 1);
         actions.push(RepairAction::Cut {
             cut_file: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
             segment: segment.clone(),

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::wal::format::{
-    self, HeaderError, RecordView, RECORD_HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+    self, HeaderError, RECORD_HEADER_BYTES, RecordView, SEGMENT_FORMAT_VERSION,
+    SEGMENT_HEADER_BYTES,
 };
 
 /// How the written part of a segment ends.
@@ -71,7 +72,9 @@ pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result
         return Err(Error::corrupt(
             path,
             16,
-            format!("header says the first LSN is {first_lsn} but the file is named for {named_lsn}"),
+            format!(
+                "header says the first LSN is {first_lsn} but the file is named for {named_lsn}"
+            ),
         ));
     }
     Ok(first_lsn)
@@ -86,7 +89,9 @@ pub fn zero_from(bytes: &[u8], from: u64) -> bool {
 /// Whether every byte is zero. Folds 4 KiB at a time without an early
 /// exit inside a block, which the compiler vectorises.
 pub fn all_zero(bytes: &[u8]) -> bool {
-    bytes.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+    bytes
+        .chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// Scans a whole segment, calling `visit(offset, record)` for each valid
@@ -126,7 +131,10 @@ pub fn scan_segment(
                 Ok(record) => {
                     break SegmentEnd::Corrupt {
                         offset,
-                        reason: format!("LSN gap: expected LSN {next_lsn}, found {}", record.first_lsn),
+                        reason: format!(
+                            "LSN gap: expected LSN {next_lsn}, found {}",
+                            record.first_lsn
+                        ),
                     };
                 }
                 Err(e) => e.to_string(),
@@ -143,7 +151,13 @@ pub fn scan_segment(
 }
 
 /// Decides whether the bad bytes at `offset` are a torn tail or corruption.
-fn classify_bad(bytes: &[u8], offset: u64, next_lsn: u64, record_bytes_max: u64, reason: String) -> SegmentEnd {
+fn classify_bad(
+    bytes: &[u8],
+    offset: u64,
+    next_lsn: u64,
+    record_bytes_max: u64,
+    reason: String,
+) -> SegmentEnd {
     match find_valid_record(bytes, offset + 1, next_lsn, record_bytes_max) {
         Some(valid_at) => SegmentEnd::Corrupt {
             offset,
@@ -151,7 +165,10 @@ fn classify_bad(bytes: &[u8], offset: u64, next_lsn: u64, record_bytes_max: u64,
         },
         None => {
             let rest = bytes.get(offset as usize..).unwrap_or(&[]);
-            let garbage_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+            let garbage_bytes = rest
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |p| p as u64 + 1);
             SegmentEnd::TornTail {
                 end: offset,
                 reason,
@@ -185,6 +202,7 @@ fn find_valid_record(bytes: &[u8], from: u64, lsn_min: u64, record_bytes_max: u6
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::wal::format::{encode_batch, encode_record_header, encode_segment_header};
@@ -203,7 +221,15 @@ mod tests {
     }
 
     fn scan(bytes: &[u8]) -> SegmentScan {
-        scan_segment(bytes, Path::new("x.wal"), 1, 1 << 20, &|at| zero_from(bytes, at), |_, _| Ok(())).unwrap()
+        scan_segment(
+            bytes,
+            Path::new("x.wal"),
+            1,
+            1 << 20,
+            &|at| zero_from(bytes, at),
+            |_, _| Ok(()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -213,7 +239,12 @@ mod tests {
             let s = scan(&bytes);
             assert_eq!(s.records, 2);
             assert_eq!(s.next_lsn, 3);
-            assert_eq!(s.end, SegmentEnd::Clean { end: (bytes.len() - zeros) as u64 });
+            assert_eq!(
+                s.end,
+                SegmentEnd::Clean {
+                    end: (bytes.len() - zeros) as u64
+                }
+            );
         }
     }
 

@@ -15,7 +15,11 @@ use crate::wal::format;
 /// Creates the segment whose first record will be `first_lsn`: header
 /// written and space preallocated in a `.tmp` file, fsynced, renamed into
 /// place, and the directory fsynced. Returns the open file (read + write).
-pub fn create_segment(wal_dir: &Path, first_lsn: u64, preallocate_bytes: u64) -> Result<(File, PathBuf)> {
+pub fn create_segment(
+    wal_dir: &Path,
+    first_lsn: u64,
+    preallocate_bytes: u64,
+) -> Result<(File, PathBuf)> {
     let path = wal_dir.join(layout::segment_file_name(first_lsn));
     let tmp = wal_dir.join(format!("{first_lsn:020}{}", layout::SEGMENT_TMP_SUFFIX));
     match fs::remove_file(&tmp) {
@@ -27,7 +31,8 @@ pub fn create_segment(wal_dir: &Path, first_lsn: u64, preallocate_bytes: u64) ->
     file.write_all(&format::encode_segment_header(first_lsn))
         .map_err(|e| Error::io("write segment header", &tmp, e))?;
     preallocate(&file, preallocate_bytes);
-    file.sync_all().map_err(|e| Error::io("fsync new segment", &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("fsync new segment", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename new segment into place", &path, e))?;
     layout::sync_dir(wal_dir)?;
     Ok((file, path))

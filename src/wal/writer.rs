@@ -94,7 +94,11 @@ impl TailWriter {
     /// one, rolling to new segments as they fill. Sealed segments are
     /// fsynced; the final tail is not: the caller syncs per its durability
     /// mode. Returns where each record landed and the segments created.
-    pub fn write(&mut self, records: &[OutRecord<'_>], first_lsns: &[u64]) -> Result<(Vec<Placed>, Vec<RolledSegment>)> {
+    pub fn write(
+        &mut self,
+        records: &[OutRecord<'_>],
+        first_lsns: &[u64],
+    ) -> Result<(Vec<Placed>, Vec<RolledSegment>)> {
         let mut placed = Vec::with_capacity(records.len());
         let mut rolled = Vec::new();
         self.buf.clear();
@@ -147,13 +151,18 @@ impl TailWriter {
         self.file
             .sync_all()
             .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
-        let (file, path) = segment::create_segment(&self.wal_dir, first_lsn, self.segment_bytes_max)?;
+        let (file, path) =
+            segment::create_segment(&self.wal_dir, first_lsn, self.segment_bytes_max)?;
         let map = segment::map_segment(&file, &path)?;
         self.file = Arc::new(file);
         self.path = path.clone();
         self.segment_first_lsn = first_lsn;
         self.offset = SEGMENT_HEADER_BYTES as u64;
-        Ok(RolledSegment { first_lsn, path, map })
+        Ok(RolledSegment {
+            first_lsn,
+            path,
+            map,
+        })
     }
 
     /// Maps the tail segment afresh (after it grew past its mapping).

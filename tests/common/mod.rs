@@ -46,8 +46,12 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 pub fn append_numbered(db: &Db, stream: &str, prefix: &str, n: usize) -> Vec<u64> {
     (0..n)
         .map(|i| {
-            db.append(stream, replaydb::ExpectedVersion::Any, &[format!("{prefix}-{i}").into_bytes()])
-                .expect("append");
+            db.append(
+                stream,
+                replaydb::ExpectedVersion::Any,
+                &[format!("{prefix}-{i}").into_bytes()],
+            )
+            .expect("append");
             db.stats().expect("stats").wal_bytes
         })
         .collect()
