@@ -55,7 +55,9 @@ impl RawLoop {
     }
 
     fn append(&mut self) {
-        self.file.write_all_at(&self.buf, self.offset).expect("write");
+        self.file
+            .write_all_at(&self.buf, self.offset)
+            .expect("write");
         self.offset += self.buf.len() as u64;
         self.file.sync_data().expect("fdatasync");
     }
@@ -71,13 +73,20 @@ fn redb_db(dir: &Path) -> redb::Database {
 
 fn redb_append(db: &redb::Database, key: u64, value: &[u8]) {
     let tx = db.begin_write().expect("tx");
-    tx.open_table(REDB_TABLE).expect("table").insert(key, value).expect("insert");
+    tx.open_table(REDB_TABLE)
+        .expect("table")
+        .insert(key, value)
+        .expect("insert");
     tx.commit().expect("commit");
 }
 
 /// Runs `per_thread` appends on each of `threads` threads; returns the
 /// wall time and every append's latency.
-fn concurrent(threads: usize, per_thread: u64, op: Arc<dyn Fn(usize, u64) + Send + Sync>) -> (Duration, Vec<Duration>) {
+fn concurrent(
+    threads: usize,
+    per_thread: u64,
+    op: Arc<dyn Fn(usize, u64) + Send + Sync>,
+) -> (Duration, Vec<Duration>) {
     let barrier = Arc::new(Barrier::new(threads + 1));
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..threads)
@@ -173,7 +182,10 @@ fn interleaved(workloads: Vec<Workload>, secs: f64) -> Vec<Row> {
 }
 
 fn side_by_side() {
-    let secs: f64 = std::env::var("REPLAYDB_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = std::env::var("REPLAYDB_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
     let dir = tmp();
     let event = vec![42u8; EVENT_BYTES];
     let mut workloads = Vec::new();
@@ -186,19 +198,29 @@ fn side_by_side() {
         fsyncs: Box::new(|| None),
     });
     for (name, threads) in [("replaydb, 1 writer", 1usize), ("replaydb, 16 writers", 16)] {
-        let db = Db::open(dir.path().join(format!("replaydb-{threads}")), Options::default()).expect("open");
+        let db = Db::open(
+            dir.path().join(format!("replaydb-{threads}")),
+            Options::default(),
+        )
+        .expect("open");
         let (d2, ev) = (db.clone(), event.clone());
         workloads.push(Workload {
             name,
             threads,
             op: Arc::new(move |t: usize, _| {
-                d2.append(&format!("stream-{t}"), ExpectedVersion::Any, &[&ev]).expect("append");
+                d2.append(&format!("stream-{t}"), ExpectedVersion::Any, &[&ev])
+                    .expect("append");
             }),
             fsyncs: Box::new(move || Some(db.stats().expect("stats").fsyncs_since_open)),
         });
     }
-    for (name, threads) in [("redb direct, 1 writer", 1usize), ("redb direct, 16 writers", 16)] {
-        let db = Arc::new(redb_db(&dir.path().join(format!("redb-{threads}")).tap_mkdir()));
+    for (name, threads) in [
+        ("redb direct, 1 writer", 1usize),
+        ("redb direct, 16 writers", 16),
+    ] {
+        let db = Arc::new(redb_db(
+            &dir.path().join(format!("redb-{threads}")).tap_mkdir(),
+        ));
         let ev = event.clone();
         workloads.push(Workload {
             name,
@@ -211,7 +233,9 @@ fn side_by_side() {
 
     let raw_rate = rows[0].rate();
     let redb = [rows[3].rate(), rows[4].rate()];
-    println!("\n| workload | events/s | vs raw loop | vs redb (same writers) | events per fsync | p50 µs | p99 µs |");
+    println!(
+        "\n| workload | events/s | vs raw loop | vs redb (same writers) | events per fsync | p50 µs | p99 µs |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (i, row) in rows.iter_mut().enumerate() {
         let vs_redb = match i {
@@ -221,7 +245,13 @@ fn side_by_side() {
         };
         let per_fsync = match row.fsyncs {
             Some(f) if f > 0 => format!("{:.1}", row.events as f64 / f as f64),
-            _ => if i == 0 { "1.0".into() } else { "".into() },
+            _ => {
+                if i == 0 {
+                    "1.0".into()
+                } else {
+                    "".into()
+                }
+            }
         };
         let (p50, p99) = (row.pct(0.5), row.pct(0.99));
         println!(
@@ -261,7 +291,10 @@ fn bench_append(c: &mut Criterion) {
 
     let db = Db::open(dir.path().join("one"), Options::default()).expect("open");
     g.bench_function(BenchmarkId::new("replaydb", "1_writer"), |b| {
-        b.iter(|| db.append("s", ExpectedVersion::Any, &[&event]).expect("append"))
+        b.iter(|| {
+            db.append("s", ExpectedVersion::Any, &[&event])
+                .expect("append")
+        })
     });
     let rdb = redb_db(&dir.path().join("redb").tap_mkdir());
     let mut key = 0u64;
@@ -281,7 +314,8 @@ fn bench_append(c: &mut Criterion) {
                 16,
                 per_thread,
                 Arc::new(move |t, _| {
-                    d.append(&format!("s{t}"), ExpectedVersion::Any, &[&ev]).expect("append");
+                    d.append(&format!("s{t}"), ExpectedVersion::Any, &[&ev])
+                        .expect("append");
                 }),
             );
             elapsed.mul_f64(iters as f64 / (per_thread * 16) as f64)
@@ -304,7 +338,12 @@ fn bench_replay(c: &mut Criterion) {
     let names: Vec<String> = (0..STREAMS).map(|s| format!("stream-{s}")).collect();
     let event = vec![42u8; EVENT_BYTES];
     for i in 0..EVENTS {
-        db.append(&names[(i % STREAMS) as usize], ExpectedVersion::Any, &[&event]).expect("append");
+        db.append(
+            &names[(i % STREAMS) as usize],
+            ExpectedVersion::Any,
+            &[&event],
+        )
+        .expect("append");
     }
     let mut g = c.benchmark_group("replay_1m_events_100b");
     g.throughput(Throughput::Elements(EVENTS));
@@ -320,7 +359,8 @@ fn bench_replay(c: &mut Criterion) {
     // A view: per stream, the count and the last event's length.
     g.bench_function("apply_to_view", |b| {
         b.iter(|| {
-            let mut view: std::collections::HashMap<String, (u64, usize)> = std::collections::HashMap::new();
+            let mut view: std::collections::HashMap<String, (u64, usize)> =
+                std::collections::HashMap::new();
             db.replay(1, |e| match view.get_mut(e.stream) {
                 Some(v) => *v = (v.0 + 1, e.data.len()),
                 None => {

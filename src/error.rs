@@ -84,6 +84,19 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The log holds a valid record longer than `Options::record_bytes_max`:
+    /// it was written with a larger limit. Nothing is cut; reopen with a
+    /// limit at least as large.
+    #[error("{segment} at byte {offset}: {reason}")]
+    RecordAboveLimit {
+        /// The segment holding it.
+        segment: PathBuf,
+        /// Its offset.
+        offset: u64,
+        /// Its size and the limit.
+        reason: String,
+    },
+
     /// A caller passed an argument outside what the operation accepts.
     #[error("{op}: {reason}")]
     InvalidArgument {

@@ -50,16 +50,24 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|&lsn| lsn > 0)
 }
 
-/// Creates a directory (and its parents) with mode 0700.
+/// Creates a directory (and its parents) with mode 0700. When it is new,
+/// its parent is fsynced so that the entry survives power loss.
 pub fn create_dir(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(path)
-        .map_err(|e| Error::io("create directory", path, e))
+        .map_err(|e| Error::io("create directory", path, e))?;
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
 }
 
 /// Opens (creating with mode 0600) a file for reading and writing.
@@ -119,6 +127,7 @@ mod tests {
             assert_eq!(parse_segment_file_name(&name), Some(lsn));
         }
         for other in [
+            "00000000000000000000.wal",
             "1.wal",
             "0000000000000000000a.wal",
             "00000000000000000001.wal.tmp",

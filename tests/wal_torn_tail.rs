@@ -65,6 +65,13 @@ fn torn_tail_is_cut_at_every_byte_offset_of_the_last_record() {
                 (Some(t), _) => {
                     assert_eq!(t.offset, last_start, "cut {cut} {torn:?}");
                     assert_eq!(&t.segment, seg);
+                    if t.garbage_bytes > 0 {
+                        let kept = report
+                            .torn_tail_kept_in
+                            .as_ref()
+                            .expect("torn bytes are kept");
+                        assert_eq!(std::fs::metadata(kept).unwrap().len(), t.garbage_bytes);
+                    }
                 }
                 (None, _) => panic!("cut {cut} {torn:?}: torn tail not reported"),
             }

@@ -59,6 +59,18 @@ impl Slot {
         self.set(SlotState::Done(result));
     }
 
+    /// Completes the slot unless a result is already there.
+    pub(crate) fn complete_if_waiting(&self, result: Result<Appended>) {
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !matches!(*g, SlotState::Done(_)) {
+            *g = SlotState::Done(result);
+            self.wake.notify_one();
+        }
+    }
+
     pub(crate) fn hand_leadership(&self) {
         self.set(SlotState::Lead);
     }
@@ -181,12 +193,13 @@ impl Inner {
             .tail
             .write(&records, &lsns)
             .and_then(|(placed, rolled)| {
-                self.counters
+                self.health
+                    .counters
                     .fsyncs
                     .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
                 if self.options.durability == Durability::Immediate {
                     state.tail.sync()?;
-                    self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    self.health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok((placed, rolled))
             });
@@ -232,6 +245,7 @@ impl Inner {
         }
         let published = self.index.write().map(|mut index| {
             for r in rolled {
+                index.remap_segment(r.sealed_first_lsn, r.sealed_map);
                 index.add_segment(
                     r.first_lsn,
                     r.path,
@@ -264,11 +278,12 @@ impl Inner {
             return;
         }
         self.committed_lsn.store(last_lsn, Ordering::Release);
-        self.counters.groups.fetch_add(1, Ordering::Relaxed);
-        self.counters
+        self.health.counters.groups.fetch_add(1, Ordering::Relaxed);
+        self.health
+            .counters
             .appends
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        if self.live.receiver_count() > 0 {
+        if self.health.live.receiver_count() > 0 {
             let events: Vec<Event> = accepted
                 .iter()
                 .flat_map(|(p, lsn, version)| {
@@ -276,7 +291,7 @@ impl Inner {
                     decode_events(batch, &p.stream, *lsn, *version)
                 })
                 .collect();
-            let _ = self.live.send(Arc::from(events));
+            let _ = self.health.live.send(Arc::from(events));
         }
         for (p, lsn, version) in &accepted {
             let count = u64::from(p.batch.count);

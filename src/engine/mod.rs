@@ -2,16 +2,16 @@
 
 mod commit;
 mod flusher;
+mod health;
 pub(crate) mod lock;
 pub mod maintenance;
 mod read;
 pub mod subscribe;
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::error::{Error, Result};
 use crate::layout;
@@ -22,16 +22,9 @@ use crate::wal::index::LogIndex;
 use crate::wal::recovery::{self, RecoveryReport};
 
 use commit::{CommitState, Pending, Queue, Slot, Wakeup};
+use health::Health;
 use lock::DirLock;
 pub use subscribe::Subscription;
-
-/// Counters of what the engine did since open.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub appends: AtomicU64,
-    pub groups: AtomicU64,
-    pub fsyncs: AtomicU64,
-}
 
 /// Shared state behind every [`Db`] clone.
 #[derive(Debug)]
@@ -39,16 +32,13 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub options: Options,
     pub index: RwLock<LogIndex>,
-    pub commit: Mutex<CommitState>,
+    pub commit: Arc<Mutex<CommitState>>,
     pub queue: Mutex<Queue>,
     /// LSN of the last event visible to readers (0: none).
     pub committed_lsn: AtomicU64,
-    pub poisoned: AtomicBool,
-    pub poison_cause: Mutex<String>,
-    pub live: broadcast::Sender<Arc<[Event]>>,
-    pub counters: Counters,
+    pub health: Arc<Health>,
     pub report: RecoveryReport,
-    pub flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    pub flusher: Mutex<Option<flusher::Flusher>>,
     pub lock: DirLock,
 }
 
@@ -119,31 +109,27 @@ impl Db {
             .segments()
             .last()
             .map_or(0, |(_, s)| s.map.len() as u64);
-        let (live, _) = broadcast::channel(options.subscriber_buffer_batches);
         let inner = Arc::new(Inner {
             committed_lsn: AtomicU64::new(opened.index.last_lsn),
             index: RwLock::new(opened.index),
-            commit: Mutex::new(CommitState {
+            commit: Arc::new(Mutex::new(CommitState {
                 tail: opened.tail,
                 next_lsn: opened.next_lsn,
                 tail_map_len,
-            }),
+            })),
             queue: Mutex::new(Queue::default()),
-            poisoned: AtomicBool::new(false),
-            poison_cause: Mutex::new(String::new()),
-            live,
-            counters: Counters::default(),
+            health: Arc::new(Health::new(options.subscriber_buffer_batches)),
             report: opened.report,
-            flusher_stop: Mutex::new(None),
+            flusher: Mutex::new(None),
             lock,
             dir,
             options,
         });
         if let Durability::Buffered { interval } = inner.options.durability {
-            let stop = flusher::start(Arc::downgrade(&inner), interval)
+            let f = flusher::Flusher::start(inner.commit.clone(), inner.health.clone(), interval)
                 .map_err(|e| Error::io("start flusher thread", &inner.dir, e))?;
-            if let Ok(mut slot) = inner.flusher_stop.lock() {
-                *slot = Some(stop);
+            if let Ok(mut slot) = inner.flusher.lock() {
+                *slot = Some(f);
             }
         }
         Ok(Db { inner })
@@ -329,7 +315,7 @@ impl Db {
         self.inner.check_poison()?;
         Ok(Subscription::new(
             self.clone(),
-            self.inner.live.subscribe(),
+            self.inner.health.live.subscribe(),
             from_lsn.max(1),
         ))
     }
@@ -341,7 +327,7 @@ impl Db {
             .index
             .read()
             .map_err(|_| self.inner.poisoned_error())?;
-        let c = &self.inner.counters;
+        let c = &self.inner.health.counters;
         Ok(Stats {
             records: index.records,
             events: index.events,
@@ -363,51 +349,51 @@ impl Db {
 
 impl Inner {
     /// Commits one group as leader, then hands leadership on.
+    ///
+    /// Whatever happens inside (even a panic, say in a tracing layer),
+    /// every slot of the group is completed and leadership is handed on,
+    /// so no appender waits forever.
     fn lead(&self) {
-        let group = match self.queue.lock() {
-            Ok(mut q) => std::mem::take(&mut q.pending),
-            Err(_) => return,
-        };
-        match self.commit.lock() {
+        // The queue lock guards only pushes and takes, which cannot panic
+        // half-way; a poisoned queue lock is still consistent.
+        let group = std::mem::take(
+            &mut self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending,
+        );
+        let slots: Vec<Arc<Slot>> = group.iter().map(|p| p.slot.clone()).collect();
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match self.commit.lock() {
             Ok(mut state) => self.commit_group(&mut state, group),
-            Err(_) => {
-                self.poison("commit lock poisoned by a panic".into());
-                for p in &group {
-                    p.slot.complete(Err(self.poisoned_error()));
-                }
+            Err(_) => self.poison("commit lock poisoned by a panic".into()),
+        }));
+        if outcome.is_err() {
+            self.poison("a panic while committing a group".into());
+        }
+        if self.health.is_poisoned() {
+            // Slots the group completed keep their result; the rest fail.
+            for slot in &slots {
+                slot.complete_if_waiting(Err(self.poisoned_error()));
             }
         }
-        if let Ok(mut q) = self.queue.lock() {
-            match q.pending.first() {
-                Some(next) => next.slot.hand_leadership(),
-                None => q.leader_active = false,
-            }
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        match q.pending.first() {
+            Some(next) => next.slot.hand_leadership(),
+            None => q.leader_active = false,
         }
     }
 
     pub(crate) fn check_poison(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.poisoned_error());
-        }
-        Ok(())
+        self.health.check()
     }
 
     pub(crate) fn poisoned_error(&self) -> Error {
-        let cause = self
-            .poison_cause
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_else(|_| "unknown".into());
-        Error::Poisoned { cause }
+        self.health.error()
     }
 
     pub(crate) fn poison(&self, cause: String) {
-        if let Ok(mut c) = self.poison_cause.lock()
-            && c.is_empty()
-        {
-            *c = cause;
-        }
-        self.poisoned.store(true, Ordering::Release);
+        self.health.poison(cause);
     }
 }
 
@@ -415,11 +401,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Stop the flusher, then make buffered appends durable on a clean
         // close. (In Immediate mode everything is synced already.)
-        if let Ok(mut stop) = self.flusher_stop.lock() {
-            stop.take();
+        if let Some(f) = self.flusher.lock().ok().and_then(|mut f| f.take()) {
+            f.stop();
         }
         if matches!(self.options.durability, Durability::Buffered { .. })
-            && !self.poisoned.load(Ordering::Acquire)
+            && !self.health.is_poisoned()
             && let Ok(state) = self.commit.lock()
             && let Err(e) = state.tail.sync()
         {

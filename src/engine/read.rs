@@ -14,7 +14,16 @@ fn for_each_record(
     record_bytes_max: u64,
     mut visit: impl FnMut(&RecordView<'_>) -> bool,
 ) -> Result<bool> {
-    let bytes = slice.bytes();
+    let bytes = slice.bytes().ok_or_else(|| {
+        Error::corrupt(
+            &slice.path,
+            slice.start,
+            format!(
+                "committed bytes up to {} lie outside the segment's mapping",
+                slice.end
+            ),
+        )
+    })?;
     let mut at = 0usize;
     while at < bytes.len() {
         let rest = bytes.get(at..).unwrap_or(&[]);

@@ -86,6 +86,7 @@ impl Subscription {
 
     /// One step without waiting.
     fn step(&mut self) -> Result<Step> {
+        self.db.inner.check_poison()?;
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 self.next_lsn = event.lsn + 1;

@@ -239,7 +239,17 @@ pub enum RecordError {
         /// Bytes available from its offset.
         have: u64,
     },
-    /// The length field exceeds the configured maximum.
+    /// A record that checks out (length fits, CRC matches) but is longer
+    /// than the configured maximum: written under a larger limit. Never
+    /// treated as damage.
+    AboveLimit {
+        /// Payload length.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The length field exceeds the configured maximum and the bytes do
+    /// not check out as a record.
     TooLarge {
         /// Payload length claimed.
         len: u64,
@@ -264,6 +274,10 @@ impl std::fmt::Display for RecordError {
             RecordError::Truncated { need, have } => {
                 write!(f, "record needs {need} bytes but only {have} remain")
             }
+            RecordError::AboveLimit { len, max } => write!(
+                f,
+                "a valid record of {len} bytes exceeds record_bytes_max ({max}); open with a larger limit"
+            ),
             RecordError::TooLarge { len, max } => {
                 write!(f, "record length {len} exceeds the maximum of {max} bytes")
             }
@@ -304,9 +318,22 @@ pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'
     };
     let len = u64::from(u32_at(header, RH_LEN).ok_or(trunc.clone())?);
     if len > record_bytes_max {
-        return Err(RecordError::TooLarge {
-            len,
-            max: record_bytes_max,
+        // Decoding borrows and never allocates, so checking the CRC of an
+        // over-long record costs no memory. A record that checks out was
+        // written under a larger limit: say so instead of calling it damage.
+        let crc_ok = bytes
+            .get(RH_FIRST_LSN..RECORD_HEADER_BYTES + len as usize)
+            .is_some_and(|covered| Some(crc32fast::hash(covered)) == u32_at(header, RH_CRC));
+        return Err(if crc_ok {
+            RecordError::AboveLimit {
+                len,
+                max: record_bytes_max,
+            }
+        } else {
+            RecordError::TooLarge {
+                len,
+                max: record_bytes_max,
+            }
         });
     }
     let total = RECORD_HEADER_BYTES as u64 + len;
@@ -459,6 +486,16 @@ mod tests {
             decode_record(&bytes, 1024),
             Err(RecordError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_valid_record_above_the_limit_is_not_damage() {
+        let bytes = record(1, 1, "s", &[&[7u8; 100]]);
+        assert!(matches!(
+            decode_record(&bytes, 50),
+            Err(RecordError::AboveLimit { .. })
+        ));
+        assert!(decode_record(&bytes, 1000).is_ok());
     }
 
     #[test]

@@ -57,11 +57,10 @@ pub struct SegmentSlice {
 }
 
 impl SegmentSlice {
-    /// The bytes from `start` to `end`; empty if the range is out of the map.
-    pub fn bytes(&self) -> &[u8] {
-        self.map
-            .get(self.start as usize..self.end as usize)
-            .unwrap_or(&[])
+    /// The bytes from `start` to `end`; `None` if the mapping does not
+    /// cover them (an engine bug, reported rather than read as empty).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.map.get(self.start as usize..self.end as usize)
     }
 }
 

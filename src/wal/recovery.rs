@@ -13,8 +13,8 @@ use crate::layout;
 use crate::wal::format::SEGMENT_HEADER_BYTES;
 use crate::wal::index::LogIndex;
 use crate::wal::scan::{self, SegmentEnd};
-use crate::wal::segment;
 use crate::wal::writer::TailWriter;
+use crate::wal::{repair, segment};
 
 /// A torn tail found (and, on open, cut) by recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct RecoveryReport {
     pub last_lsn: u64,
     /// The torn tail cut off, if any.
     pub torn_tail: Option<TornTail>,
+    /// Where the torn tail's bytes were kept (`<segment>.cut`).
+    pub torn_tail_kept_in: Option<PathBuf>,
     /// Temporary segment files left by a crash during a roll, removed.
     pub removed_temp_files: Vec<PathBuf>,
     /// Time taken to scan and index the log.
@@ -318,6 +320,12 @@ pub fn open_log(
                     reason = %torn.reason,
                     "cutting a torn tail (an unacknowledged write interrupted by a crash)"
                 );
+                // Unacknowledged bytes, but bytes: kept beside the segment.
+                if torn.garbage_bytes > 0 {
+                    let side = layout::fresh_side_path(path, layout::CUT_SUFFIX);
+                    repair::keep_bytes(wal_dir, &file, path, end, torn.garbage_bytes, &side)?;
+                    scanned.report.torn_tail_kept_in = Some(side);
+                }
                 file.set_len(end)
                     .map_err(|e| Error::io("truncate torn tail", path, e))?;
                 file.sync_all()

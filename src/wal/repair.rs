@@ -1,7 +1,7 @@
 //! `replaydb repair`: cut the log at its first bad record, keeping every
 //! cut byte in a side file. Never deletes anything.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -130,6 +130,27 @@ pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> 
     })
 }
 
+/// Copies `bytes` bytes at `offset` of `segment` into the new file
+/// `side`, fsynced and with its directory entry fsynced, so that they are
+/// safe before the segment is truncated.
+pub fn keep_bytes(
+    wal_dir: &Path,
+    file: &File,
+    segment: &Path,
+    offset: u64,
+    bytes: u64,
+    side: &Path,
+) -> Result<()> {
+    let mut cut = vec![0u8; bytes as usize];
+    file.read_exact_at(&mut cut, offset)
+        .map_err(|e| Error::io("read bytes to cut", segment, e))?;
+    let mut out = layout::create_new(side, "create cut file")?;
+    out.write_all(&cut)
+        .and_then(|_| out.sync_all())
+        .map_err(|e| Error::io("write cut file", side, e))?;
+    layout::sync_dir(wal_dir)
+}
+
 /// Carries out a plan from [`plan_repair`]. Each cut is written and fsynced
 /// to its side file before the segment is truncated.
 pub fn apply_repair(wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
@@ -146,14 +167,7 @@ pub fn apply_repair(wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
                     .write(true)
                     .open(segment)
                     .map_err(|e| Error::io("open segment for repair", segment, e))?;
-                let mut cut = vec![0u8; *bytes as usize];
-                file.read_exact_at(&mut cut, *offset)
-                    .map_err(|e| Error::io("read bytes to cut", segment, e))?;
-                let mut side = layout::create_new(cut_file, "create cut file")?;
-                side.write_all(&cut)
-                    .and_then(|_| side.sync_all())
-                    .map_err(|e| Error::io("write cut file", cut_file, e))?;
-                layout::sync_dir(wal_dir)?;
+                keep_bytes(wal_dir, &file, segment, *offset, *bytes, cut_file)?;
                 file.set_len(*offset)
                     .and_then(|_| file.sync_all())
                     .map_err(|e| Error::io("truncate segment", segment, e))?;

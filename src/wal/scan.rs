@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::wal::format::{
-    self, HeaderError, RECORD_HEADER_BYTES, RecordView, SEGMENT_FORMAT_VERSION,
+    self, HeaderError, RECORD_HEADER_BYTES, RecordError, RecordView, SEGMENT_FORMAT_VERSION,
     SEGMENT_HEADER_BYTES,
 };
 
@@ -113,7 +113,10 @@ pub fn scan_segment(
     let mut records = 0u64;
     let end = loop {
         let rest = bytes.get(offset as usize..).unwrap_or(&[]);
-        if rest.first().is_none_or(|&b| b == 0) && is_zero_from(offset) {
+        let zero_header = rest
+            .get(..RECORD_HEADER_BYTES)
+            .map_or(all_zero(rest), all_zero);
+        if zero_header && is_zero_from(offset) {
             // Nothing, or only the preallocated zeros, remains.
             break SegmentEnd::Clean { end: offset };
         }
@@ -136,6 +139,13 @@ pub fn scan_segment(
                             record.first_lsn
                         ),
                     };
+                }
+                Err(e @ RecordError::AboveLimit { .. }) => {
+                    return Err(Error::RecordAboveLimit {
+                        segment: path.to_path_buf(),
+                        offset,
+                        reason: e.to_string(),
+                    });
                 }
                 Err(e) => e.to_string(),
             }
@@ -181,7 +191,13 @@ fn classify_bad(
 /// Finds the first offset at or after `from` holding a valid record whose
 /// first LSN is at least `lsn_min`. Only on the error path: it tries every
 /// byte offset, with cheap field checks before the CRC.
+///
+/// The search ends at the last non-zero byte, and an LSN can be at most
+/// one per remaining byte ahead (an event takes at least a byte), which
+/// rules out nearly every false candidate before its CRC is computed.
 fn find_valid_record(bytes: &[u8], from: u64, lsn_min: u64, record_bytes_max: u64) -> Option<u64> {
+    let written = bytes.iter().rposition(|&b| b != 0)? + 1;
+    let bytes = bytes.get(..written)?;
     let last = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
     (from as usize..=last)
         .find(|&pos| {
@@ -193,7 +209,7 @@ fn find_valid_record(bytes: &[u8], from: u64, lsn_min: u64, record_bytes_max: u6
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_le_bytes)
                 .unwrap_or(0);
-            if lsn < lsn_min || lsn - lsn_min > u64::from(u32::MAX) {
+            if lsn < lsn_min || lsn - lsn_min > (bytes.len() - pos) as u64 {
                 return false;
             }
             format::decode_record(rest, record_bytes_max).is_ok()

@@ -23,9 +23,14 @@ pub struct Placed {
     pub total_bytes: u64,
 }
 
-/// A segment created by a roll.
+/// A roll: the segment sealed, mapped afresh at its final length (it may
+/// have outgrown its old mapping), and the segment created.
 #[derive(Debug)]
 pub struct RolledSegment {
+    /// First LSN of the segment sealed.
+    pub sealed_first_lsn: u64,
+    /// The sealed segment's new mapping.
+    pub sealed_map: Arc<Mmap>,
     /// Its first LSN.
     pub first_lsn: u64,
     /// Its path.
@@ -151,6 +156,8 @@ impl TailWriter {
         self.file
             .sync_all()
             .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
+        let sealed_map = segment::map_segment(&self.file, &self.path)?;
+        let sealed_first_lsn = self.segment_first_lsn;
         let (file, path) =
             segment::create_segment(&self.wal_dir, first_lsn, self.segment_bytes_max)?;
         let map = segment::map_segment(&file, &path)?;
@@ -159,6 +166,8 @@ impl TailWriter {
         self.segment_first_lsn = first_lsn;
         self.offset = SEGMENT_HEADER_BYTES as u64;
         Ok(RolledSegment {
+            sealed_first_lsn,
+            sealed_map,
             first_lsn,
             path,
             map,
