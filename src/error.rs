@@ -97,6 +97,53 @@ pub enum Error {
         reason: String,
     },
 
+    /// A snapshot file could not be written or read.
+    #[error("{op} {path}: {reason}")]
+    Snapshot {
+        /// What replaydb was doing.
+        op: &'static str,
+        /// The snapshot file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A view's state in every usable snapshot has another schema version
+    /// than the code, and the log no longer holds the history to rebuild it.
+    #[error(
+        "view {view:?}: snapshot holds schema version {snapshot_version}, the code has {code_version}, and the log no longer starts at LSN 1 to rebuild it (it starts at {log_first_lsn})"
+    )]
+    ViewVersion {
+        /// The view.
+        view: String,
+        /// The version in the snapshot (0: the view is not in it).
+        snapshot_version: u32,
+        /// The version of the registered view.
+        code_version: u32,
+        /// The first LSN the log holds.
+        log_first_lsn: u64,
+    },
+
+    /// Every snapshot is damaged and the log cannot rebuild the state.
+    /// Nothing has been deleted.
+    #[error("no usable snapshot, and the log starts at LSN {log_first_lsn}: {details}")]
+    NoUsableSnapshot {
+        /// The first LSN the log holds.
+        log_first_lsn: u64,
+        /// Each snapshot tried and why it failed.
+        details: String,
+    },
+
+    /// The log no longer holds the requested position: it was compacted
+    /// into a snapshot. Restart from the views, or from `oldest_available`.
+    #[error("{what} was compacted away; the oldest available is {oldest_available}")]
+    Compacted {
+        /// What was asked for ("LSN 5", "stream s version 3").
+        what: String,
+        /// The oldest LSN (or stream version) still available.
+        oldest_available: u64,
+    },
+
     /// A caller passed an argument outside what the operation accepts.
     #[error("{op}: {reason}")]
     InvalidArgument {

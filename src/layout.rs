@@ -6,7 +6,10 @@
 //!   wal/               0700
 //!     <20-digit first LSN>.wal       a segment (docs/FORMAT.md)
 //!     <20-digit first LSN>.wal.tmp   a segment being created (removed on open)
-//!     <name>.cut[.N]                 bytes cut away by `replaydb repair`
+//!     <name>.cut[.N]                 bytes cut away by `replaydb repair` or a torn tail
+//!   snapshots/         0700
+//!     <20-digit covered LSN>.redb    a snapshot generation (the two newest are kept)
+//!     <...>.redb.tmp                 a snapshot being written (removed on open)
 //! ```
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -27,6 +30,32 @@ pub const SEGMENT_TMP_SUFFIX: &str = ".wal.tmp";
 pub const CUT_SUFFIX: &str = ".cut";
 /// Digits in a segment's file name.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// The snapshot directory, relative to the database directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+/// Extension of a snapshot file.
+pub const SNAPSHOT_EXT: &str = "redb";
+/// Suffix of a snapshot being written.
+pub const SNAPSHOT_TMP_SUFFIX: &str = ".redb.tmp";
+
+/// `DIR/snapshots`.
+pub fn snapshot_dir(db_dir: &Path) -> PathBuf {
+    db_dir.join(SNAPSHOT_DIR)
+}
+
+/// The file name of the snapshot covering the log up to `covered_lsn`.
+pub fn snapshot_file_name(covered_lsn: u64) -> String {
+    format!("{covered_lsn:020}.{SNAPSHOT_EXT}")
+}
+
+/// Parses a snapshot file name back into the LSN it covers.
+pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".redb")?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// Permission bits of every file replaydb creates.
 pub const FILE_MODE: u32 = 0o600;

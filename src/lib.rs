@@ -25,7 +25,9 @@ mod engine;
 mod error;
 pub mod layout;
 mod options;
+pub mod snapshot;
 mod stream;
+mod views;
 pub mod wal;
 
 pub use engine::maintenance::{Repair, VerifyReport, verify};
@@ -35,5 +37,6 @@ pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
 pub use stream::{
     Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX, validate_stream_name,
 };
+pub use views::{AtLsn, View, ViewReader, ViewSet, ViewWriter};
 pub use wal::recovery::{RecoveryReport, TornTail};
 pub use wal::repair::{RepairAction, RepairPlan};

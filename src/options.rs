@@ -42,6 +42,12 @@ pub struct Options {
     /// Committed batches buffered in memory for live subscribers; one that
     /// falls further behind continues from disk. Default 4096.
     pub subscriber_buffer_batches: usize,
+    /// Take a snapshot (and compact) once this many records were committed
+    /// since the last one; 0: never by count. Default 100 000.
+    pub snapshot_every_records: u64,
+    /// Take a snapshot (and compact) once this many WAL bytes were written
+    /// since the last one; 0: never by size. Default 256 MiB.
+    pub snapshot_every_bytes: u64,
 }
 
 /// Smallest segment size accepted: a header and one small record.
@@ -56,6 +62,8 @@ impl Default for Options {
             segment_bytes_max: 64 << 20,
             record_bytes_max: 16 << 20,
             subscriber_buffer_batches: 4096,
+            snapshot_every_records: 100_000,
+            snapshot_every_bytes: 256 << 20,
         }
     }
 }

@@ -21,7 +21,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::options::Durability;
-use crate::stream::{Appended, Event, ExpectedVersion};
+use crate::stream::{Appended, Event, EventRef, ExpectedVersion};
+use crate::views::ViewSet;
 use crate::wal::format::{self, EncodedBatch};
 use crate::wal::writer::TailWriter;
 
@@ -108,12 +109,24 @@ pub(crate) struct Queue {
 }
 
 /// A batch waiting for the leader.
-#[derive(Debug)]
 pub(crate) struct Pending {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub batch: EncodedBatch,
+    /// A command: decides the batch in the leader, against the views.
+    pub decide: Option<Decide>,
     pub slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("stream", &self.stream)
+            .field("expected", &self.expected)
+            .field("count", &self.batch.count)
+            .field("command", &self.decide.is_some())
+            .finish()
+    }
 }
 
 /// What the leader owns.
@@ -127,15 +140,34 @@ pub(crate) struct CommitState {
 
 impl Inner {
     /// Leads one group: everything queued right now.
-    pub(crate) fn commit_group(&self, state: &mut CommitState, group: Vec<Pending>) {
+    pub(crate) fn commit_group(&self, state: &mut CommitState, mut group: Vec<Pending>) {
         if self.check_poison().is_err() {
             for p in &group {
                 p.slot.complete(Err(self.poisoned_error()));
             }
             return;
         }
-        // Decide: check each batch against the stream's version, counting
-        // earlier batches of this same group.
+        // A group with commands holds the views from the first decision to
+        // the publish: each command sees the state every batch before it in
+        // the group leaves, and readers never see undurable state.
+        let has_commands = group.iter().any(|p| p.decide.is_some());
+        let mut views_guard = if has_commands {
+            match self.views.write() {
+                Ok(g) => Some(g),
+                Err(_) => {
+                    self.poison("views lock poisoned by a panic".into());
+                    for p in &group {
+                        p.slot.complete(Err(self.poisoned_error()));
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let views_applied = views_guard.is_some();
+        // Decide: run commands, then check each batch against the stream's
+        // version, counting earlier batches of this same group.
         let mut decided: Vec<Option<(u64, u64)>> = Vec::with_capacity(group.len());
         {
             let index = match self.index.read() {
@@ -148,9 +180,35 @@ impl Inner {
                     return;
                 }
             };
-            let mut versions: HashMap<&str, u64> = HashMap::new();
+            let mut versions: HashMap<String, u64> = HashMap::new();
             let mut next_lsn = state.next_lsn;
-            for p in &group {
+            for p in group.iter_mut() {
+                if let Some(decide) = p.decide.take() {
+                    // Held since has_commands is true.
+                    let Some(views) = views_guard.as_deref() else {
+                        p.slot.complete(Err(self.poisoned_error()));
+                        decided.push(None);
+                        continue;
+                    };
+                    match run_command(decide, views, &p.stream, self.options.record_bytes_max) {
+                        Ok(Some(batch)) => p.batch = batch,
+                        Ok(None) => {
+                            // Decided to append nothing: an empty result.
+                            p.slot.complete(Ok(Appended {
+                                first_lsn: next_lsn,
+                                last_lsn: next_lsn - 1,
+                                version: 0,
+                            }));
+                            decided.push(None);
+                            continue;
+                        }
+                        Err(e) => {
+                            p.slot.complete(Err(e));
+                            decided.push(None);
+                            continue;
+                        }
+                    }
+                }
                 let current = match versions.get(p.stream.as_str()) {
                     Some(v) => *v,
                     None => index.stream_version(&p.stream),
@@ -165,8 +223,11 @@ impl Inner {
                     continue;
                 }
                 decided.push(Some((next_lsn, current + 1)));
+                if let Some(views) = views_guard.as_deref_mut() {
+                    apply_batch(views, p, next_lsn, current + 1);
+                }
                 next_lsn += u64::from(p.batch.count);
-                versions.insert(&p.stream, current + u64::from(p.batch.count));
+                versions.insert(p.stream.clone(), current + u64::from(p.batch.count));
             }
         }
         let accepted: Vec<(&Pending, u64, u64)> = group
@@ -277,6 +338,28 @@ impl Inner {
             }
             return;
         }
+        let bytes: u64 = placed.iter().map(|p| p.total_bytes).sum();
+        self.since_snapshot_records
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        self.since_snapshot_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        if !views_applied {
+            match self.views.write() {
+                Ok(mut views) => {
+                    for (p, lsn, version) in &accepted {
+                        apply_batch(&mut views, p, *lsn, *version);
+                    }
+                }
+                Err(_) => {
+                    self.poison("views lock poisoned by a panic".into());
+                    for (p, _, _) in &accepted {
+                        p.slot.complete(Err(self.poisoned_error()));
+                    }
+                    return;
+                }
+            }
+        }
+        drop(views_guard);
         self.committed_lsn.store(last_lsn, Ordering::Release);
         self.health.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.health
@@ -301,6 +384,55 @@ impl Inner {
                 version: version + count - 1,
             }));
         }
+    }
+}
+
+/// A command's decision, run in the leader. A panic in it fails that
+/// command alone.
+pub(crate) type Decide = Box<dyn FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send>;
+
+/// Runs a command's decision and encodes what it decided.
+fn run_command(
+    decide: Decide,
+    views: &ViewSet,
+    stream: &str,
+    record_bytes_max: u64,
+) -> Result<Option<EncodedBatch>> {
+    let events = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(views)))
+        .map_err(|_| Error::InvalidArgument {
+            op: "execute",
+            reason: "the command's decision panicked; nothing was appended".into(),
+        })??;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let batch = format::encode_batch(stream, &events);
+    if batch.payload.len() as u64 > record_bytes_max {
+        return Err(Error::RecordTooLarge {
+            stream: stream.to_string(),
+            size_bytes: batch.payload.len() as u64,
+            limit_bytes: record_bytes_max,
+        });
+    }
+    Ok(Some(batch))
+}
+
+/// Applies a batch's events to every view.
+fn apply_batch(views: &mut ViewSet, p: &Pending, first_lsn: u64, first_version: u64) {
+    if views.is_empty() {
+        return;
+    }
+    for (i, data) in format::payload_events(&p.batch.payload, p.batch.count)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        views.apply(&EventRef {
+            lsn: first_lsn + i as u64,
+            stream: &p.stream,
+            version: first_version + i as u64,
+            data,
+        });
     }
 }
 

@@ -6,6 +6,8 @@ mod health;
 pub(crate) mod lock;
 pub mod maintenance;
 mod read;
+mod recover;
+mod snapshots;
 pub mod subscribe;
 
 use std::panic::AssertUnwindSafe;
@@ -17,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::{Durability, Options};
 use crate::stream::{Appended, Event, EventRef, ExpectedVersion, validate_stream_name};
+use crate::views::{AtLsn, View, ViewSet};
 use crate::wal::format;
 use crate::wal::index::LogIndex;
 use crate::wal::recovery::{self, RecoveryReport};
@@ -24,6 +27,7 @@ use crate::wal::recovery::{self, RecoveryReport};
 use commit::{CommitState, Pending, Queue, Slot, Wakeup};
 use health::Health;
 use lock::DirLock;
+pub use snapshots::{SnapshotFile, SnapshotOutcome};
 pub use subscribe::Subscription;
 
 /// Shared state behind every [`Db`] clone.
@@ -37,6 +41,17 @@ pub(crate) struct Inner {
     /// LSN of the last event visible to readers (0: none).
     pub committed_lsn: AtomicU64,
     pub health: Arc<Health>,
+    /// The views, and the LSN they reflect.
+    pub views: RwLock<ViewSet>,
+    /// One snapshot, compaction or backup at a time.
+    pub snapshot_lock: Mutex<()>,
+    /// Views the loaded snapshot holds that this handle does not register.
+    pub foreign_views: Vec<String>,
+    /// Records and bytes committed since the last snapshot.
+    pub since_snapshot_records: AtomicU64,
+    pub since_snapshot_bytes: AtomicU64,
+    /// An automatic snapshot has been claimed by an appender.
+    pub snapshot_claimed: std::sync::atomic::AtomicBool,
     pub report: RecoveryReport,
     pub flusher: Mutex<Option<flusher::Flusher>>,
     pub lock: DirLock,
@@ -92,15 +107,46 @@ impl Db {
     /// [`Error::Corrupt`] if the log is damaged anywhere but a torn tail,
     /// and [`Error::UnsupportedVersion`] for files of another format.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
+        Db::open_with_views(dir, options, Vec::new())
+    }
+
+    /// [`Db::open`] with views: each is recovered from the newest good
+    /// snapshot plus the log after it, then kept up to date with every
+    /// commit. View names must be unique.
+    pub fn open_with_views(
+        dir: impl AsRef<Path>,
+        options: Options,
+        views: Vec<Box<dyn View>>,
+    ) -> Result<Db> {
         options.validate()?;
+        let mut names = std::collections::HashSet::new();
+        for v in &views {
+            if !crate::views::validate_view_name(v.name()) || !names.insert(v.name().to_string()) {
+                return Err(Error::InvalidArgument {
+                    op: "open",
+                    reason: format!("view name {:?} is invalid or registered twice", v.name()),
+                });
+            }
+        }
         let dir = dir.as_ref().to_path_buf();
         layout::create_dir(&dir)?;
         let lock = DirLock::acquire(&dir)?;
-        let opened = recovery::open_log(
+        let started = std::time::Instant::now();
+        let mut opened = recovery::open_log(
             &layout::wal_dir(&dir),
             options.record_bytes_max,
             options.segment_bytes_max,
         )?;
+        let (view_set, foreign_views) = recover::recover_views(
+            &dir,
+            &mut opened.index,
+            opened.next_lsn - 1,
+            options.record_bytes_max,
+            views,
+            &mut opened.report,
+        )?;
+        opened.report.duration = started.elapsed();
+
         if let Some(t) = &opened.report.torn_tail {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
         }
@@ -110,7 +156,13 @@ impl Db {
             .last()
             .map_or(0, |(_, s)| s.map.len() as u64);
         let inner = Arc::new(Inner {
-            committed_lsn: AtomicU64::new(opened.index.last_lsn),
+            committed_lsn: AtomicU64::new(opened.next_lsn - 1),
+            views: RwLock::new(view_set),
+            snapshot_lock: Mutex::new(()),
+            foreign_views,
+            since_snapshot_records: AtomicU64::new(0),
+            since_snapshot_bytes: AtomicU64::new(0),
+            snapshot_claimed: std::sync::atomic::AtomicBool::new(false),
             index: RwLock::new(opened.index),
             commit: Arc::new(Mutex::new(CommitState {
                 tail: opened.tail,
@@ -182,31 +234,70 @@ impl Db {
                 limit_bytes: self.inner.options.record_bytes_max,
             });
         }
-        let slot = Arc::new(Slot::default());
+        self.submit(Pending {
+            stream: stream.to_string(),
+            expected,
+            batch,
+            decide: None,
+            slot: Arc::new(Slot::default()),
+        })
+    }
+
+    /// Runs a command: `decide` sees the views as every earlier commit left
+    /// them and returns the events to append to `stream` (checked against
+    /// `expected`), all inside the writer, so two commands can never both
+    /// pass a check only one should pass. An error, or no events, appends
+    /// nothing: `Ok(None)` for no events.
+    ///
+    /// `decide` runs on the committing thread while other writers wait:
+    /// keep it to a check against the views.
+    pub fn execute(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        decide: impl FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send + 'static,
+    ) -> Result<Option<Appended>> {
+        self.inner.check_poison()?;
+        validate_stream_name(stream)?;
+        let done = self.submit(Pending {
+            stream: stream.to_string(),
+            expected,
+            batch: format::encode_batch(stream, &[] as &[&[u8]]),
+            decide: Some(Box::new(decide)),
+            slot: Arc::new(Slot::default()),
+        })?;
+        Ok((done.last_lsn >= done.first_lsn).then_some(done))
+    }
+
+    /// Queues a batch or command and waits for its group to commit; leads
+    /// the group if no one else is.
+    fn submit(&self, pending: Pending) -> Result<Appended> {
+        let slot = pending.slot.clone();
         let lead = {
             let mut queue = self
                 .inner
                 .queue
                 .lock()
                 .map_err(|_| self.inner.poisoned_error())?;
-            queue.pending.push(Pending {
-                stream: stream.to_string(),
-                expected,
-                batch,
-                slot: slot.clone(),
-            });
+            queue.pending.push(pending);
             !std::mem::replace(&mut queue.leader_active, true)
         };
         if !lead {
             match slot.wait() {
-                Some(Wakeup::Done(result)) => return result,
+                Some(Wakeup::Done(result)) => {
+                    self.inner.maybe_snapshot();
+                    return result;
+                }
                 Some(Wakeup::Lead) => {}
                 None => return Err(self.inner.poisoned_error()),
             }
         }
         self.inner.lead();
-        slot.take()
-            .unwrap_or_else(|| Err(self.inner.poisoned_error()))
+        let result = slot
+            .take()
+            .unwrap_or_else(|| Err(self.inner.poisoned_error()));
+        self.inner.maybe_snapshot();
+        result
     }
 
     /// [`Db::append`] for async callers: runs on tokio's blocking pool.
@@ -320,6 +411,42 @@ impl Db {
         ))
     }
 
+    /// Reads the registered view of type `V` through `read`, consistently:
+    /// the views reflect whole batches only, up to the returned LSN.
+    /// `None` if no view of that type is registered.
+    pub fn view<V: View, R>(&self, read: impl FnOnce(&V) -> R) -> Result<Option<AtLsn<R>>> {
+        self.inner.check_poison()?;
+        let views = self
+            .inner
+            .views
+            .read()
+            .map_err(|_| self.inner.poisoned_error())?;
+        Ok(views.get::<V>().map(|v| AtLsn {
+            value: read(v),
+            lsn: views.applied_lsn,
+        }))
+    }
+
+    /// Takes a snapshot now (if anything was committed since the last),
+    /// keeps the newest two generations, and deletes the WAL segments the
+    /// older one covers. Writers wait only while the views are copied.
+    pub fn snapshot(&self) -> Result<SnapshotOutcome> {
+        self.inner.take_snapshot()
+    }
+
+    /// The snapshot generations on disk, newest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
+        self.inner.snapshot_files()
+    }
+
+    /// Writes a consistent copy of the database to `dest` (which must not
+    /// exist or be empty) while writers go on: the newest snapshot and the
+    /// log. Returns the last LSN the copy is certain to hold; it opens as
+    /// a database of its own.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<u64> {
+        self.inner.backup(dest.as_ref())
+    }
+
     /// Counts describing the database.
     pub fn stats(&self) -> Result<Stats> {
         let index = self
@@ -386,6 +513,24 @@ impl Inner {
 
     pub(crate) fn check_poison(&self) -> Result<()> {
         self.health.check()
+    }
+
+    /// Takes a snapshot on this (appending) thread if one is due and no
+    /// one else is taking it, as SQLite's auto-checkpoint does: the
+    /// append is already durable, only its return waits.
+    fn maybe_snapshot(&self) {
+        let o = &self.options;
+        let due = (o.snapshot_every_records > 0
+            && self.since_snapshot_records.load(Ordering::Relaxed) >= o.snapshot_every_records)
+            || (o.snapshot_every_bytes > 0
+                && self.since_snapshot_bytes.load(Ordering::Relaxed) >= o.snapshot_every_bytes);
+        if !due || self.snapshot_claimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = self.take_snapshot() {
+            tracing::error!(error = %e, "automatic snapshot failed; the log keeps growing until one succeeds");
+        }
+        self.snapshot_claimed.store(false, Ordering::Release);
     }
 
     pub(crate) fn poisoned_error(&self) -> Error {

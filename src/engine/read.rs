@@ -5,7 +5,7 @@ use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::stream::{Event, EventRef};
 use crate::wal::format::{self, RecordView};
-use crate::wal::index::SegmentSlice;
+use crate::wal::index::{LogIndex, SegmentSlice};
 
 /// Calls `visit` for each record in `slice` until it returns `false`.
 /// Returns whether to go on with the next slice.
@@ -46,16 +46,37 @@ fn for_each_record(
 pub(crate) fn replay(
     inner: &Inner,
     from_lsn: u64,
+    visit: impl FnMut(EventRef<'_>) -> bool,
+) -> Result<u64> {
+    let slices = {
+        let index = inner.index.read().map_err(|_| inner.poisoned_error())?;
+        check_not_compacted(&index, from_lsn)?;
+        index.slices_from(from_lsn)
+    };
+    replay_slices(&slices, inner.options.record_bytes_max, from_lsn, visit)
+}
+
+/// Fails with `Compacted` if the log no longer holds `from_lsn`.
+pub(crate) fn check_not_compacted(index: &LogIndex, from_lsn: u64) -> Result<()> {
+    let first = index.first_lsn().unwrap_or(1);
+    if from_lsn.max(1) < first {
+        return Err(Error::Compacted {
+            what: format!("LSN {from_lsn}"),
+            oldest_available: first,
+        });
+    }
+    Ok(())
+}
+
+/// Visits the events of `slices` from `from_lsn` on until `visit` says stop.
+pub(crate) fn replay_slices(
+    slices: &[SegmentSlice],
+    max: u64,
+    from_lsn: u64,
     mut visit: impl FnMut(EventRef<'_>) -> bool,
 ) -> Result<u64> {
-    let slices = inner
-        .index
-        .read()
-        .map_err(|_| inner.poisoned_error())?
-        .slices_from(from_lsn);
-    let max = inner.options.record_bytes_max;
     let mut visited = 0u64;
-    for slice in &slices {
+    for slice in slices {
         let go_on = for_each_record(slice, max, |record| {
             if record.last_lsn() < from_lsn {
                 return true;
@@ -96,11 +117,17 @@ pub(crate) fn read_stream(
     if limit == 0 {
         return Ok(out);
     }
-    let slices = inner
-        .index
-        .read()
-        .map_err(|_| inner.poisoned_error())?
-        .stream_slices(stream, from_version, limit);
+    let slices = {
+        let index = inner.index.read().map_err(|_| inner.poisoned_error())?;
+        let first_held = index.stream_first_held_version(stream);
+        if from_version.max(1) < first_held {
+            return Err(Error::Compacted {
+                what: format!("stream {stream:?} version {from_version}"),
+                oldest_available: first_held,
+            });
+        }
+        index.stream_slices(stream, from_version, limit)
+    };
     let max = inner.options.record_bytes_max;
     for slice in &slices {
         let mut first = true;

@@ -27,6 +27,8 @@ pub struct SegmentEntry {
     pub last_lsn: u64,
     /// `(first_lsn, offset)` of records, sparse.
     sparse: Vec<(u64, u64)>,
+    /// Records in this segment.
+    records: u64,
 }
 
 /// One batch of a stream: enough to find its record.
@@ -40,6 +42,8 @@ struct StreamBatch {
 #[derive(Debug, Default)]
 struct StreamEntry {
     version: u64,
+    /// The first version the log still holds (earlier ones were compacted).
+    first_held_version: u64,
     batches: Vec<StreamBatch>,
 }
 
@@ -95,6 +99,7 @@ impl LogIndex {
                 end,
                 last_lsn: first_lsn - 1,
                 sparse: Vec::new(),
+                records: 0,
             },
         );
     }
@@ -123,10 +128,19 @@ impl LogIndex {
         first_version: u64,
         count: u32,
     ) -> Result<(), VersionGap> {
+        let log_compacted = self.first_lsn().is_some_and(|first| first > 1);
         let entry = match self.streams.get_mut(stream) {
             Some(e) => e,
             None => self.streams.entry(stream.into()).or_default(),
         };
+        if entry.batches.is_empty() && entry.version == 0 {
+            // The first batch of this stream the log holds. In a compacted
+            // log its earlier versions live in the snapshot.
+            if log_compacted {
+                entry.version = first_version - 1;
+            }
+            entry.first_held_version = entry.version + 1;
+        }
         if first_version != entry.version + 1 {
             return Err(VersionGap {
                 expected: entry.version + 1,
@@ -149,11 +163,78 @@ impl LogIndex {
             }
             seg.end = offset + total_bytes;
             seg.last_lsn = last_lsn;
+            seg.records += 1;
         }
         self.last_lsn = last_lsn;
         self.records += 1;
         self.events += u64::from(count);
         Ok(())
+    }
+
+    /// Records the stream versions a snapshot holds, for streams the
+    /// (compacted) log holds nothing of.
+    pub fn seed_stream_versions(&mut self, streams: &[(String, u64)]) {
+        for (name, version) in streams {
+            if !self.streams.contains_key(name.as_str()) {
+                self.streams.insert(
+                    name.as_str().into(),
+                    StreamEntry {
+                        version: *version,
+                        first_held_version: version + 1,
+                        batches: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every stream with its version.
+    pub fn stream_versions(&self) -> Vec<(String, u64)> {
+        self.streams
+            .iter()
+            .map(|(k, e)| (k.to_string(), e.version))
+            .collect()
+    }
+
+    /// The first version of `stream` the log holds (1 if never compacted).
+    pub fn stream_first_held_version(&self, stream: &str) -> u64 {
+        self.streams
+            .get(stream)
+            .map_or(1, |e| e.first_held_version.max(1))
+    }
+
+    /// Removes every segment whose events are all at or below `lsn`, but
+    /// never the tail; returns their paths for the caller to delete, and
+    /// forgets the stream batches they held.
+    pub fn compact_through(&mut self, lsn: u64) -> Vec<PathBuf> {
+        let tail = self.segments.keys().next_back().copied();
+        let doomed: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(first, seg)| Some(**first) != tail && seg.last_lsn <= lsn)
+            .map(|(first, _)| *first)
+            .collect();
+        let mut paths = Vec::new();
+        for first in doomed {
+            if let Some(seg) = self.segments.remove(&first) {
+                self.records -= seg.records;
+                self.events -= (seg.last_lsn + 1).saturating_sub(first);
+                paths.push(seg.path);
+            }
+        }
+        if let Some(new_first) = self.first_lsn() {
+            for entry in self.streams.values_mut() {
+                let keep_from = entry.batches.partition_point(|b| b.first_lsn < new_first);
+                if keep_from > 0 {
+                    entry.batches.drain(..keep_from);
+                    entry.first_held_version = entry
+                        .batches
+                        .first()
+                        .map_or(entry.version + 1, |b| b.first_version);
+                }
+            }
+        }
+        paths
     }
 
     /// A stream's version (number of events); 0 for a stream never written.

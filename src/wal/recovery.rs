@@ -46,8 +46,17 @@ pub struct RecoveryReport {
     pub torn_tail_kept_in: Option<PathBuf>,
     /// Temporary segment files left by a crash during a roll, removed.
     pub removed_temp_files: Vec<PathBuf>,
-    /// Time taken to scan and index the log.
+    /// Time taken to scan and index the log, load a snapshot and replay.
     pub duration: Duration,
+    /// The snapshot the views were loaded from, and the LSN it covers.
+    pub snapshot: Option<(PathBuf, u64)>,
+    /// Snapshots found damaged (newest first), each with the reason; an
+    /// older generation or the log was used instead.
+    pub damaged_snapshots: Vec<(PathBuf, String)>,
+    /// Views rebuilt from the whole log (no snapshot, or a schema change).
+    pub views_rebuilt: Vec<String>,
+    /// Events replayed into views after the snapshot.
+    pub replayed_events: u64,
 }
 
 /// The log as scanned, before anything is changed on disk.

@@ -1,0 +1,143 @@
+//! Bringing views up to date on open: the newest good snapshot, then the
+//! log after it. A damaged snapshot falls back to the generation before
+//! it; a view whose schema changed is rebuilt from the log if the log
+//! still starts at LSN 1.
+
+use std::path::Path;
+
+use crate::engine::read;
+use crate::error::{Error, Result};
+use crate::snapshot::{self, SnapshotContents};
+use crate::views::{View, ViewSet};
+use crate::wal::index::LogIndex;
+use crate::wal::recovery::RecoveryReport;
+
+/// Loads the views from `path`: meta, integrity, then each view whose
+/// schema version matches. Views not loaded are left reset.
+fn try_snapshot(path: &Path, views: &mut [Box<dyn View>]) -> Result<SnapshotContents> {
+    let (db, contents) = snapshot::open(path)?;
+    for view in views.iter_mut() {
+        view.reset();
+        if contents.views.get(view.name()) == Some(&view.schema_version()) {
+            snapshot::load_view(&db, path, view.as_mut())?;
+        }
+    }
+    Ok(contents)
+}
+
+/// Recovers `views` against the scanned log; seeds stream versions from
+/// the snapshot; fills in the report.
+pub(crate) fn recover_views(
+    dir: &Path,
+    index: &mut LogIndex,
+    log_last_lsn: u64,
+    record_bytes_max: u64,
+    mut views: Vec<Box<dyn View>>,
+    report: &mut RecoveryReport,
+) -> Result<(ViewSet, Vec<String>)> {
+    let log_first = index.first_lsn().unwrap_or(1);
+    let removed = snapshot::remove_temporary(dir)?;
+    for tmp in removed {
+        tracing::info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
+    }
+    let mut chosen: Option<SnapshotContents> = None;
+    for (_, path) in snapshot::list(dir)? {
+        match try_snapshot(&path, &mut views) {
+            Ok(contents) => {
+                chosen = Some(contents);
+                break;
+            }
+            Err(e) => {
+                tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable; trying the generation before it");
+                report.damaged_snapshots.push((path, e.to_string()));
+                for v in views.iter_mut() {
+                    v.reset();
+                }
+            }
+        }
+    }
+    if chosen.is_none() && log_first > 1 {
+        let details = if report.damaged_snapshots.is_empty() {
+            "no snapshot found".to_string()
+        } else {
+            report
+                .damaged_snapshots
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(Error::NoUsableSnapshot {
+            log_first_lsn: log_first,
+            details,
+        });
+    }
+    let covered = chosen.as_ref().map_or(0, |c| c.covered_lsn);
+    if let Some(c) = &chosen {
+        if covered + 1 < log_first {
+            return Err(Error::Corrupt {
+                segment: c.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "snapshot covers LSN {covered} but the log starts at LSN {log_first}: the events between are gone"
+                ),
+            });
+        }
+        if covered > log_last_lsn {
+            return Err(Error::Corrupt {
+                segment: c.path.clone(),
+                offset: 0,
+                reason: format!(
+                    "snapshot covers LSN {covered} but the log ends at LSN {log_last_lsn}"
+                ),
+            });
+        }
+        index.seed_stream_versions(&c.streams);
+        report.snapshot = Some((c.path.clone(), covered));
+    }
+
+    // Where each view starts replaying.
+    let mut starts = Vec::with_capacity(views.len());
+    for v in &views {
+        let in_snapshot = chosen.as_ref().and_then(|c| c.views.get(v.name()).copied());
+        if in_snapshot == Some(v.schema_version()) {
+            starts.push(covered + 1);
+        } else {
+            if log_first > 1 {
+                return Err(Error::ViewVersion {
+                    view: v.name().to_string(),
+                    snapshot_version: in_snapshot.unwrap_or(0),
+                    code_version: v.schema_version(),
+                    log_first_lsn: log_first,
+                });
+            }
+            report.views_rebuilt.push(v.name().to_string());
+            starts.push(1);
+        }
+    }
+    let mut set = ViewSet::new(views);
+    if let Some(from) = starts.iter().copied().min() {
+        let slices = index.slices_from(from);
+        let mut replayed = 0u64;
+        read::replay_slices(&slices, record_bytes_max, from, |event| {
+            for (v, start) in set.views.iter_mut().zip(&starts) {
+                if event.lsn >= *start {
+                    v.apply(&event);
+                }
+            }
+            replayed += 1;
+            true
+        })?;
+        report.replayed_events = replayed;
+    }
+    set.applied_lsn = log_last_lsn;
+    let foreign = chosen
+        .map(|c| {
+            c.views
+                .into_keys()
+                .filter(|n| !set.views.iter().any(|v| v.name() == n))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((set, foreign))
+}

@@ -1,0 +1,213 @@
+//! Taking snapshots, compacting the log behind them, and online backup.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::engine::Inner;
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::options::Durability;
+use crate::snapshot::{self, GENERATIONS_KEPT};
+
+/// What [`Db::snapshot`](crate::Db::snapshot) did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotOutcome {
+    /// The snapshot file (new, or the existing one at the same LSN).
+    pub path: PathBuf,
+    /// The LSN it covers.
+    pub covered_lsn: u64,
+    /// Whether a new file was written (false: nothing committed since).
+    pub written: bool,
+    /// Older snapshot generations deleted.
+    pub deleted_snapshots: Vec<PathBuf>,
+    /// WAL segments deleted because the previous generation covers them.
+    pub deleted_segments: Vec<PathBuf>,
+}
+
+/// One snapshot generation on disk, from [`Db::snapshots`](crate::Db::snapshots).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The LSN it covers.
+    pub covered_lsn: u64,
+    /// Its size.
+    pub bytes: u64,
+}
+
+fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<()> {
+    let src = fs::File::open(from).map_err(|e| Error::io("open for backup", from, e))?;
+    let mut dst = layout::create_new(to, "create backup file")?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let want = ((len - at) as usize).min(buf.len());
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        src.read_exact_at(chunk, at)
+            .map_err(|e| Error::io("read for backup", from, e))?;
+        dst.write_all(chunk)
+            .map_err(|e| Error::io("write backup file", to, e))?;
+        at += want as u64;
+    }
+    dst.sync_all()
+        .map_err(|e| Error::io("fsync backup file", to, e))
+}
+
+impl Inner {
+    /// Takes a snapshot of the views and stream versions at the current
+    /// committed LSN, keeps two generations, and deletes the WAL segments
+    /// the older generation covers.
+    pub(crate) fn take_snapshot(&self) -> Result<SnapshotOutcome> {
+        let _one_at_a_time = self
+            .snapshot_lock
+            .lock()
+            .map_err(|_| self.poisoned_error())?;
+        self.check_poison()?;
+        if !self.foreign_views.is_empty() {
+            return Err(Error::InvalidArgument {
+                op: "snapshot",
+                reason: format!(
+                    "the newest snapshot holds views this handle has not registered ({}); a snapshot now would drop their state. Take snapshots from the program that registers them",
+                    self.foreign_views.join(", ")
+                ),
+            });
+        }
+        // A consistent cut: with the commit lock held no group is in
+        // flight, so views, stream versions and the LSN agree. Writers wait
+        // only for these copies.
+        let (views, streams, covered_lsn, tail) = {
+            let state = self.commit.lock().map_err(|_| self.poisoned_error())?;
+            let views = self.views.read().map_err(|_| self.poisoned_error())?;
+            let index = self.index.read().map_err(|_| self.poisoned_error())?;
+            (
+                views
+                    .views
+                    .iter()
+                    .map(|v| v.clone_view())
+                    .collect::<Vec<_>>(),
+                index.stream_versions(),
+                self.committed_lsn.load(Ordering::Acquire),
+                (state.tail.file(), state.tail.path().to_path_buf()),
+            )
+        };
+        // A snapshot must never cover events the log could still lose.
+        if matches!(self.options.durability, Durability::Buffered { .. }) {
+            tail.0.sync_data().map_err(|e| {
+                self.poison(format!("fdatasync {}: {e}", tail.1.display()));
+                Error::io("fdatasync before snapshot", &tail.1, e)
+            })?;
+        }
+        let existing = snapshot::list(&self.dir)?;
+        let mut outcome = SnapshotOutcome {
+            covered_lsn,
+            ..SnapshotOutcome::default()
+        };
+        match existing.first() {
+            Some((lsn, path)) if *lsn == covered_lsn => outcome.path = path.clone(),
+            _ => {
+                outcome.path = snapshot::write(&self.dir, covered_lsn, &views, &streams)?;
+                outcome.written = true;
+            }
+        }
+        self.since_snapshot_records.store(0, Ordering::Relaxed);
+        self.since_snapshot_bytes.store(0, Ordering::Relaxed);
+
+        // Generations: the newest two stay.
+        let all = snapshot::list(&self.dir)?;
+        for (_, old) in all.iter().skip(GENERATIONS_KEPT) {
+            fs::remove_file(old).map_err(|e| Error::io("delete old snapshot", old, e))?;
+            outcome.deleted_snapshots.push(old.clone());
+        }
+        if !outcome.deleted_snapshots.is_empty() {
+            layout::sync_dir(&layout::snapshot_dir(&self.dir))?;
+        }
+        // Compaction: what the older kept generation covers can go, so a
+        // damaged newest snapshot still has its predecessor plus the log.
+        if let Some((previous_lsn, _)) = all.get(1) {
+            let doomed = self
+                .index
+                .write()
+                .map_err(|_| self.poisoned_error())?
+                .compact_through(*previous_lsn);
+            for path in &doomed {
+                fs::remove_file(path)
+                    .map_err(|e| Error::io("delete compacted segment", path, e))?;
+            }
+            if !doomed.is_empty() {
+                layout::sync_dir(&layout::wal_dir(&self.dir))?;
+            }
+            outcome.deleted_segments = doomed;
+        }
+        Ok(outcome)
+    }
+
+    /// Copies a consistent database to `dest`: the newest snapshot and the
+    /// log's committed bytes. Writers go on; compaction waits.
+    pub(crate) fn backup(&self, dest: &Path) -> Result<u64> {
+        let _no_compaction = self
+            .snapshot_lock
+            .lock()
+            .map_err(|_| self.poisoned_error())?;
+        self.check_poison()?;
+        if dest.exists()
+            && fs::read_dir(dest)
+                .map_err(|e| Error::io("read backup destination", dest, e))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::InvalidArgument {
+                op: "backup",
+                reason: format!("{} exists and is not empty", dest.display()),
+            });
+        }
+        layout::create_dir(dest)?;
+        // Everything acknowledged before this point is below these ends.
+        let segments: Vec<(PathBuf, u64)> = {
+            let index = self.index.read().map_err(|_| self.poisoned_error())?;
+            index
+                .segments()
+                .map(|(_, s)| (s.path.clone(), s.end))
+                .collect()
+        };
+        let covered = self.committed_lsn.load(Ordering::Acquire);
+        if let Some((_, newest)) = snapshot::list(&self.dir)?.first() {
+            let dir = layout::snapshot_dir(dest);
+            layout::create_dir(&dir)?;
+            let len = fs::metadata(newest)
+                .map_err(|e| Error::io("stat snapshot", newest, e))?
+                .len();
+            let name = newest.file_name().unwrap_or_default();
+            copy_prefix(newest, &dir.join(name), len)?;
+            layout::sync_dir(&dir)?;
+        }
+        let wal = layout::wal_dir(dest);
+        layout::create_dir(&wal)?;
+        for (path, end) in &segments {
+            let name = path.file_name().unwrap_or_default();
+            copy_prefix(path, &wal.join(name), *end)?;
+        }
+        layout::sync_dir(&wal)?;
+        layout::sync_dir(dest)?;
+        Ok(covered)
+    }
+
+    /// The snapshot generations on disk, newest first.
+    pub(crate) fn snapshot_files(&self) -> Result<Vec<SnapshotFile>> {
+        snapshot::list(&self.dir)?
+            .into_iter()
+            .map(|(covered_lsn, path)| {
+                let bytes = fs::metadata(&path)
+                    .map_err(|e| Error::io("stat snapshot", &path, e))?
+                    .len();
+                Ok(SnapshotFile {
+                    path,
+                    covered_lsn,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,255 @@
+//! Snapshots: the views' state and every stream's version at one LSN, in
+//! a redb file of its own per generation.
+//!
+//! ```text
+//! DIR/snapshots/<20-digit covered LSN>.redb        a generation
+//! DIR/snapshots/<20-digit covered LSN>.redb.tmp    being written; removed on open
+//! ```
+//!
+//! Tables of a snapshot file (see docs/FORMAT.md):
+//! `replaydb_meta` (magic, format version, covered LSN), `replaydb_views`
+//! (view name to schema version), `replaydb_streams` (stream name to
+//! version), and `view:<view>:<table>` for each view's own tables.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::views::{View, ViewReader, ViewWriter};
+
+/// The snapshot format this build reads and writes.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// Value of the `magic` key of the meta table.
+pub const SNAPSHOT_MAGIC: &[u8] = b"replaydb-snapshot";
+/// Snapshot generations kept: the newest and the one before it.
+pub const GENERATIONS_KEPT: usize = 2;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta");
+const VIEWS: TableDefinition<&str, u32> = TableDefinition::new("replaydb_views");
+const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("replaydb_streams");
+
+fn err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Snapshot {
+        op,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Snapshot files, newest first, with the LSN each covers.
+pub fn list(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = layout::snapshot_dir(db_dir);
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("list snapshots", &dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list snapshots", &dir, e))?;
+        if let Some(lsn) = entry
+            .file_name()
+            .to_str()
+            .and_then(layout::parse_snapshot_file_name)
+        {
+            out.push((lsn, entry.path()));
+        }
+    }
+    out.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(out)
+}
+
+/// Removes `.tmp` snapshot files left by a crash while writing one.
+pub fn remove_temporary(db_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = layout::snapshot_dir(db_dir);
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path
+            .to_str()
+            .is_some_and(|p| p.ends_with(layout::SNAPSHOT_TMP_SUFFIX))
+        {
+            fs::remove_file(&path).map_err(|e| Error::io("remove temporary snapshot", &path, e))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
+/// What a snapshot holds besides the views' tables.
+#[derive(Debug, Clone)]
+pub struct SnapshotContents {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// LSN of the last event it reflects.
+    pub covered_lsn: u64,
+    /// View name to schema version.
+    pub views: BTreeMap<String, u32>,
+    /// Stream name to version at `covered_lsn`.
+    pub streams: Vec<(String, u64)>,
+}
+
+/// Writes a snapshot of `views` and `streams` at `covered_lsn`: a `.tmp`
+/// redb file committed durably, renamed into place, directory fsynced.
+pub fn write(
+    db_dir: &Path,
+    covered_lsn: u64,
+    views: &[Box<dyn View>],
+    streams: &[(String, u64)],
+) -> Result<PathBuf> {
+    let dir = layout::snapshot_dir(db_dir);
+    layout::create_dir(&dir)?;
+    let path = dir.join(layout::snapshot_file_name(covered_lsn));
+    let tmp = dir.join(format!(
+        "{}{}",
+        layout::snapshot_file_name(covered_lsn),
+        ".tmp"
+    ));
+    let _ = fs::remove_file(&tmp);
+    // redb creates the file; make it private before anything is in it.
+    drop(layout::create_new(&tmp, "create snapshot")?);
+    let db = redb::Database::create(&tmp).map_err(|e| err("create snapshot", &tmp, e))?;
+    let tx = db
+        .begin_write()
+        .map_err(|e| err("begin snapshot", &tmp, e))?;
+    {
+        let mut meta = tx
+            .open_table(META)
+            .map_err(|e| err("write snapshot meta", &tmp, e))?;
+        let mut put = |k: &str, v: &[u8]| {
+            meta.insert(k, v)
+                .map(|_| ())
+                .map_err(|e| err("write snapshot meta", &tmp, e))
+        };
+        put("magic", SNAPSHOT_MAGIC)?;
+        put("format_version", &SNAPSHOT_FORMAT_VERSION.to_le_bytes())?;
+        put("covered_lsn", &covered_lsn.to_le_bytes())?;
+        let mut vt = tx
+            .open_table(VIEWS)
+            .map_err(|e| err("write snapshot views", &tmp, e))?;
+        for v in views {
+            vt.insert(v.name(), v.schema_version())
+                .map_err(|e| err("write snapshot views", &tmp, e))?;
+        }
+        let mut st = tx
+            .open_table(STREAMS)
+            .map_err(|e| err("write snapshot streams", &tmp, e))?;
+        for (name, version) in streams {
+            st.insert(name.as_str(), *version)
+                .map_err(|e| err("write snapshot streams", &tmp, e))?;
+        }
+    }
+    for v in views {
+        let mut w = ViewWriter {
+            tx: &tx,
+            view: v.name(),
+            path: &tmp,
+        };
+        v.save(&mut w)?;
+    }
+    tx.commit().map_err(|e| err("commit snapshot", &tmp, e))?;
+    drop(db);
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync snapshot", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io("rename snapshot into place", &path, e))?;
+    layout::sync_dir(&dir)?;
+    Ok(path)
+}
+
+/// Opens a snapshot, checks every page's checksum and its meta, and reads
+/// its stream versions and view versions (not the views' tables).
+pub fn open(path: &Path) -> Result<(redb::Database, SnapshotContents)> {
+    let mut db = redb::Database::open(path).map_err(|e| err("open snapshot", path, e))?;
+    match db.check_integrity() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(err(
+                "check snapshot",
+                path,
+                "redb integrity check repaired damage",
+            ));
+        }
+        Err(e) => return Err(err("check snapshot", path, e)),
+    }
+    let tx = db.begin_read().map_err(|e| err("read snapshot", path, e))?;
+    let meta = tx
+        .open_table(META)
+        .map_err(|e| err("read snapshot meta", path, e))?;
+    let get = |k: &str| -> Result<Vec<u8>> {
+        meta.get(k)
+            .map_err(|e| err("read snapshot meta", path, e))?
+            .map(|v| v.value().to_vec())
+            .ok_or_else(|| err("read snapshot meta", path, format!("missing {k:?}")))
+    };
+    if get("magic")? != SNAPSHOT_MAGIC {
+        return Err(err(
+            "read snapshot meta",
+            path,
+            "not a replaydb snapshot (bad magic)",
+        ));
+    }
+    let version = u32::from_le_bytes(
+        get("format_version")?
+            .try_into()
+            .map_err(|_| err("read snapshot meta", path, "format_version is not 4 bytes"))?,
+    );
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SNAPSHOT_FORMAT_VERSION,
+        });
+    }
+    let covered_lsn = u64::from_le_bytes(
+        get("covered_lsn")?
+            .try_into()
+            .map_err(|_| err("read snapshot meta", path, "covered_lsn is not 8 bytes"))?,
+    );
+    let mut views = BTreeMap::new();
+    let vt = tx
+        .open_table(VIEWS)
+        .map_err(|e| err("read snapshot views", path, e))?;
+    for entry in vt.iter().map_err(|e| err("read snapshot views", path, e))? {
+        let (k, v) = entry.map_err(|e| err("read snapshot views", path, e))?;
+        views.insert(k.value().to_string(), v.value());
+    }
+    let mut streams = Vec::new();
+    let st = tx
+        .open_table(STREAMS)
+        .map_err(|e| err("read snapshot streams", path, e))?;
+    for entry in st
+        .iter()
+        .map_err(|e| err("read snapshot streams", path, e))?
+    {
+        let (k, v) = entry.map_err(|e| err("read snapshot streams", path, e))?;
+        streams.push((k.value().to_string(), v.value()));
+    }
+    drop((meta, vt, st, tx));
+    let contents = SnapshotContents {
+        path: path.to_path_buf(),
+        covered_lsn,
+        views,
+        streams,
+    };
+    Ok((db, contents))
+}
+
+/// Loads `view` from an opened snapshot.
+pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
+    let tx = db.begin_read().map_err(|e| err("read snapshot", path, e))?;
+    let name = view.name().to_string();
+    let reader = ViewReader {
+        tx: &tx,
+        view: &name,
+        path,
+    };
+    view.load(&reader)
+}
