@@ -59,7 +59,7 @@ pub fn list(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             out.push((lsn, entry.path()));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out)
 }
 
