@@ -15,6 +15,12 @@ pub struct RepairArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (must not exist, or be empty).
+    dest: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print one JSON object.
     #[arg(long)]
@@ -27,6 +33,13 @@ pub fn run_verify(dir: &Path, options: &Options) -> CmdResult {
         "ok: {} segments, {} records, {} events, last LSN {}",
         report.segments, report.records, report.events, report.last_lsn
     );
+    for (path, lsn) in &report.snapshots {
+        println!(
+            "ok: snapshot {} covers LSN {lsn}; the log holds LSN {} on",
+            path.display(),
+            report.first_lsn
+        );
+    }
     if let Some(t) = report.torn_tail {
         println!(
             "note: torn tail in {} at byte {} ({} bytes of an interrupted, unacknowledged write: {}); the next open cuts it",
@@ -71,6 +84,46 @@ pub fn run_stats(dir: &Path, options: &Options, args: &StatsArgs) -> CmdResult {
         println!("wal bytes   {}", s.wal_bytes);
         println!("first LSN   {}", s.first_lsn);
         println!("last LSN    {}", s.last_lsn);
+        println!(
+            "snapshot    LSN {}, {} bytes, {} generations",
+            s.snapshot_lsn, s.snapshot_bytes, s.snapshot_generations
+        );
     }
+    Ok(())
+}
+
+pub fn run_snapshot(dir: &Path, options: &Options, name_deletions: bool) -> CmdResult {
+    let db = Db::open(dir, options.clone())?;
+    let done = db.snapshot()?;
+    if done.written {
+        println!(
+            "snapshot at LSN {}: {}",
+            done.covered_lsn,
+            done.path.display()
+        );
+    } else {
+        println!("nothing new since the snapshot at LSN {}", done.covered_lsn);
+    }
+    if name_deletions {
+        for p in done.deleted_snapshots.iter().chain(&done.deleted_segments) {
+            println!("deleted {}", p.display());
+        }
+    }
+    println!(
+        "deleted {} old snapshot(s) and {} WAL segment(s); the log now starts at LSN {}",
+        done.deleted_snapshots.len(),
+        done.deleted_segments.len(),
+        db.stats()?.first_lsn
+    );
+    Ok(())
+}
+
+pub fn run_backup(dir: &Path, options: &Options, args: &BackupArgs) -> CmdResult {
+    let db = Db::open(dir, options.clone())?;
+    let lsn = db.backup(&args.dest)?;
+    println!(
+        "backup in {} holds every event up to LSN {lsn}",
+        args.dest.display()
+    );
     Ok(())
 }

@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "MS")]
     pub buffered_ms: Option<u64>,
 
+    /// Take a snapshot (and compact the log) every N records; 0: never by
+    /// count.
+    #[arg(long, global = true, value_name = "N", default_value_t = Options::default().snapshot_every_records)]
+    pub snapshot_every_records: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,8 +60,17 @@ pub enum Command {
     /// Cut the log at its first bad record, keeping the cut bytes in `.cut`
     /// files beside the segment.
     Repair(maintenance::RepairArgs),
-    /// Counts: records, streams, segments, bytes, first and last LSN.
+    /// Counts: records, streams, segments, bytes, first and last LSN,
+    /// snapshots.
     Stats(maintenance::StatsArgs),
+    /// Take a snapshot now, keep two generations, compact the log behind
+    /// the older one.
+    Snapshot,
+    /// Same as `snapshot`: compaction follows every snapshot; this names
+    /// what was deleted.
+    Compact,
+    /// Copy the database consistently to DEST while it stays in use.
+    Backup(maintenance::BackupArgs),
     /// Run a realistic workload and show what the engine did.
     Demo(demo::DemoArgs),
 }
@@ -65,6 +79,7 @@ impl Cli {
     fn options(&self) -> Options {
         let mut o = Options {
             segment_bytes_max: self.segment_bytes_max,
+            snapshot_every_records: self.snapshot_every_records,
             ..Options::default()
         };
         if let Some(ms) = self.buffered_ms {
@@ -110,6 +125,9 @@ pub fn main() -> ExitCode {
         Command::Verify => maintenance::run_verify(&cli.db, &options),
         Command::Repair(args) => maintenance::run_repair(&cli.db, &options, args),
         Command::Stats(args) => maintenance::run_stats(&cli.db, &options, args),
+        Command::Snapshot => maintenance::run_snapshot(&cli.db, &options, false),
+        Command::Compact => maintenance::run_snapshot(&cli.db, &options, true),
+        Command::Backup(args) => maintenance::run_backup(&cli.db, &options, args),
         Command::Demo(args) => demo::run(&cli.db, &options, args),
     };
     match result {

@@ -6,6 +6,7 @@ use crate::engine::lock::DirLock;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::Options;
+use crate::snapshot;
 use crate::wal::recovery::{TornTail, scan_log};
 use crate::wal::repair::{RepairPlan, apply_repair, plan_repair};
 
@@ -23,6 +24,11 @@ pub struct VerifyReport {
     /// A torn tail (an unacknowledged, interrupted write) that the next
     /// open will cut. Not corruption.
     pub torn_tail: Option<TornTail>,
+    /// First LSN the log holds (above 1 once compacted).
+    pub first_lsn: u64,
+    /// Snapshot generations checked (page checksums, meta, and coverage
+    /// against the log), newest first, with the LSN each covers.
+    pub snapshots: Vec<(PathBuf, u64)>,
 }
 
 fn existing_wal_dir(dir: &Path) -> Result<PathBuf> {
@@ -46,11 +52,43 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
     let wal = existing_wal_dir(dir)?;
     let _lock = DirLock::acquire(dir)?;
     let scanned = scan_log(&wal, options.record_bytes_max)?;
+    let first_lsn = scanned.index.first_lsn().unwrap_or(1);
+    let last_lsn = scanned.next_lsn - 1;
+    let mut snapshots = Vec::new();
+    for (_, path) in snapshot::list(dir)? {
+        let (_, contents) = snapshot::open(&path)?;
+        let bad = |reason: String| Error::Corrupt {
+            segment: path.clone(),
+            offset: 0,
+            reason,
+        };
+        if contents.covered_lsn > last_lsn {
+            return Err(bad(format!(
+                "covers LSN {} but the log ends at LSN {last_lsn}",
+                contents.covered_lsn
+            )));
+        }
+        if contents.covered_lsn + 1 < first_lsn {
+            return Err(bad(format!(
+                "covers LSN {} but the log starts at LSN {first_lsn}",
+                contents.covered_lsn
+            )));
+        }
+        snapshots.push((path, contents.covered_lsn));
+    }
+    if first_lsn > 1 && snapshots.is_empty() {
+        return Err(Error::NoUsableSnapshot {
+            log_first_lsn: first_lsn,
+            details: "the log is compacted but no snapshot is present".into(),
+        });
+    }
     Ok(VerifyReport {
+        first_lsn,
+        snapshots,
         segments: scanned.report.segments,
         records: scanned.report.records,
         events: scanned.report.events,
-        last_lsn: scanned.report.last_lsn,
+        last_lsn,
         torn_tail: scanned.report.torn_tail,
     })
 }

@@ -97,6 +97,12 @@ pub struct Stats {
     pub groups_since_open: u64,
     /// fsync and fdatasync calls on segments since open.
     pub fsyncs_since_open: u64,
+    /// LSN the newest snapshot covers (0: no snapshot).
+    pub snapshot_lsn: u64,
+    /// Size of the newest snapshot file.
+    pub snapshot_bytes: u64,
+    /// Snapshot generations on disk (at most 2).
+    pub snapshot_generations: u64,
 }
 
 impl Db {
@@ -449,6 +455,7 @@ impl Db {
 
     /// Counts describing the database.
     pub fn stats(&self) -> Result<Stats> {
+        let snapshots = self.inner.snapshot_files()?;
         let index = self
             .inner
             .index
@@ -470,6 +477,9 @@ impl Db {
             appends_since_open: c.appends.load(Ordering::Relaxed),
             groups_since_open: c.groups.load(Ordering::Relaxed),
             fsyncs_since_open: c.fsyncs.load(Ordering::Relaxed),
+            snapshot_lsn: snapshots.first().map_or(0, |s| s.covered_lsn),
+            snapshot_bytes: snapshots.first().map_or(0, |s| s.bytes),
+            snapshot_generations: snapshots.len() as u64,
         })
     }
 }

@@ -91,6 +91,9 @@ pub struct VersionGap {
 impl LogIndex {
     /// Registers a segment (empty so far) starting at `first_lsn`.
     pub fn add_segment(&mut self, first_lsn: u64, path: PathBuf, map: Arc<Mmap>, end: u64) {
+        // A segment starting at N means the log holds everything before N
+        // (or held it, before compaction).
+        self.last_lsn = self.last_lsn.max(first_lsn - 1);
         self.segments.insert(
             first_lsn,
             SegmentEntry {

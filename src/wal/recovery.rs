@@ -272,7 +272,7 @@ pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
     }
     report.records = index.records;
     report.events = index.events;
-    report.last_lsn = index.last_lsn;
+    report.last_lsn = next_lsn.unwrap_or(1) - 1;
     report.duration = started.elapsed();
     Ok(ScannedLog {
         index,
