@@ -22,7 +22,10 @@ impl View for LastValue {
     }
     fn apply(&mut self, e: &EventRef<'_>) {
         if let (Some(k), Some(v)) = (e.data.get(..2), e.data.get(2..10)) {
-            self.0.insert(u16::from_le_bytes(k.try_into().unwrap()), u64::from_le_bytes(v.try_into().unwrap()));
+            self.0.insert(
+                u16::from_le_bytes(k.try_into().unwrap()),
+                u64::from_le_bytes(v.try_into().unwrap()),
+            );
         }
     }
     fn reset(&mut self) {
@@ -68,7 +71,12 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
         snapshot_every_bytes: 0,
         ..Options::default()
     };
-    let db = Db::open_with_views(tmp.path(), opts.clone(), vec![Box::new(LastValue::default())]).unwrap();
+    let db = Db::open_with_views(
+        tmp.path(),
+        opts.clone(),
+        vec![Box::new(LastValue::default())],
+    )
+    .unwrap();
     // Records differ only by the stream name's length ("key-0" to "key-999").
     let header_bytes = db.stats().unwrap().wal_bytes;
     let mut record_bytes_max = 0u64;
@@ -81,7 +89,8 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
                 e
             })
             .collect();
-        db.append(&format!("key-{key}"), ExpectedVersion::Any, &batch).unwrap();
+        db.append(&format!("key-{key}"), ExpectedVersion::Any, &batch)
+            .unwrap();
         if n == 0 {
             record_bytes_max = db.stats().unwrap().wal_bytes - header_bytes + 3;
         }
@@ -97,11 +106,24 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
         "wrote {written_bytes} WAL bytes; {} remain in {} segments (bound {bound}); snapshot {} bytes",
         stats.wal_bytes, stats.segments, stats.snapshot_bytes
     );
-    assert!(stats.wal_bytes <= bound, "WAL holds {} bytes, bound {bound}", stats.wal_bytes);
-    assert!(stats.wal_bytes * 5 < written_bytes, "compaction removed most of the log");
+    assert!(
+        stats.wal_bytes <= bound,
+        "WAL holds {} bytes, bound {bound}",
+        stats.wal_bytes
+    );
+    assert!(
+        stats.wal_bytes * 5 < written_bytes,
+        "compaction removed most of the log"
+    );
     assert_eq!(stats.snapshot_generations, 2);
-    let on_disk: u64 = common::segments(tmp.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    assert!(on_disk <= bound + segment_bytes_max, "files on disk: {on_disk}");
+    let on_disk: u64 = common::segments(tmp.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        on_disk <= bound + segment_bytes_max,
+        "files on disk: {on_disk}"
+    );
 
     // The live state is whole, and survives reopen from the snapshot.
     let expect = |db: &Db| {

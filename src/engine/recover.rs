@@ -39,6 +39,7 @@ pub(crate) fn recover_views(
     let removed = snapshot::remove_temporary(dir)?;
     for tmp in removed {
         tracing::info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
+        report.removed_temp_files.push(tmp);
     }
     let mut chosen: Option<SnapshotContents> = None;
     for (_, path) in snapshot::list(dir)? {

@@ -44,7 +44,7 @@ pub struct RecoveryReport {
     pub torn_tail: Option<TornTail>,
     /// Where the torn tail's bytes were kept (`<segment>.cut`).
     pub torn_tail_kept_in: Option<PathBuf>,
-    /// Temporary segment files left by a crash during a roll, removed.
+    /// Temporary segment and snapshot files left by a crash, removed.
     pub removed_temp_files: Vec<PathBuf>,
     /// Time taken to scan and index the log, load a snapshot and replay.
     pub duration: Duration,
