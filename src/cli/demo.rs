@@ -183,6 +183,14 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
             j::decode(&e.data).unwrap_or_default()
         );
     }
+    let snap = db.snapshot()?;
+    println!(
+        "\nsnapshot at LSN {} ({}); {} old generation(s) and {} WAL segment(s) compacted away",
+        snap.covered_lsn,
+        snap.path.display(),
+        snap.deleted_snapshots.len(),
+        snap.deleted_segments.len()
+    );
     drop(db);
 
     let t = Instant::now();
@@ -190,11 +198,12 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     let reopen = t.elapsed();
     let r = db.recovery_report();
     println!(
-        "\nreopen (recovery): {:.1} ms for {} events in {} records, {} segments{}",
+        "reopen (recovery): {:.1} ms: {} segments ({} records) checked, snapshot at LSN {} loaded, {} events replayed{}",
         reopen.as_secs_f64() * 1e3,
-        r.events,
-        r.records,
         r.segments,
+        r.records,
+        r.snapshot.as_ref().map_or(0, |s| s.1),
+        r.replayed_events,
         if r.torn_tail.is_some() {
             ", torn tail cut"
         } else {
@@ -204,8 +213,12 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     drop(db);
     let v = replaydb::verify(dir, options)?;
     println!(
-        "verify: ok, {} records, {} events, LSNs 1..={} gapless, every CRC checked",
-        v.records, v.events, v.last_lsn
+        "verify: ok, {} records, {} events, LSNs {}..={} gapless, every CRC checked, {} snapshot(s) checked",
+        v.records,
+        v.events,
+        v.first_lsn,
+        v.last_lsn,
+        v.snapshots.len()
     );
     Ok(())
 }
