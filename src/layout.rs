@@ -57,6 +57,11 @@ pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Suffix of a snapshot set aside as unusable (never deleted).
+pub const DAMAGED_SUFFIX: &str = ".damaged";
+/// The file recording which views the database's owners register.
+pub const VIEWS_FILE: &str = "VIEWS";
+
 /// Permission bits of every file replaydb creates.
 pub const FILE_MODE: u32 = 0o600;
 /// Permission bits of every directory replaydb creates.

@@ -102,33 +102,48 @@ fn views_recover_from_snapshot_plus_log_and_the_log_is_compacted_behind_two_gene
         .unwrap();
 }
 
-#[test]
-fn a_damaged_newest_snapshot_falls_back_to_the_older_and_both_damaged_deletes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A database with two snapshot generations (at LSN 300 and 600) and 20
+/// events after the newer.
+fn two_generations(
+    dir: &std::path::Path,
+) -> (
+    BTreeMap<String, (u64, Vec<u8>)>,
+    Vec<(u64, std::path::PathBuf)>,
+) {
     let mut model = BTreeMap::new();
-    {
-        let db = open(tmp.path()).unwrap();
-        append_some(&db, &mut model, 0, 300);
-        db.snapshot().unwrap();
-        append_some(&db, &mut model, 300, 300);
-        db.snapshot().unwrap();
-        append_some(&db, &mut model, 600, 20);
+    let db = open(dir).unwrap();
+    append_some(&db, &mut model, 0, 300);
+    db.snapshot().unwrap();
+    append_some(&db, &mut model, 300, 300);
+    db.snapshot().unwrap();
+    append_some(&db, &mut model, 600, 20);
+    drop(db);
+    let snaps = replaydb::snapshot::list(dir).unwrap();
+    assert_eq!(
+        snaps.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![600, 300]
+    );
+    (model, snaps)
+}
+
+/// Overwrites bytes of the view's data itself (a stored event), not unused
+/// pages: damage where it matters.
+fn overwrite(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"event ")
+        .expect("view data in the snapshot");
+    for b in &mut bytes[at..at + 16] {
+        *b = b'#';
     }
-    let snaps = replaydb::snapshot::list(tmp.path()).unwrap();
-    assert_eq!(snaps.len(), 2);
-    // Overwrite bytes of the view's data itself (a stored event), not
-    // unused pages: damage where it matters.
-    let overwrite = |path: &std::path::Path| {
-        let mut bytes = std::fs::read(path).unwrap();
-        let at = bytes
-            .windows(6)
-            .position(|w| w == b"event ")
-            .expect("view data in the snapshot");
-        for b in &mut bytes[at..at + 16] {
-            *b = b'#';
-        }
-        std::fs::write(path, bytes).unwrap();
-    };
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_older_and_is_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, snaps) = two_generations(tmp.path());
     overwrite(&snaps[0].1);
     let db = open(tmp.path()).unwrap();
     let report = db.recovery_report().clone();
@@ -141,8 +156,27 @@ fn a_damaged_newest_snapshot_falls_back_to_the_older_and_both_damaged_deletes_no
     );
     assert_eq!(report.replayed_events, 320, "a longer replay");
     assert_eq!(view_of(&db), (model.clone(), 620));
+    let aside = std::path::PathBuf::from(format!("{}.damaged", snaps[0].1.display()));
+    assert!(aside.exists(), "the damaged snapshot is kept, renamed");
+    // The next snapshot keeps the good older generation: two usable ones.
+    db.snapshot().unwrap();
+    let now: Vec<u64> = replaydb::snapshot::list(tmp.path())
+        .unwrap()
+        .iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(now, vec![620, 300]);
     drop(db);
+    let db = open(tmp.path()).unwrap();
+    assert!(db.recovery_report().damaged_snapshots.is_empty());
+    assert_eq!(view_of(&db), (model, 620));
+}
 
+#[test]
+fn both_generations_damaged_is_a_clear_error_and_nothing_is_touched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, snaps) = two_generations(tmp.path());
+    overwrite(&snaps[0].1);
     overwrite(&snaps[1].1);
     let listing = |dir: &std::path::Path| {
         let mut v: Vec<_> = walk(dir);
@@ -152,15 +186,19 @@ fn a_damaged_newest_snapshot_falls_back_to_the_older_and_both_damaged_deletes_no
     let before = listing(tmp.path());
     match open(tmp.path()) {
         Err(Error::NoUsableSnapshot { details, .. }) => {
-            assert!(
-                details.contains(&snaps[0].1.display().to_string())
-                    && details.contains(&snaps[1].1.display().to_string()),
-                "{details}"
-            );
+            for (_, path) in &snaps {
+                assert!(details.contains(&path.display().to_string()), "{details}");
+            }
         }
         other => panic!("expected NoUsableSnapshot, got {other:?}"),
     }
-    assert_eq!(listing(tmp.path()), before, "nothing deleted");
+    assert_eq!(
+        listing(tmp.path()),
+        before,
+        "nothing deleted, renamed or resized"
+    );
+    let out = common::cli(tmp.path(), &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "verify reports the damage");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
@@ -345,4 +383,97 @@ fn backup_while_four_threads_append_opens_verifies_and_holds_every_acknowledged_
     );
     let (stats, _) = view_of(&copy);
     assert_eq!(stats.values().map(|(n, _)| n).sum::<u64>(), copy.last_lsn());
+}
+
+#[test]
+fn a_handle_without_the_programs_views_never_snapshots_their_history_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    {
+        let db = open(tmp.path()).unwrap();
+        append_some(&db, &mut model, 0, 50);
+    }
+    // The CLI registers no views: asked to snapshot, it refuses and says why.
+    let out = common::cli(tmp.path(), &["snapshot"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream_stats"));
+    // Nor does it snapshot on its own, however low the threshold.
+    let out = common::cli(
+        tmp.path(),
+        &[
+            "--snapshot-every-records",
+            "1",
+            "append",
+            "--stream",
+            "cli",
+            "1",
+            "2",
+        ],
+    );
+    assert!(out.status.success());
+    let out = common::cli(
+        tmp.path(),
+        &[
+            "--snapshot-every-records",
+            "1",
+            "append",
+            "--stream",
+            "cli",
+            "3",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(replaydb::snapshot::list(tmp.path()).unwrap().is_empty());
+    // The program's view still sees everything.
+    let db = open(tmp.path()).unwrap();
+    let (stats, lsn) = view_of(&db);
+    assert_eq!(lsn, 53);
+    assert_eq!(stats["cli"].0, 3);
+}
+
+#[test]
+fn calling_back_into_the_database_from_a_view_read_or_a_decision_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path()).unwrap();
+    db.append("s", ExpectedVersion::Any, &[b"x"]).unwrap();
+    let inner = db.clone();
+    let nested = db
+        .view(move |_: &StreamStats| inner.append("s", ExpectedVersion::Any, &[b"y"]))
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(matches!(nested, Err(Error::InvalidArgument { .. })));
+    let inner = db.clone();
+    let decided = db.execute("s", ExpectedVersion::Any, move |_| {
+        inner.stream_version("s")?;
+        Ok(vec![b"z".to_vec()])
+    });
+    assert!(
+        matches!(decided, Err(Error::InvalidArgument { .. })),
+        "{decided:?}"
+    );
+    assert_eq!(db.last_lsn(), 1);
+    db.append("s", ExpectedVersion::Exact(1), &[b"fine"])
+        .unwrap();
+}
+
+#[test]
+fn reading_a_stream_from_a_held_lsn_after_compaction_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    let db = open(tmp.path()).unwrap();
+    append_some(&db, &mut model, 0, 300);
+    db.snapshot().unwrap();
+    append_some(&db, &mut model, 300, 300);
+    db.snapshot().unwrap();
+    let first = db.stats().unwrap().first_lsn;
+    assert!(first > 1);
+    let from = first + 10;
+    let events = db.read_stream_from_lsn("s3", from, 1000).unwrap();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.lsn >= from && e.stream == "s3"));
+    assert!(matches!(
+        db.read_stream_from_lsn("s3", 1, 10),
+        Err(Error::Compacted { .. })
+    ));
 }

@@ -398,6 +398,7 @@ fn run_command(
     stream: &str,
     record_bytes_max: u64,
 ) -> Result<Option<EncodedBatch>> {
+    let _inside = crate::engine::reentry::Inside::enter();
     let events = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(views)))
         .map_err(|_| Error::InvalidArgument {
             op: "execute",

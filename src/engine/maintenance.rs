@@ -56,7 +56,7 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
     let last_lsn = scanned.next_lsn - 1;
     let mut snapshots = Vec::new();
     for (_, path) in snapshot::list(dir)? {
-        let (_, contents) = snapshot::open(&path)?;
+        let contents = snapshot::check_copy(&path)?;
         let bad = |reason: String| Error::Corrupt {
             segment: path.clone(),
             offset: 0,

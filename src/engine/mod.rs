@@ -3,10 +3,12 @@
 mod commit;
 mod flusher;
 mod health;
+mod known_views;
 pub(crate) mod lock;
 pub mod maintenance;
 mod read;
 mod recover;
+mod reentry;
 mod snapshots;
 pub mod subscribe;
 
@@ -47,6 +49,9 @@ pub(crate) struct Inner {
     pub snapshot_lock: Mutex<()>,
     /// Views the loaded snapshot holds that this handle does not register.
     pub foreign_views: Vec<String>,
+    /// Snapshot generations known to hold every registered view at its
+    /// version: the only ones compaction may rely on.
+    pub usable_generations: Mutex<std::collections::BTreeSet<u64>>,
     /// Records and bytes committed since the last snapshot.
     pub since_snapshot_records: AtomicU64,
     pub since_snapshot_bytes: AtomicU64,
@@ -143,7 +148,9 @@ impl Db {
             options.record_bytes_max,
             options.segment_bytes_max,
         )?;
-        let (view_set, foreign_views) = recover::recover_views(
+        let recorded_views = known_views::read(&dir)?;
+        known_views::record(&dir, &views, &recorded_views)?;
+        let recovered = recover::recover_views(
             &dir,
             &mut opened.index,
             opened.next_lsn - 1,
@@ -152,6 +159,16 @@ impl Db {
             &mut opened.report,
         )?;
         opened.report.duration = started.elapsed();
+        // Views the database's programs use that this handle lacks: it must
+        // not snapshot (and so compact) for them.
+        let mut foreign_views = recovered.foreign.clone();
+        for (name, _) in &recorded_views {
+            if !recovered.set.views.iter().any(|v| v.name() == name)
+                && !foreign_views.contains(name)
+            {
+                foreign_views.push(name.clone());
+            }
+        }
 
         if let Some(t) = &opened.report.torn_tail {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
@@ -163,10 +180,11 @@ impl Db {
             .map_or(0, |(_, s)| s.map.len() as u64);
         let inner = Arc::new(Inner {
             committed_lsn: AtomicU64::new(opened.next_lsn - 1),
-            views: RwLock::new(view_set),
+            views: RwLock::new(recovered.set),
+            usable_generations: Mutex::new(recovered.usable_lsn.into_iter().collect()),
             snapshot_lock: Mutex::new(()),
             foreign_views,
-            since_snapshot_records: AtomicU64::new(0),
+            since_snapshot_records: AtomicU64::new(recovered.replayed_events),
             since_snapshot_bytes: AtomicU64::new(0),
             snapshot_claimed: std::sync::atomic::AtomicBool::new(false),
             index: RwLock::new(opened.index),
@@ -278,6 +296,7 @@ impl Db {
     /// Queues a batch or command and waits for its group to commit; leads
     /// the group if no one else is.
     fn submit(&self, pending: Pending) -> Result<Appended> {
+        reentry::check("append")?;
         let slot = pending.slot.clone();
         let lead = {
             let mut queue = self
@@ -324,6 +343,7 @@ impl Db {
 
     /// The stream's version: the number of events in it (0 if none).
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        reentry::check("stream_version")?;
         let index = self
             .inner
             .index
@@ -352,6 +372,7 @@ impl Db {
 
     /// Up to `limit` events of `stream` from version `from_version` on.
     pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
+        reentry::check("read_stream")?;
         self.inner.check_poison()?;
         validate_stream_name(stream)?;
         read::read_stream(&self.inner, stream, from_version, limit)
@@ -372,6 +393,7 @@ impl Db {
                 .index
                 .read()
                 .map_err(|_| self.inner.poisoned_error())?;
+            read::check_not_compacted(&index, from_lsn)?;
             index.stream_version_at_lsn(stream, from_lsn)
         };
         let mut out = Vec::new();
@@ -402,6 +424,7 @@ impl Db {
         from_lsn: u64,
         visit: impl FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64> {
+        reentry::check("replay_until")?;
         self.inner.check_poison()?;
         read::replay(&self.inner, from_lsn, visit)
     }
@@ -409,6 +432,7 @@ impl Db {
     /// A subscription to every committed event from `from_lsn` on: first
     /// what is on disk, then live, with no gap and no duplicate.
     pub fn subscribe(&self, from_lsn: u64) -> Result<Subscription> {
+        reentry::check("subscribe")?;
         self.inner.check_poison()?;
         Ok(Subscription::new(
             self.clone(),
@@ -420,13 +444,20 @@ impl Db {
     /// Reads the registered view of type `V` through `read`, consistently:
     /// the views reflect whole batches only, up to the returned LSN.
     /// `None` if no view of that type is registered.
+    ///
+    /// `read` must not call back into the database (append, execute or
+    /// view): that would wait for itself, and returns an error instead.
     pub fn view<V: View, R>(&self, read: impl FnOnce(&V) -> R) -> Result<Option<AtLsn<R>>> {
-        self.inner.check_poison()?;
+        reentry::check("view")?;
         let views = self
             .inner
             .views
             .read()
             .map_err(|_| self.inner.poisoned_error())?;
+        // Checked with the lock held: a group that failed its fsync after
+        // applying a command's events poisons before it lets readers in.
+        self.inner.check_poison()?;
+        let _inside = reentry::Inside::enter();
         Ok(views.get::<V>().map(|v| AtLsn {
             value: read(v),
             lsn: views.applied_lsn,
@@ -437,7 +468,13 @@ impl Db {
     /// keeps the newest two generations, and deletes the WAL segments the
     /// older one covers. Writers wait only while the views are copied.
     pub fn snapshot(&self) -> Result<SnapshotOutcome> {
-        self.inner.take_snapshot()
+        reentry::check("snapshot")?;
+        self.inner
+            .take_snapshot(true)?
+            .ok_or_else(|| Error::InvalidArgument {
+                op: "snapshot",
+                reason: "another snapshot is running".into(),
+            })
     }
 
     /// The snapshot generations on disk, newest first.
@@ -450,11 +487,13 @@ impl Db {
     /// log. Returns the last LSN the copy is certain to hold; it opens as
     /// a database of its own.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<u64> {
+        reentry::check("backup")?;
         self.inner.backup(dest.as_ref())
     }
 
     /// Counts describing the database.
     pub fn stats(&self) -> Result<Stats> {
+        reentry::check("stats")?;
         let snapshots = self.inner.snapshot_files()?;
         let index = self
             .inner
@@ -534,11 +573,19 @@ impl Inner {
             && self.since_snapshot_records.load(Ordering::Relaxed) >= o.snapshot_every_records)
             || (o.snapshot_every_bytes > 0
                 && self.since_snapshot_bytes.load(Ordering::Relaxed) >= o.snapshot_every_bytes);
-        if !due || self.snapshot_claimed.swap(true, Ordering::AcqRel) {
+        // A handle lacking views the database's programs register never
+        // snapshots on its own (Db::snapshot says why, when asked).
+        if !due
+            || !self.foreign_views.is_empty()
+            || self.snapshot_claimed.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        if let Err(e) = self.take_snapshot() {
-            tracing::error!(error = %e, "automatic snapshot failed; the log keeps growing until one succeeds");
+        match self.take_snapshot(false) {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "automatic snapshot failed; the log keeps growing until one succeeds")
+            }
         }
         self.snapshot_claimed.store(false, Ordering::Release);
     }

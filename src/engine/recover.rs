@@ -3,10 +3,12 @@
 //! it; a view whose schema changed is rebuilt from the log if the log
 //! still starts at LSN 1.
 
+use std::fs;
 use std::path::Path;
 
 use crate::engine::read;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::snapshot::{self, SnapshotContents};
 use crate::views::{View, ViewSet};
 use crate::wal::index::LogIndex;
@@ -25,6 +27,17 @@ fn try_snapshot(path: &Path, views: &mut [Box<dyn View>]) -> Result<SnapshotCont
     Ok(contents)
 }
 
+/// What view recovery hands the engine.
+pub(crate) struct RecoveredViews {
+    pub set: ViewSet,
+    /// Views the loaded snapshot holds that this handle does not register.
+    pub foreign: Vec<String>,
+    /// The loaded snapshot's LSN, if it matches the registered views.
+    pub usable_lsn: Option<u64>,
+    /// Events replayed after it (counts toward the next snapshot).
+    pub replayed_events: u64,
+}
+
 /// Recovers `views` against the scanned log; seeds stream versions from
 /// the snapshot; fills in the report.
 pub(crate) fn recover_views(
@@ -34,7 +47,7 @@ pub(crate) fn recover_views(
     record_bytes_max: u64,
     mut views: Vec<Box<dyn View>>,
     report: &mut RecoveryReport,
-) -> Result<(ViewSet, Vec<String>)> {
+) -> Result<RecoveredViews> {
     let log_first = index.first_lsn().unwrap_or(1);
     let removed = snapshot::remove_temporary(dir)?;
     for tmp in removed {
@@ -43,7 +56,32 @@ pub(crate) fn recover_views(
     }
     let mut chosen: Option<SnapshotContents> = None;
     for (_, path) in snapshot::list(dir)? {
-        match try_snapshot(&path, &mut views) {
+        let tried = try_snapshot(&path, &mut views).and_then(|c| {
+            // A snapshot must join the log: not past its end (the log was
+            // cut, say by repair), not before its start.
+            if c.covered_lsn > log_last_lsn {
+                return Err(Error::corrupt(
+                    &c.path,
+                    0,
+                    format!(
+                        "covers LSN {} but the log ends at LSN {log_last_lsn}",
+                        c.covered_lsn
+                    ),
+                ));
+            }
+            if c.covered_lsn + 1 < log_first {
+                return Err(Error::corrupt(
+                    &c.path,
+                    0,
+                    format!(
+                        "covers LSN {} but the log starts at LSN {log_first}",
+                        c.covered_lsn
+                    ),
+                ));
+            }
+            Ok(c)
+        });
+        match tried {
             Ok(contents) => {
                 chosen = Some(contents);
                 break;
@@ -73,26 +111,18 @@ pub(crate) fn recover_views(
             details,
         });
     }
+    // Recovery will succeed: set unusable snapshots aside (renamed, never
+    // deleted) so that they no longer count as a generation.
+    for (path, _) in &report.damaged_snapshots {
+        let aside = layout::fresh_side_path(path, layout::DAMAGED_SUFFIX);
+        fs::rename(path, &aside).map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
+        tracing::warn!(snapshot = %path.display(), to = %aside.display(), "damaged snapshot set aside");
+    }
+    if !report.damaged_snapshots.is_empty() {
+        layout::sync_dir(&layout::snapshot_dir(dir))?;
+    }
     let covered = chosen.as_ref().map_or(0, |c| c.covered_lsn);
     if let Some(c) = &chosen {
-        if covered + 1 < log_first {
-            return Err(Error::Corrupt {
-                segment: c.path.clone(),
-                offset: 0,
-                reason: format!(
-                    "snapshot covers LSN {covered} but the log starts at LSN {log_first}: the events between are gone"
-                ),
-            });
-        }
-        if covered > log_last_lsn {
-            return Err(Error::Corrupt {
-                segment: c.path.clone(),
-                offset: 0,
-                reason: format!(
-                    "snapshot covers LSN {covered} but the log ends at LSN {log_last_lsn}"
-                ),
-            });
-        }
         index.seed_stream_versions(&c.streams);
         report.snapshot = Some((c.path.clone(), covered));
     }
@@ -132,13 +162,25 @@ pub(crate) fn recover_views(
         report.replayed_events = replayed;
     }
     set.applied_lsn = log_last_lsn;
-    let foreign = chosen
-        .map(|c| {
-            c.views
-                .into_keys()
-                .filter(|n| !set.views.iter().any(|v| v.name() == n))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((set, foreign))
+    let (foreign, usable_lsn) = match chosen {
+        Some(c) => {
+            let foreign: Vec<String> = c
+                .views
+                .keys()
+                .filter(|n| !set.views.iter().any(|v| v.name() == n.as_str()))
+                .cloned()
+                .collect();
+            // The loaded generation can serve this code again only if it
+            // holds every view, at the registered version.
+            let usable = foreign.is_empty() && report.views_rebuilt.is_empty();
+            (foreign, usable.then_some(c.covered_lsn))
+        }
+        None => (Vec::new(), None),
+    };
+    Ok(RecoveredViews {
+        set,
+        foreign,
+        usable_lsn,
+        replayed_events: report.replayed_events,
+    })
 }

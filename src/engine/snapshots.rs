@@ -3,14 +3,16 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{PoisonError, TryLockError};
 
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::Durability;
-use crate::snapshot::{self, GENERATIONS_KEPT};
+use crate::snapshot;
 
 /// What [`Db::snapshot`](crate::Db::snapshot) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,39 +60,60 @@ fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<()> {
 
 impl Inner {
     /// Takes a snapshot of the views and stream versions at the current
-    /// committed LSN, keeps two generations, and deletes the WAL segments
-    /// the older generation covers.
-    pub(crate) fn take_snapshot(&self) -> Result<SnapshotOutcome> {
-        let _one_at_a_time = self
-            .snapshot_lock
-            .lock()
-            .map_err(|_| self.poisoned_error())?;
+    /// committed LSN, keeps it and the newest older generation that holds
+    /// every registered view, and deletes the WAL segments that older
+    /// generation covers. With `wait` false, returns `Ok(None)` at once if
+    /// another snapshot, compaction or backup is running.
+    pub(crate) fn take_snapshot(&self, wait: bool) -> Result<Option<SnapshotOutcome>> {
+        let _one_at_a_time = if wait {
+            self.snapshot_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        } else {
+            match self.snapshot_lock.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return Ok(None),
+            }
+        };
         self.check_poison()?;
         if !self.foreign_views.is_empty() {
             return Err(Error::InvalidArgument {
                 op: "snapshot",
                 reason: format!(
-                    "the newest snapshot holds views this handle has not registered ({}); a snapshot now would drop their state. Take snapshots from the program that registers them",
+                    "this database's programs register views this handle does not ({}); a snapshot without them would compact away the history they need. Take snapshots from the program that registers them",
                     self.foreign_views.join(", ")
                 ),
             });
         }
         // A consistent cut: with the commit lock held no group is in
         // flight, so views, stream versions and the LSN agree. Writers wait
-        // only for these copies.
-        let (views, streams, covered_lsn, tail) = {
+        // only for these copies. A panic in a view's clone is caught here,
+        // inside the lock, so that it poisons nothing.
+        let (views, streams, covered_lsn, tail, counted) = {
             let state = self.commit.lock().map_err(|_| self.poisoned_error())?;
             let views = self.views.read().map_err(|_| self.poisoned_error())?;
             let index = self.index.read().map_err(|_| self.poisoned_error())?;
-            (
+            let clones = catch_unwind(AssertUnwindSafe(|| {
                 views
                     .views
                     .iter()
                     .map(|v| v.clone_view())
-                    .collect::<Vec<_>>(),
+                    .collect::<Vec<_>>()
+            }))
+            .map_err(|_| Error::InvalidArgument {
+                op: "snapshot",
+                reason: "a view's clone_view panicked; no snapshot taken".into(),
+            })?;
+            (
+                clones,
                 index.stream_versions(),
                 self.committed_lsn.load(Ordering::Acquire),
                 (state.tail.file(), state.tail.path().to_path_buf()),
+                (
+                    self.since_snapshot_records.load(Ordering::Relaxed),
+                    self.since_snapshot_bytes.load(Ordering::Relaxed),
+                ),
             )
         };
         // A snapshot must never cover events the log could still lose.
@@ -100,48 +123,73 @@ impl Inner {
                 Error::io("fdatasync before snapshot", &tail.1, e)
             })?;
         }
+        let mut usable = self
+            .usable_generations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let existing = snapshot::list(&self.dir)?;
         let mut outcome = SnapshotOutcome {
             covered_lsn,
             ..SnapshotOutcome::default()
         };
         match existing.first() {
-            Some((lsn, path)) if *lsn == covered_lsn => outcome.path = path.clone(),
+            // Reuse only a file known to hold every registered view.
+            Some((lsn, path)) if *lsn == covered_lsn && usable.contains(lsn) => {
+                outcome.path = path.clone()
+            }
             _ => {
-                outcome.path = snapshot::write(&self.dir, covered_lsn, &views, &streams)?;
+                outcome.path = catch_unwind(AssertUnwindSafe(|| {
+                    snapshot::write(&self.dir, covered_lsn, &views, &streams)
+                }))
+                .map_err(|_| Error::InvalidArgument {
+                    op: "snapshot",
+                    reason: "a view's save panicked; no snapshot taken".into(),
+                })??;
                 outcome.written = true;
             }
         }
-        self.since_snapshot_records.store(0, Ordering::Relaxed);
-        self.since_snapshot_bytes.store(0, Ordering::Relaxed);
+        usable.insert(covered_lsn);
+        self.since_snapshot_records
+            .fetch_sub(counted.0, Ordering::Relaxed);
+        self.since_snapshot_bytes
+            .fetch_sub(counted.1, Ordering::Relaxed);
 
-        // Generations: the newest two stay.
+        // Generations: this one, and the newest older one known usable.
+        // Without such a one, nothing older is deleted and nothing compacted.
         let all = snapshot::list(&self.dir)?;
-        for (_, old) in all.iter().skip(GENERATIONS_KEPT) {
-            fs::remove_file(old).map_err(|e| Error::io("delete old snapshot", old, e))?;
-            outcome.deleted_snapshots.push(old.clone());
-        }
-        if !outcome.deleted_snapshots.is_empty() {
-            layout::sync_dir(&layout::snapshot_dir(&self.dir))?;
-        }
-        // Compaction: what the older kept generation covers can go, so a
-        // damaged newest snapshot still has its predecessor plus the log.
-        if let Some((previous_lsn, _)) = all.get(1) {
+        let older_usable = all
+            .iter()
+            .map(|(lsn, _)| *lsn)
+            .find(|lsn| *lsn < covered_lsn && usable.contains(lsn));
+        if let Some(keep) = older_usable {
+            for (lsn, old) in &all {
+                if *lsn != covered_lsn && *lsn != keep {
+                    fs::remove_file(old).map_err(|e| Error::io("delete old snapshot", old, e))?;
+                    usable.remove(lsn);
+                    outcome.deleted_snapshots.push(old.clone());
+                }
+            }
+            if !outcome.deleted_snapshots.is_empty() {
+                layout::sync_dir(&layout::snapshot_dir(&self.dir))?;
+            }
+            // Compaction: what the older kept generation covers can go, so
+            // a damaged newest snapshot still has its predecessor plus the
+            // log. Oldest first, each unlink made durable before the next,
+            // so a crash leaves a shorter log, never one with a gap.
             let doomed = self
                 .index
                 .write()
                 .map_err(|_| self.poisoned_error())?
-                .compact_through(*previous_lsn);
+                .compact_through(keep);
+            let wal = layout::wal_dir(&self.dir);
             for path in &doomed {
                 fs::remove_file(path)
                     .map_err(|e| Error::io("delete compacted segment", path, e))?;
-            }
-            if !doomed.is_empty() {
-                layout::sync_dir(&layout::wal_dir(&self.dir))?;
+                layout::sync_dir(&wal)?;
             }
             outcome.deleted_segments = doomed;
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Copies a consistent database to `dest`: the newest snapshot and the

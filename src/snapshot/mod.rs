@@ -242,6 +242,32 @@ pub fn open(path: &Path) -> Result<(redb::Database, SnapshotContents)> {
     Ok((db, contents))
 }
 
+/// Checks a snapshot without changing it: redb's integrity check may
+/// rewrite a damaged file, so it runs on a copy (`<file>.verify.redb.tmp`,
+/// removed after, and on the next open if a crash leaves it).
+pub fn check_copy(path: &Path) -> Result<SnapshotContents> {
+    let copy = PathBuf::from(format!(
+        "{}.verify{}",
+        path.display(),
+        layout::SNAPSHOT_TMP_SUFFIX
+    ));
+    let _ = fs::remove_file(&copy);
+    fs::copy(path, &copy).map_err(|e| Error::io("copy snapshot to check it", &copy, e))?;
+    let checked = open(&copy).map(|(_, mut contents)| {
+        contents.path = path.to_path_buf();
+        contents
+    });
+    fs::remove_file(&copy).map_err(|e| Error::io("remove snapshot copy", &copy, e))?;
+    checked.map_err(|e| match e {
+        Error::Snapshot { op, reason, .. } => Error::Snapshot {
+            op,
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other,
+    })
+}
+
 /// Loads `view` from an opened snapshot.
 pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
     let tx = db.begin_read().map_err(|e| err("read snapshot", path, e))?;

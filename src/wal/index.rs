@@ -335,7 +335,9 @@ impl LogIndex {
             // The batch before may still reach `lsn`; reading from its
             // first version and filtering by LSN is exact.
             Some(b) => b.first_version,
-            None => 1,
+            // Every held batch is at or after `lsn`: start at the first
+            // version the log holds (earlier ones may be compacted).
+            None => entry.first_held_version.max(1),
         }
     }
 }
