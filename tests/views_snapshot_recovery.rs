@@ -25,6 +25,9 @@ fn open(dir: &std::path::Path) -> Result<Db, Error> {
     Db::open_with_views(dir, opts(), vec![Box::new(StreamStats::default())])
 }
 
+/// The model: per stream, the event count and the last event's data.
+type Model = BTreeMap<String, (u64, Vec<u8>)>;
+
 /// The model: the same fold over what the test appended.
 fn append_some(db: &Db, model: &mut BTreeMap<String, (u64, Vec<u8>)>, from: u64, n: u64) {
     for i in from..from + n {
@@ -104,12 +107,7 @@ fn views_recover_from_snapshot_plus_log_and_the_log_is_compacted_behind_two_gene
 
 /// A database with two snapshot generations (at LSN 300 and 600) and 20
 /// events after the newer.
-fn two_generations(
-    dir: &std::path::Path,
-) -> (
-    BTreeMap<String, (u64, Vec<u8>)>,
-    Vec<(u64, std::path::PathBuf)>,
-) {
+fn two_generations(dir: &std::path::Path) -> (Model, Vec<(u64, std::path::PathBuf)>) {
     let mut model = BTreeMap::new();
     let db = open(dir).unwrap();
     append_some(&db, &mut model, 0, 300);
