@@ -144,6 +144,11 @@ pub enum Error {
         oldest_available: u64,
     },
 
+    /// A command's decision refused; the boxed error is the decision's own
+    /// (the registry's `RegistryError`, say). Nothing was appended.
+    #[error("{0}")]
+    Rejected(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// A caller passed an argument outside what the operation accepts.
     #[error("{op}: {reason}")]
     InvalidArgument {

@@ -25,6 +25,7 @@ mod engine;
 mod error;
 pub mod layout;
 mod options;
+pub mod registry;
 pub mod snapshot;
 mod stream;
 mod views;

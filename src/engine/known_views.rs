@@ -54,6 +54,11 @@ pub(crate) fn read(dir: &Path) -> Result<Vec<(String, u32)>> {
     Ok(out)
 }
 
+/// Views every handle registers.
+pub(crate) fn is_built_in(name: &str) -> bool {
+    name == crate::registry::REGISTRY_VIEW
+}
+
 /// Records the registered views, if there are any and they differ from
 /// what is recorded.
 pub(crate) fn record(
@@ -61,8 +66,10 @@ pub(crate) fn record(
     views: &[Box<dyn View>],
     recorded: &[(String, u32)],
 ) -> Result<()> {
+    // Built-in views are registered by every handle: nothing to guard.
     let mut now: Vec<(String, u32)> = views
         .iter()
+        .filter(|v| !is_built_in(v.name()))
         .map(|v| (v.name().to_string(), v.schema_version()))
         .collect();
     now.sort();

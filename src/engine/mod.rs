@@ -124,12 +124,21 @@ impl Db {
     /// [`Db::open`] with views: each is recovered from the newest good
     /// snapshot plus the log after it, then kept up to date with every
     /// commit. View names must be unique.
+    ///
+    /// The built-in views (the registry) are registered too, unless a view
+    /// of the same name is given.
     pub fn open_with_views(
         dir: impl AsRef<Path>,
         options: Options,
-        views: Vec<Box<dyn View>>,
+        mut views: Vec<Box<dyn View>>,
     ) -> Result<Db> {
         options.validate()?;
+        if !views
+            .iter()
+            .any(|v| v.name() == crate::registry::REGISTRY_VIEW)
+        {
+            views.insert(0, Box::new(crate::registry::RegistryView::default()));
+        }
         let mut names = std::collections::HashSet::new();
         for v in &views {
             if !crate::views::validate_view_name(v.name()) || !names.insert(v.name().to_string()) {
@@ -281,8 +290,18 @@ impl Db {
         expected: ExpectedVersion,
         decide: impl FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send + 'static,
     ) -> Result<Option<Appended>> {
-        self.inner.check_poison()?;
         validate_stream_name(stream)?;
+        self.execute_internal(stream, expected, decide)
+    }
+
+    /// [`Db::execute`] on any stream, internal ones (`$...`) included.
+    pub(crate) fn execute_internal(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        decide: impl FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send + 'static,
+    ) -> Result<Option<Appended>> {
+        self.inner.check_poison()?;
         let done = self.submit(Pending {
             stream: stream.to_string(),
             expected,
@@ -385,8 +404,19 @@ impl Db {
         from_lsn: u64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        self.inner.check_poison()?;
         validate_stream_name(stream)?;
+        self.read_stream_internal_from_lsn(stream, from_lsn, limit)
+    }
+
+    /// [`Db::read_stream_from_lsn`] on any stream, internal ones included.
+    pub(crate) fn read_stream_internal_from_lsn(
+        &self,
+        stream: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        reentry::check("read_stream")?;
+        self.inner.check_poison()?;
         let from_version = {
             let index = self
                 .inner

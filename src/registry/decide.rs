@@ -1,0 +1,274 @@
+//! The registry's operations as decisions: given the table, the request
+//! and a liveness check, the changes to append or the error. Pure, so the
+//! same decision runs inside the writer and in tests.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use crate::registry::RegistryError;
+use crate::registry::scope::{Authority, ScopeRule, fully_covers};
+use crate::registry::state::{Allocation, Change, RegistryState, RemovalReason, SegmentId};
+
+/// Whether a process is alive: `kill(pid, 0)` failing with ESRCH means
+/// dead; pid 0 counts as dead; any other failure (EPERM) counts as alive.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false; // no such pid can exist
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Removals for every dead pod. Sequential removal with reparenting to
+/// the removed pod's parent collapses chains of dead pods to the nearest
+/// live ancestor.
+pub fn reclaim_stale(state: &RegistryState, alive: &dyn Fn(u32) -> bool) -> Vec<Change> {
+    state
+        .allocations()
+        .filter(|a| !alive(a.pid))
+        .map(|a| Change::Removed {
+            pod: a.pod_name.clone(),
+            reason: RemovalReason::Stale,
+        })
+        .collect()
+}
+
+/// The table after reclaiming stale pods, and the removals.
+fn after_reclaim<'a>(
+    state: &'a RegistryState,
+    alive: &dyn Fn(u32) -> bool,
+) -> (Cow<'a, RegistryState>, Vec<Change>) {
+    let removed = reclaim_stale(state, alive);
+    if removed.is_empty() {
+        return (Cow::Borrowed(state), removed);
+    }
+    let mut next = state.clone();
+    for c in &removed {
+        next.apply(c);
+    }
+    (Cow::Owned(next), removed)
+}
+
+fn check_rules(rules: &[ScopeRule]) -> Result<(), RegistryError> {
+    rules.iter().try_for_each(ScopeRule::validate)
+}
+
+/// What `register_pod` asks for.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Pod name.
+    pub name: String,
+    /// Its process.
+    pub pid: u32,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Allow rules.
+    pub allow: Vec<ScopeRule>,
+    /// Deny rules.
+    pub deny: Vec<ScopeRule>,
+    /// Its segment.
+    pub segment: SegmentId,
+}
+
+/// `register_pod`: reclaim stale pods; then `DuplicatePodName`;
+/// `SegmentConflict`; and for each Write allow rule, `WriteConflict` with
+/// its owner unless the request's own Write deny rules fully cover the
+/// owner's rule. Adds a top-level pod.
+pub fn register(
+    state: &RegistryState,
+    r: Registration,
+    alive: &dyn Fn(u32) -> bool,
+) -> Result<Vec<Change>, RegistryError> {
+    check_rules(&r.allow)?;
+    check_rules(&r.deny)?;
+    let (table, mut changes) = after_reclaim(state, alive);
+    if table.find(&r.name).is_some() {
+        return Err(RegistryError::DuplicatePodName(r.name));
+    }
+    if let Some(holder) = table.find_by_segment(r.segment) {
+        return Err(RegistryError::SegmentConflict {
+            segment: r.segment,
+            holder: holder.pod_name.clone(),
+            socket: holder.socket.clone(),
+        });
+    }
+    for rule in r.allow.iter().filter(|r| r.is_write()) {
+        if let Some((owner, owner_rule)) = table.owner_of_write(rule, None)
+            && !r
+                .deny
+                .iter()
+                .any(|d| d.is_write() && fully_covers(d, owner_rule))
+        {
+            return Err(RegistryError::WriteConflict {
+                competitor: owner.pod_name.clone(),
+                competitor_rule: owner_rule.clone(),
+                rule: rule.clone(),
+            });
+        }
+    }
+    changes.push(Change::Added(Allocation {
+        pod_name: r.name,
+        pid: r.pid,
+        socket: r.socket,
+        allow: r.allow,
+        deny: r.deny,
+        delegated_from: None,
+        segment_id: Some(r.segment),
+    }));
+    Ok(changes)
+}
+
+/// What `delegate_scope` asks for.
+#[derive(Clone, Debug)]
+pub struct Delegation {
+    /// The pod delegating.
+    pub spawner: String,
+    /// The child's name.
+    pub child: String,
+    /// The child's process (may be 0 until it adopts).
+    pub pid: u32,
+    /// The child's socket.
+    pub socket: PathBuf,
+    /// What the child gets.
+    pub allow: Vec<ScopeRule>,
+    /// What the spawner may hand out.
+    pub authority: Authority,
+}
+
+/// `delegate_scope`: reclaim stale pods; `DuplicatePodName`;
+/// `UnknownPod(spawner)`; for every rule `InvalidScope` if the authority
+/// itself is invalid, `NotSubset` if it does not allow the rule, and for
+/// Write rules `WriteConflict` against any owner but the spawner. Adds a
+/// pre-reservation under the spawner.
+pub fn delegate(
+    state: &RegistryState,
+    d: Delegation,
+    alive: &dyn Fn(u32) -> bool,
+) -> Result<Vec<Change>, RegistryError> {
+    check_rules(&d.allow)?;
+    let (table, mut changes) = after_reclaim(state, alive);
+    if table.find(&d.child).is_some() {
+        return Err(RegistryError::DuplicatePodName(d.child));
+    }
+    if table.find(&d.spawner).is_none() {
+        return Err(RegistryError::UnknownPod(d.spawner));
+    }
+    for rule in &d.allow {
+        d.authority.validate()?;
+        if !d.authority.allows(rule) {
+            return Err(RegistryError::NotSubset { rule: rule.clone() });
+        }
+        if rule.is_write()
+            && let Some((owner, owner_rule)) = table.owner_of_write(rule, Some(&d.spawner))
+        {
+            return Err(RegistryError::WriteConflict {
+                competitor: owner.pod_name.clone(),
+                competitor_rule: owner_rule.clone(),
+                rule: rule.clone(),
+            });
+        }
+    }
+    changes.push(Change::Added(Allocation {
+        pod_name: d.child,
+        pid: d.pid,
+        socket: d.socket,
+        allow: d.allow,
+        deny: Vec::new(),
+        delegated_from: Some(d.spawner),
+        segment_id: None,
+    }));
+    Ok(changes)
+}
+
+/// `adopt_allocation`: the child fills in its pid and segment.
+pub fn adopt(
+    state: &RegistryState,
+    name: &str,
+    pid: u32,
+    segment: SegmentId,
+) -> Result<Vec<Change>, RegistryError> {
+    if state.find(name).is_none() {
+        return Err(RegistryError::UnknownPod(name.to_string()));
+    }
+    Ok(vec![Change::Adopted {
+        pod: name.to_string(),
+        pid,
+        segment,
+    }])
+}
+
+/// `update_segment`: `SegmentConflict` if another pod holds it,
+/// `UnknownPod` if absent.
+pub fn update_segment(
+    state: &RegistryState,
+    name: &str,
+    segment: SegmentId,
+) -> Result<Vec<Change>, RegistryError> {
+    if let Some(holder) = state.find_by_segment(segment)
+        && holder.pod_name != name
+    {
+        return Err(RegistryError::SegmentConflict {
+            segment,
+            holder: holder.pod_name.clone(),
+            socket: holder.socket.clone(),
+        });
+    }
+    if state.find(name).is_none() {
+        return Err(RegistryError::UnknownPod(name.to_string()));
+    }
+    Ok(vec![Change::SegmentUpdated {
+        pod: name.to_string(),
+        segment,
+    }])
+}
+
+/// `release_pod`: `UnknownPod` if absent; children go to its parent.
+pub fn release(state: &RegistryState, name: &str) -> Result<Vec<Change>, RegistryError> {
+    if state.find(name).is_none() {
+        return Err(RegistryError::UnknownPod(name.to_string()));
+    }
+    Ok(vec![Change::Removed {
+        pod: name.to_string(),
+        reason: RemovalReason::Released,
+    }])
+}
+
+/// `reclaim_delegated_scope`: removes at most one equal Write deny per
+/// delegated rule from the parent, and the child. Idempotent: what is
+/// already gone is skipped.
+pub fn reclaim_delegated(
+    state: &RegistryState,
+    parent: &str,
+    child: &str,
+    delegated: &[ScopeRule],
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if let Some(p) = state.find(parent) {
+        let mut left = p.deny.clone();
+        let mut removed = Vec::new();
+        for rule in delegated.iter().filter(|r| r.is_write()) {
+            if let Some(i) = left.iter().position(|d| d == rule) {
+                removed.push(left.remove(i));
+            }
+        }
+        if !removed.is_empty() {
+            changes.push(Change::DenyRemoved {
+                pod: parent.to_string(),
+                rules: removed,
+            });
+        }
+    }
+    if state.find(child).is_some() {
+        changes.push(Change::Removed {
+            pod: child.to_string(),
+            reason: RemovalReason::Reclaimed,
+        });
+    }
+    changes
+}

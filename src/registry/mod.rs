@@ -1,0 +1,505 @@
+//! The registry view: the pod-registry allocation table as events.
+//!
+//! Pods claim scopes of the file tree (allow and deny rules); writes
+//! conflict, reads never do; a pod can delegate part of its scope to a
+//! child (a pre-reservation the child adopts); dead owners are reclaimed.
+//! Every operation is one command decided in the writer against the
+//! current table, so concurrent registrations have exactly one winner
+//! per conflict, and every change is an event with its time and pid.
+//!
+//! ```
+//! use replaydb::registry::{Registry, ScopeRule};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let db = replaydb::Db::open(tmp.path(), replaydb::Options::default())?;
+//! let registry = Registry::new(db);
+//! let pid = std::process::id();
+//! let a = registry.register_pod("a", pid, "/run/a.sock", vec![ScopeRule::write("/src")?], vec![], uuid::Uuid::new_v4())?;
+//! let clash = registry.register_pod("b", pid, "/run/b.sock", vec![ScopeRule::write("/src/core")?], vec![], uuid::Uuid::new_v4());
+//! assert!(matches!(clash, Err(replaydb::registry::RegistryError::WriteConflict { .. })));
+//! drop(a); // releases "a"
+//! assert!(registry.find("a")?.is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod decide;
+pub mod scope;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+pub use decide::{Delegation, Registration, process_alive};
+pub use scope::{Authority, Permission, ScopeRule};
+pub use state::{Allocation, Change, RegistryState, RemovalReason, SegmentId};
+
+use crate::engine::Db;
+use crate::stream::{EventRef, ExpectedVersion};
+use crate::views::{View, ViewReader, ViewWriter};
+
+/// The stream holding registry events. `$` marks it internal: callers
+/// cannot append to it.
+pub const REGISTRY_STREAM: &str = "$registry";
+/// The view's name in snapshots.
+pub const REGISTRY_VIEW: &str = "registry";
+
+/// Everything a registry operation can refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A pod of that name exists.
+    #[error("pod {0:?} is already registered")]
+    DuplicatePodName(String),
+    /// Another pod writes to that segment.
+    #[error("segment {segment} is held by pod {holder:?} (socket {})", socket.display())]
+    SegmentConflict {
+        /// The segment.
+        segment: SegmentId,
+        /// The pod holding it.
+        holder: String,
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// A requested write belongs to another pod.
+    #[error("{rule} conflicts with pod {competitor:?}, which holds {competitor_rule}")]
+    WriteConflict {
+        /// The owner.
+        competitor: String,
+        /// The owner's rule.
+        competitor_rule: ScopeRule,
+        /// The requested rule.
+        rule: ScopeRule,
+    },
+    /// No pod of that name.
+    #[error("unknown pod {0:?}")]
+    UnknownPod(String),
+    /// A rule (or the authority) is not valid.
+    #[error("invalid scope: {reason}")]
+    InvalidScope {
+        /// Why.
+        reason: String,
+    },
+    /// The authority does not allow handing out the rule.
+    #[error("{rule} is not within the delegating authority")]
+    NotSubset {
+        /// The rule.
+        rule: ScopeRule,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::Error),
+}
+
+/// One registry event: what changed, when and by which process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The process that made the change.
+    pub by_pid: u32,
+    /// The operation ("register_pod", ...).
+    pub op: String,
+    /// The changes, applied in order.
+    pub changes: Vec<Change>,
+}
+
+/// One line of a pod's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// LSN of the event.
+    pub lsn: u64,
+    /// When.
+    pub at_unix_ms: u64,
+    /// By which pid.
+    pub by_pid: u32,
+    /// The operation.
+    pub op: String,
+    /// The change concerning the pod.
+    pub change: Change,
+}
+
+/// The table, kept up to date from `$registry` events. Registered by
+/// every `Db` (it ignores other streams).
+#[derive(Clone, Debug, Default)]
+pub struct RegistryView {
+    state: RegistryState,
+    /// Events on the registry stream that did not decode (never written by
+    /// this code; counted, not applied).
+    pub undecodable_events: u64,
+}
+
+impl RegistryView {
+    /// The table.
+    pub fn state(&self) -> &RegistryState {
+        &self.state
+    }
+}
+
+impl View for RegistryView {
+    fn name(&self) -> &str {
+        REGISTRY_VIEW
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn apply(&mut self, event: &EventRef<'_>) {
+        if event.stream != REGISTRY_STREAM {
+            return;
+        }
+        match rmp_serde::from_slice::<RegistryRecord>(event.data) {
+            Ok(record) => record.changes.iter().for_each(|c| self.state.apply(c)),
+            Err(_) => self.undecodable_events += 1,
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = RegistryView::default();
+    }
+
+    /// Table `pods`: position (u64 big-endian, so key order is table
+    /// order) to the MessagePack allocation.
+    fn save(&self, out: &mut ViewWriter<'_>) -> crate::Result<()> {
+        for (i, a) in self.state.allocations().enumerate() {
+            let value = rmp_serde::to_vec(a).map_err(|e| crate::Error::InvalidArgument {
+                op: "save registry",
+                reason: e.to_string(),
+            })?;
+            out.put("pods", &(i as u64).to_be_bytes(), &value)?;
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, input: &ViewReader<'_>) -> crate::Result<()> {
+        self.reset();
+        input.for_each("pods", |key, value| {
+            let a: Allocation =
+                rmp_serde::from_slice(value).map_err(|_| input.bad_value("pods", key))?;
+            self.state.pods.insert(a.pod_name.clone(), a);
+            Ok(())
+        })
+    }
+
+    fn clone_view(&self) -> Box<dyn View> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn check_name(name: &str) -> Result<(), RegistryError> {
+    crate::stream::validate_stream_name(name).map_err(|e| RegistryError::InvalidScope {
+        reason: format!("pod name: {e}"),
+    })
+}
+
+/// The registry operations over a database.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    db: Db,
+}
+
+impl Registry {
+    /// The registry of `db`.
+    pub fn new(db: Db) -> Registry {
+        Registry { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs one operation as a command: decided against the table inside
+    /// the writer, appended as one event, applied. Returns the changes.
+    fn run(
+        &self,
+        op: &'static str,
+        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+    ) -> Result<Vec<Change>, RegistryError> {
+        let decided: Arc<Mutex<Vec<Change>>> = Arc::default();
+        let out = decided.clone();
+        let result =
+            self.db
+                .execute_internal(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
+                    let view = views.get::<RegistryView>().ok_or_else(|| {
+                        crate::Error::InvalidArgument {
+                            op,
+                            reason: "the registry view is not registered".into(),
+                        }
+                    })?;
+                    let changes =
+                        decide(view.state()).map_err(|e| crate::Error::Rejected(Box::new(e)))?;
+                    if changes.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let record = RegistryRecord {
+                        at_unix_ms: now_ms(),
+                        by_pid: std::process::id(),
+                        op: op.to_string(),
+                        changes: changes.clone(),
+                    };
+                    let data =
+                        rmp_serde::to_vec(&record).map_err(|e| crate::Error::InvalidArgument {
+                            op,
+                            reason: e.to_string(),
+                        })?;
+                    if let Ok(mut o) = out.lock() {
+                        *o = changes;
+                    }
+                    Ok(vec![data])
+                });
+        match result {
+            Ok(_) => Ok(std::mem::take(
+                &mut *decided
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )),
+            Err(crate::Error::Rejected(e)) => match e.downcast::<RegistryError>() {
+                Ok(e) => Err(*e),
+                Err(other) => Err(RegistryError::Db(crate::Error::Rejected(other))),
+            },
+            Err(e) => Err(RegistryError::Db(e)),
+        }
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&RegistryState) -> R) -> Result<R, RegistryError> {
+        self.db
+            .view(|v: &RegistryView| f(v.state()))?
+            .map(|at| at.value)
+            .ok_or_else(|| {
+                RegistryError::Db(crate::Error::InvalidArgument {
+                    op: "registry",
+                    reason: "the registry view is not registered".into(),
+                })
+            })
+    }
+
+    /// Registers a top-level pod (see [`decide::register`]). The guard
+    /// releases it when dropped.
+    pub fn register_pod(
+        &self,
+        name: &str,
+        pid: u32,
+        socket: impl AsRef<Path>,
+        allow: Vec<ScopeRule>,
+        deny: Vec<ScopeRule>,
+        segment: SegmentId,
+    ) -> Result<RegistrationGuard, RegistryError> {
+        check_name(name)?;
+        let r = Registration {
+            name: name.to_string(),
+            pid,
+            socket: socket.as_ref().to_path_buf(),
+            allow,
+            deny,
+            segment,
+        };
+        self.run("register_pod", move |s| {
+            decide::register(s, r, &process_alive)
+        })?;
+        Ok(self.guard(name))
+    }
+
+    /// Pre-reserves scope for a child (see [`decide::delegate`]).
+    pub fn delegate_scope(
+        &self,
+        spawner: &str,
+        child: &str,
+        pid: u32,
+        socket: impl AsRef<Path>,
+        allow: Vec<ScopeRule>,
+        authority: Authority,
+    ) -> Result<(), RegistryError> {
+        check_name(child)?;
+        let d = Delegation {
+            spawner: spawner.to_string(),
+            child: child.to_string(),
+            pid,
+            socket: socket.as_ref().to_path_buf(),
+            allow,
+            authority,
+        };
+        self.run("delegate_scope", move |s| {
+            decide::delegate(s, d, &process_alive)
+        })
+        .map(drop)
+    }
+
+    /// The child fills in its pid and segment. The guard releases it.
+    pub fn adopt_allocation(
+        &self,
+        name: &str,
+        pid: u32,
+        segment: SegmentId,
+    ) -> Result<RegistrationGuard, RegistryError> {
+        let n = name.to_string();
+        self.run("adopt_allocation", move |s| {
+            decide::adopt(s, &n, pid, segment)
+        })?;
+        Ok(self.guard(name))
+    }
+
+    /// Moves a pod to another segment.
+    pub fn update_segment(&self, name: &str, segment: SegmentId) -> Result<(), RegistryError> {
+        let n = name.to_string();
+        self.run("update_segment", move |s| {
+            decide::update_segment(s, &n, segment)
+        })
+        .map(drop)
+    }
+
+    /// Removes a pod; its children go to its parent.
+    pub fn release_pod(&self, name: &str) -> Result<(), RegistryError> {
+        let n = name.to_string();
+        self.run("release_pod", move |s| decide::release(s, &n))
+            .map(drop)
+    }
+
+    /// Takes delegated scope back from `child` (idempotent).
+    pub fn reclaim_delegated_scope(
+        &self,
+        parent: &str,
+        child: &str,
+        delegated: Vec<ScopeRule>,
+    ) -> Result<(), RegistryError> {
+        let (p, c) = (parent.to_string(), child.to_string());
+        self.run("reclaim_delegated_scope", move |s| {
+            Ok(decide::reclaim_delegated(s, &p, &c, &delegated))
+        })
+        .map(drop)
+    }
+
+    /// Removes every pod whose process is dead; returns their names.
+    /// Nothing is written when nothing is dead.
+    pub fn reclaim_stale(&self) -> Result<Vec<String>, RegistryError> {
+        self.reclaim_stale_with(process_alive)
+    }
+
+    /// [`Registry::reclaim_stale`] with a liveness check of the caller's
+    /// (tests, or a supervisor that knows better than `kill(pid, 0)`).
+    pub fn reclaim_stale_with(&self, alive: fn(u32) -> bool) -> Result<Vec<String>, RegistryError> {
+        let changes = self.run("reclaim_stale", move |s| {
+            Ok(decide::reclaim_stale(s, &alive))
+        })?;
+        Ok(changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Removed { pod, .. } => Some(pod),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The allocation of `name`.
+    pub fn find(&self, name: &str) -> Result<Option<Allocation>, RegistryError> {
+        self.read(|s| s.find(name).cloned())
+    }
+
+    /// The allocation writing to `segment` (never a pre-reservation).
+    pub fn find_by_segment(&self, segment: SegmentId) -> Result<Option<Allocation>, RegistryError> {
+        self.read(|s| s.find_by_segment(segment).cloned())
+    }
+
+    /// Reclaims stale pods, then returns the name, socket and pid of the
+    /// pod writing to `segment`.
+    pub fn lookup_segment(
+        &self,
+        segment: SegmentId,
+    ) -> Result<Option<(String, PathBuf, u32)>, RegistryError> {
+        self.reclaim_stale()?;
+        self.read(|s| {
+            s.find_by_segment(segment)
+                .map(|a| (a.pod_name.clone(), a.socket.clone(), a.pid))
+        })
+    }
+
+    /// Every allocation, in registration order.
+    pub fn allocations(&self) -> Result<Vec<Allocation>, RegistryError> {
+        self.read(|s| s.allocations().cloned().collect())
+    }
+
+    /// Whether `pod` effectively holds `rule` (see
+    /// [`RegistryState::has_effective`]).
+    pub fn has_effective(&self, pod: &str, rule: &ScopeRule) -> Result<bool, RegistryError> {
+        self.read(|s| s.has_effective(pod, rule))
+    }
+
+    /// What changed for `pod`, when and by which pid, from the registry
+    /// events the log still holds (a compacted log starts later; the
+    /// table itself is in the snapshot).
+    pub fn history(&self, pod: &str) -> Result<Vec<HistoryEntry>, RegistryError> {
+        let first = self.db.stats()?.first_lsn.max(1);
+        let mut out = Vec::new();
+        for event in self
+            .db
+            .read_stream_internal_from_lsn(REGISTRY_STREAM, first, usize::MAX)?
+        {
+            let Ok(record) = rmp_serde::from_slice::<RegistryRecord>(&event.data) else {
+                continue;
+            };
+            for change in record.changes {
+                if change.pods().contains(&pod) {
+                    out.push(HistoryEntry {
+                        lsn: event.lsn,
+                        at_unix_ms: record.at_unix_ms,
+                        by_pid: record.by_pid,
+                        op: record.op.clone(),
+                        change,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn guard(&self, name: &str) -> RegistrationGuard {
+        RegistrationGuard {
+            registry: self.clone(),
+            name: Some(name.to_string()),
+        }
+    }
+}
+
+/// Releases its pod when dropped, unless [`RegistrationGuard::keep`] is
+/// called.
+#[derive(Debug)]
+pub struct RegistrationGuard {
+    registry: Registry,
+    name: Option<String>,
+}
+
+impl RegistrationGuard {
+    /// The pod's name.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    /// Keeps the pod registered after the guard is gone.
+    pub fn keep(mut self) -> String {
+        self.name.take().unwrap_or_default()
+    }
+}
+
+impl Drop for RegistrationGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            match self.registry.release_pod(&name) {
+                Ok(()) | Err(RegistryError::UnknownPod(_)) => {}
+                Err(e) => {
+                    tracing::error!(pod = %name, error = %e, "releasing a dropped registration failed")
+                }
+            }
+        }
+    }
+}
