@@ -180,26 +180,22 @@ impl RegistryState {
     /// request (else it is skipped with its subtree); a Write deny that
     /// fully covers the request makes its subtree yield nobody; otherwise
     /// the deepest qualifying descendant owns it, else the pod itself.
-    /// `exempt` is never returned as the owner.
+    /// When the owner is `exempt` (a spawner delegating its own scope),
+    /// there is no competitor.
     pub fn owner_of_write<'a>(
         &'a self,
         request: &ScopeRule,
         exempt: Option<&str>,
     ) -> Option<(&'a Allocation, &'a ScopeRule)> {
         for top in self.pods.values().filter(|a| a.delegated_from.is_none()) {
-            if let Search::Owner(a, r) = self.search(top, request, exempt) {
-                return Some((a, r));
+            if let Search::Owner(a, r) = self.search(top, request) {
+                return (exempt != Some(a.pod_name.as_str())).then_some((a, r));
             }
         }
         None
     }
 
-    fn search<'a>(
-        &'a self,
-        pod: &'a Allocation,
-        request: &ScopeRule,
-        exempt: Option<&str>,
-    ) -> Search<'a> {
+    fn search<'a>(&'a self, pod: &'a Allocation, request: &ScopeRule) -> Search<'a> {
         let Some(rule) = pod
             .allow
             .iter()
@@ -215,12 +211,9 @@ impl RegistryState {
             return Search::Nobody;
         }
         for child in self.children(&pod.pod_name) {
-            if let found @ Search::Owner(..) = self.search(child, request, exempt) {
+            if let found @ Search::Owner(..) = self.search(child, request) {
                 return found;
             }
-        }
-        if exempt == Some(pod.pod_name.as_str()) {
-            return Search::Nobody;
         }
         Search::Owner(pod, rule)
     }

@@ -1,0 +1,460 @@
+//! The registry keeps the pod-registry crate's behaviour: its scope rules,
+//! ownership walk, delegation, reclaim and errors, as events that survive
+//! reopen.
+
+mod common;
+
+use replaydb::registry::{
+    Authority, Change, Permission, Registry, RegistryError, RemovalReason, ScopeRule,
+};
+use replaydb::{Db, Options};
+use uuid::Uuid;
+
+fn w(t: &str) -> ScopeRule {
+    ScopeRule::write(t).unwrap()
+}
+fn r(t: &str) -> ScopeRule {
+    ScopeRule::read(t).unwrap()
+}
+fn me() -> u32 {
+    std::process::id()
+}
+fn sid() -> Uuid {
+    Uuid::new_v4()
+}
+fn open(dir: &std::path::Path) -> Registry {
+    Registry::new(Db::open(dir, Options::default()).unwrap())
+}
+fn authority(allow: Vec<ScopeRule>) -> Authority {
+    Authority {
+        allow,
+        deny: vec![],
+    }
+}
+/// A pid that is certainly dead: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn register(reg: &Registry, name: &str, allow: Vec<ScopeRule>) -> Result<(), RegistryError> {
+    reg.register_pod(
+        name,
+        me(),
+        format!("/run/{name}.sock"),
+        allow,
+        vec![],
+        sid(),
+    )
+    .map(|g| drop(g.keep()))
+}
+
+#[test]
+fn a_delegated_write_is_blamed_on_the_child_and_a_sibling_conflicts_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "a", vec![w("/src")]).unwrap();
+    reg.delegate_scope(
+        "a",
+        "b",
+        me(),
+        "/run/b.sock",
+        vec![w("/src/core")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    match register(&reg, "x", vec![w("/src/core/x")]) {
+        Err(RegistryError::WriteConflict {
+            competitor,
+            competitor_rule,
+            rule,
+        }) => {
+            assert_eq!(competitor, "b");
+            assert_eq!(competitor_rule, w("/src/core"));
+            assert_eq!(rule, w("/src/core/x"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A sibling delegated from a, claiming below b's scope.
+    match reg.delegate_scope(
+        "a",
+        "c",
+        me(),
+        "/run/c.sock",
+        vec![w("/src/core/sub")],
+        authority(vec![w("/src")]),
+    ) {
+        Err(RegistryError::WriteConflict { competitor, .. }) => assert_eq!(competitor, "b"),
+        other => panic!("{other:?}"),
+    }
+    // What a delegated away is no longer its own; the rest is.
+    assert!(reg.has_effective("a", &w("/src/other")).unwrap());
+    assert!(!reg.has_effective("a", &w("/src/core")).unwrap());
+    assert!(reg.has_effective("b", &w("/src/core/deep")).unwrap());
+    assert!(
+        reg.has_effective("a", &r("/src/core")).unwrap(),
+        "reading is not delegated away"
+    );
+}
+
+#[test]
+fn a_parents_deny_lets_a_newcomer_in_but_not_onto_the_parents_whole_scope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    reg.register_pod(
+        "a",
+        me(),
+        "/run/a.sock",
+        vec![w("/src")],
+        vec![w("/src/core")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    register(&reg, "n", vec![w("/src/core")]).unwrap();
+    match register(&reg, "m", vec![w("/src")]) {
+        Err(RegistryError::WriteConflict {
+            competitor,
+            competitor_rule,
+            ..
+        }) => {
+            assert_eq!((competitor.as_str(), competitor_rule), ("a", w("/src")));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A newcomer whose own deny fully covers the owner's rule may overlap it.
+    reg.register_pod(
+        "o",
+        me(),
+        "/run/o.sock",
+        vec![w("/")],
+        vec![w("/src")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+}
+
+#[test]
+fn delegation_needs_authority_and_an_unknown_spawner_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "a", vec![r("/")]).unwrap();
+    match reg.delegate_scope(
+        "a",
+        "b",
+        me(),
+        "/run/b.sock",
+        vec![w("/docs")],
+        authority(vec![w("/src")]),
+    ) {
+        Err(RegistryError::NotSubset { rule }) => assert_eq!(rule, w("/docs")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        reg.delegate_scope(
+            "a",
+            "b",
+            me(),
+            "/run/b.sock",
+            vec![w("/src/x")],
+            Authority::default()
+        ),
+        Err(RegistryError::NotSubset { .. })
+    ));
+    // A read-only orchestrator may delegate a write it was authorised to hand out.
+    reg.delegate_scope(
+        "a",
+        "b",
+        me(),
+        "/run/b.sock",
+        vec![w("/src/x")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    assert!(matches!(
+        reg.delegate_scope("ghost", "c", me(), "/run/c.sock", vec![r("/src")], authority(vec![r("/")])),
+        Err(RegistryError::UnknownPod(p)) if p == "ghost"
+    ));
+    assert!(matches!(
+        reg.delegate_scope(
+            "a",
+            "b",
+            me(),
+            "/run/b.sock",
+            vec![r("/src")],
+            authority(vec![r("/")])
+        ),
+        Err(RegistryError::DuplicatePodName(_))
+    ));
+    let bad = Authority {
+        allow: vec![ScopeRule {
+            target: "relative".into(),
+            permission: Permission::Write,
+            recursive: true,
+        }],
+        deny: vec![],
+    };
+    assert!(matches!(
+        reg.delegate_scope("a", "c", me(), "/run/c.sock", vec![w("/src/y")], bad),
+        Err(RegistryError::InvalidScope { .. })
+    ));
+    assert!(matches!(
+        ScopeRule::write("src"),
+        Err(RegistryError::InvalidScope { .. })
+    ));
+}
+
+#[test]
+fn pre_reservations_adopt_and_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    let seg_a = sid();
+    reg.register_pod("a", me(), "/run/a.sock", vec![w("/p")], vec![], seg_a)
+        .unwrap()
+        .keep();
+    reg.delegate_scope(
+        "a",
+        "child",
+        0,
+        "/run/child.sock",
+        vec![w("/p/sub")],
+        authority(vec![w("/p")]),
+    )
+    .unwrap();
+    let child = reg.find("child").unwrap().unwrap();
+    assert_eq!(
+        (child.segment_id, child.delegated_from.as_deref()),
+        (None, Some("a"))
+    );
+    let seg_c = sid();
+    assert!(
+        reg.find_by_segment(seg_c).unwrap().is_none(),
+        "a pre-reservation never matches"
+    );
+    let guard = reg.adopt_allocation("child", me(), seg_c).unwrap();
+    assert_eq!(
+        reg.find_by_segment(seg_c).unwrap().unwrap().pod_name,
+        "child"
+    );
+    assert_eq!(
+        reg.lookup_segment(seg_c).unwrap(),
+        Some(("child".into(), "/run/child.sock".into(), me()))
+    );
+    // A segment collision names the first holder.
+    match reg.register_pod("z", me(), "/run/z.sock", vec![r("/")], vec![], seg_a) {
+        Err(RegistryError::SegmentConflict { holder, socket, .. }) => {
+            assert_eq!((holder.as_str(), socket), ("a", "/run/a.sock".into()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        reg.update_segment("child", seg_a),
+        Err(RegistryError::SegmentConflict { .. })
+    ));
+    let seg_new = sid();
+    reg.update_segment("child", seg_new).unwrap();
+    assert_eq!(
+        reg.find("child").unwrap().unwrap().segment_id,
+        Some(seg_new)
+    );
+    assert!(matches!(
+        reg.update_segment("ghost", sid()),
+        Err(RegistryError::UnknownPod(_))
+    ));
+    assert!(matches!(
+        reg.adopt_allocation("ghost", me(), sid()),
+        Err(RegistryError::UnknownPod(_))
+    ));
+    // A dropped guard releases its pod.
+    drop(guard);
+    assert!(reg.find("child").unwrap().is_none());
+    assert!(matches!(
+        reg.release_pod("child"),
+        Err(RegistryError::UnknownPod(_))
+    ));
+}
+
+#[test]
+fn release_and_reclaim_reparent_children_and_free_scope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "a", vec![w("/src")]).unwrap();
+    reg.delegate_scope(
+        "a",
+        "b",
+        me(),
+        "/run/b",
+        vec![w("/src/b")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    reg.delegate_scope(
+        "b",
+        "d",
+        me(),
+        "/run/d",
+        vec![w("/src/b/d")],
+        authority(vec![w("/src/b")]),
+    )
+    .unwrap();
+    reg.release_pod("b").unwrap();
+    assert_eq!(
+        reg.find("d").unwrap().unwrap().delegated_from.as_deref(),
+        Some("a")
+    );
+
+    // A dead b in a -> b -> d is reclaimed and d ends up under a: b2's
+    // process lives while the chain is built, then dies.
+    let mut b2 = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    reg.delegate_scope(
+        "a",
+        "b2",
+        b2.id(),
+        "/run/b2",
+        vec![w("/src/b2")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    reg.delegate_scope(
+        "b2",
+        "d2",
+        me(),
+        "/run/d2",
+        vec![w("/src/b2/d2")],
+        authority(vec![w("/src/b2")]),
+    )
+    .unwrap();
+    b2.kill().unwrap();
+    b2.wait().unwrap();
+    let dead = dead_pid();
+    let before = reg.db().last_lsn();
+    assert_eq!(reg.reclaim_stale().unwrap(), vec!["b2".to_string()]);
+    assert_eq!(
+        reg.find("d2").unwrap().unwrap().delegated_from.as_deref(),
+        Some("a")
+    );
+    assert!(reg.db().last_lsn() > before);
+    // Nothing dead: nothing written.
+    let before = reg.db().last_lsn();
+    assert!(reg.reclaim_stale().unwrap().is_empty());
+    assert_eq!(reg.db().last_lsn(), before);
+
+    // Releasing a pod lets a fresh registration take its scope.
+    assert!(register(&reg, "new", vec![w("/src/zzz")]).is_err());
+    reg.release_pod("a").unwrap();
+    register(&reg, "new", vec![w("/src/zzz")]).unwrap();
+    // Registration reclaims stale pods first.
+    reg.register_pod(
+        "ghost",
+        dead,
+        "/run/ghost",
+        vec![w("/ghost")],
+        vec![],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    register(&reg, "heir", vec![w("/ghost/x")]).unwrap();
+    assert!(reg.find("ghost").unwrap().is_none());
+}
+
+#[test]
+fn reclaiming_delegated_scope_removes_one_deny_per_rule_and_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    reg.register_pod(
+        "a",
+        me(),
+        "/run/a",
+        vec![w("/src")],
+        vec![w("/src/core"), w("/src/core")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    reg.delegate_scope(
+        "a",
+        "b",
+        me(),
+        "/run/b",
+        vec![w("/src/core")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    reg.reclaim_delegated_scope("a", "b", vec![w("/src/core")])
+        .unwrap();
+    let a = reg.find("a").unwrap().unwrap();
+    assert_eq!(
+        a.deny,
+        vec![w("/src/core")],
+        "at most one equal deny per rule"
+    );
+    assert!(reg.find("b").unwrap().is_none());
+    let before = reg.db().last_lsn();
+    reg.reclaim_delegated_scope("gone", "gone-too", vec![w("/x")])
+        .unwrap();
+    assert_eq!(
+        reg.db().last_lsn(),
+        before,
+        "nothing to do, nothing written"
+    );
+}
+
+#[test]
+fn read_rules_never_conflict_and_duplicates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "w", vec![w("/src")]).unwrap();
+    register(&reg, "r1", vec![r("/src")]).unwrap();
+    register(&reg, "r2", vec![r("/")]).unwrap();
+    assert!(matches!(
+        register(&reg, "w", vec![r("/x")]),
+        Err(RegistryError::DuplicatePodName(_))
+    ));
+}
+
+#[test]
+fn an_empty_database_is_an_empty_table_and_everything_survives_reopen_with_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = {
+        let reg = open(tmp.path());
+        assert!(reg.allocations().unwrap().is_empty());
+        register(&reg, "a", vec![w("/src")]).unwrap();
+        reg.delegate_scope(
+            "a",
+            "b",
+            0,
+            "/run/b",
+            vec![w("/src/b")],
+            authority(vec![w("/src")]),
+        )
+        .unwrap();
+        reg.adopt_allocation("b", me(), sid()).unwrap().keep();
+        reg.db().snapshot().unwrap();
+        register(&reg, "c", vec![w("/docs")]).unwrap();
+        reg.release_pod("c").unwrap();
+        reg.allocations().unwrap()
+    };
+    let reg = open(tmp.path());
+    assert_eq!(reg.allocations().unwrap(), table);
+    let history = reg.history("b").unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.op.as_str()).collect::<Vec<_>>(),
+        vec!["delegate_scope", "adopt_allocation"]
+    );
+    assert!(history.iter().all(|h| h.by_pid == me() && h.at_unix_ms > 0));
+    let c = reg.history("c").unwrap();
+    assert!(matches!(
+        c.last().map(|h| &h.change),
+        Some(Change::Removed {
+            reason: RemovalReason::Released,
+            ..
+        })
+    ));
+}
