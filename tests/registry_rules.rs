@@ -458,3 +458,54 @@ fn an_empty_database_is_an_empty_table_and_everything_survives_reopen_with_histo
         })
     ));
 }
+
+#[test]
+fn the_cli_lists_shows_tells_history_and_reclaims() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let reg = open(tmp.path());
+        register(&reg, "a", vec![w("/src")]).unwrap();
+        reg.register_pod(
+            "dead",
+            dead_pid(),
+            "/run/dead",
+            vec![w("/dead")],
+            vec![],
+            sid(),
+        )
+        .unwrap()
+        .keep();
+    }
+    let out = common::cli(tmp.path(), &["registry", "ls", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["pod_name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, vec!["a", "dead"]);
+    let out = common::cli(tmp.path(), &["registry", "show", "a"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["allow"][0]["target"], "/src");
+    let out = common::cli(tmp.path(), &["registry", "show", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = common::cli(tmp.path(), &["registry", "history", "a"]);
+    let h: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (h["op"].as_str(), h["by_pid"].as_u64()),
+        (Some("register_pod"), Some(u64::from(me())))
+    );
+    let out = common::cli(tmp.path(), &["registry", "reclaim"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "dead\n");
+    let out = common::cli(tmp.path(), &["registry", "ls"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}

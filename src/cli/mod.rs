@@ -6,6 +6,7 @@ mod demo;
 mod json;
 mod maintenance;
 mod read;
+mod registry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,8 @@ pub enum Command {
     Compact,
     /// Copy the database consistently to DEST while it stays in use.
     Backup(maintenance::BackupArgs),
+    /// The pod-registry table: ls, show, history, reclaim.
+    Registry(registry::RegistryArgs),
     /// Run a realistic workload and show what the engine did.
     Demo(demo::DemoArgs),
 }
@@ -129,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Compact => maintenance::run_snapshot(&cli.db, &options, true),
         Command::Backup(args) => maintenance::run_backup(&cli.db, &options, args),
         Command::Demo(args) => demo::run(&cli.db, &options, args),
+        Command::Registry(args) => registry::run(&cli.db, &options, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
