@@ -28,10 +28,12 @@ pub fn process_alive(pid: u32) -> bool {
 /// Removals for every dead pod. Sequential removal with reparenting to
 /// the removed pod's parent collapses chains of dead pods to the nearest
 /// live ancestor.
+/// Each distinct pid is checked once.
 pub fn reclaim_stale(state: &RegistryState, alive: &dyn Fn(u32) -> bool) -> Vec<Change> {
+    let mut seen: std::collections::HashMap<u32, bool> = std::collections::HashMap::new();
     state
         .allocations()
-        .filter(|a| !alive(a.pid))
+        .filter(|a| !*seen.entry(a.pid).or_insert_with(|| alive(a.pid)))
         .map(|a| Change::Removed {
             pod: a.pod_name.clone(),
             reason: RemovalReason::Stale,

@@ -105,6 +105,17 @@ enum Search<'a> {
 }
 
 impl RegistryState {
+    /// A table holding `allocations` in order (a later duplicate name
+    /// replaces an earlier one).
+    pub fn from_allocations(allocations: impl IntoIterator<Item = Allocation>) -> RegistryState {
+        RegistryState {
+            pods: allocations
+                .into_iter()
+                .map(|a| (a.pod_name.clone(), a))
+                .collect(),
+        }
+    }
+
     /// Every allocation, in registration order.
     pub fn allocations(&self) -> impl Iterator<Item = &Allocation> {
         self.pods.values()

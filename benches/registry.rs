@@ -1,0 +1,242 @@
+//! Registry changes: replaydb beside the seed's layout re-created
+//! faithfully: one `pods.json` rewritten whole under an exclusive `flock`
+//! with an fsync per change, a writer that cannot get the lock retrying
+//! every 25 ms. Both decide with the same rules (`replaydb::registry::
+//! decide`), so what differs is the storage.
+//!
+//! ```sh
+//! cargo bench --bench registry                       # 100, 1 k, 10 k allocations; 1 and 8 registrants
+//! REPLAYDB_BENCH_RUNS=5 cargo bench --bench registry # medians over more runs
+//! ```
+//!
+//! A change here is a registration of a new pod with a disjoint scope or
+//! the release of one: the table stays at its size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use replaydb::registry::{Allocation, Registration, Registry, RegistryState, ScopeRule, decide};
+use replaydb::{Db, Durability, Options};
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct LockFile {
+    #[serde(default)]
+    allocations: Vec<Allocation>,
+}
+
+fn allocation(name: &str, target: &str) -> Allocation {
+    Allocation {
+        pod_name: name.to_string(),
+        pid: std::process::id(),
+        socket: PathBuf::from(format!("/run/pods/{name}.sock")),
+        allow: vec![
+            ScopeRule::write(target).expect("rule"),
+            ScopeRule::read("/shared").expect("rule"),
+        ],
+        deny: vec![],
+        delegated_from: None,
+        segment_id: Some(uuid::Uuid::new_v4()),
+    }
+}
+
+/// The seed: lock, read and parse the table, decide, rewrite, fsync, unlock.
+fn seed_change(path: &Path, op: impl FnOnce(&RegistryState) -> Vec<replaydb::registry::Change>) {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .expect("open");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(25)),
+            Err(e) => panic!("lock timed out: {e:?}"),
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).expect("read");
+    let table: LockFile = if text.trim().is_empty() {
+        LockFile::default()
+    } else {
+        serde_json::from_str(&text).expect("parse")
+    };
+    let mut state = RegistryState::from_allocations(table.allocations);
+    for change in op(&state) {
+        state.apply(&change);
+    }
+    let out = LockFile {
+        allocations: state.allocations().cloned().collect(),
+    };
+    let json = serde_json::to_vec_pretty(&out).expect("json");
+    file.seek(SeekFrom::Start(0)).expect("seek");
+    file.set_len(0).expect("truncate");
+    file.write_all(&json).expect("write");
+    file.sync_data().expect("fsync");
+    drop(file); // unlocks
+}
+
+fn seed_setup(dir: &Path, size: usize) -> PathBuf {
+    let path = dir.join("pods.json");
+    let table = LockFile {
+        allocations: (0..size)
+            .map(|i| allocation(&format!("pod-{i}"), &format!("/base/{i}")))
+            .collect(),
+    };
+    let mut f = File::create(&path).expect("create");
+    f.write_all(&serde_json::to_vec_pretty(&table).expect("json"))
+        .expect("write");
+    f.sync_all().expect("fsync");
+    path
+}
+
+fn replaydb_setup(dir: &Path, size: usize) -> Registry {
+    let fast = Options {
+        durability: Durability::Buffered {
+            interval: Duration::from_millis(100),
+        },
+        ..Options::default()
+    };
+    {
+        let reg = Registry::new(Db::open(dir, fast).expect("open"));
+        for i in 0..size {
+            let a = allocation(&format!("pod-{i}"), &format!("/base/{i}"));
+            reg.register_pod(
+                &a.pod_name,
+                a.pid,
+                &a.socket,
+                a.allow,
+                vec![],
+                a.segment_id.expect("segment"),
+            )
+            .expect("register")
+            .keep();
+        }
+    }
+    Registry::new(Db::open(dir, Options::default()).expect("open"))
+}
+
+/// Runs `changes` changes on each of `threads` threads (register, then
+/// release, alternating) and returns the wall time per change.
+fn run(
+    threads: usize,
+    changes: usize,
+    change: Arc<dyn Fn(usize, usize) + Send + Sync>,
+) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (barrier, change) = (barrier.clone(), change.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..changes {
+                    change(t, i);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    start.elapsed() / (threads * changes) as u32
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("REPLAYDB_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    println!(
+        "| allocations | registrants | seed pods.json per change | replaydb per change | ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for size in [100usize, 1_000, 10_000] {
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+        let seed_path = seed_setup(tmp.path(), size);
+        let reg = replaydb_setup(&tmp.path().join("replaydb"), size);
+        for threads in [1usize, 8] {
+            // Enough changes for a stable figure, few enough for the seed.
+            let changes = match size {
+                100 => 40,
+                1_000 => 20,
+                _ => 6,
+            };
+            let mut seed_times = Vec::new();
+            let mut ours = Vec::new();
+            for run_no in 0..runs {
+                let path = seed_path.clone();
+                seed_times.push(run(
+                    threads,
+                    changes,
+                    Arc::new(move |t, i| {
+                        let name = format!("new-{run_no}-{t}-{}", i / 2);
+                        if i % 2 == 0 {
+                            let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
+                            let r = Registration {
+                                name: a.pod_name,
+                                pid: a.pid,
+                                socket: a.socket,
+                                allow: a.allow,
+                                deny: vec![],
+                                segment: uuid::Uuid::new_v4(),
+                            };
+                            seed_change(&path, move |s| {
+                                decide::register(s, r, &decide::process_alive).expect("register")
+                            });
+                        } else {
+                            seed_change(&path, move |s| {
+                                decide::release(s, &name).expect("release")
+                            });
+                        }
+                    }),
+                ));
+                let reg = reg.clone();
+                ours.push(run(
+                    threads,
+                    changes,
+                    Arc::new(move |t, i| {
+                        let name = format!("new-{run_no}-{t}-{}", i / 2);
+                        if i % 2 == 0 {
+                            let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
+                            reg.register_pod(
+                                &name,
+                                a.pid,
+                                &a.socket,
+                                a.allow,
+                                vec![],
+                                uuid::Uuid::new_v4(),
+                            )
+                            .expect("register")
+                            .keep();
+                        } else {
+                            reg.release_pod(&name).expect("release");
+                        }
+                    }),
+                ));
+            }
+            let (s, o) = (median(seed_times), median(ours));
+            println!(
+                "| {size} | {threads} | {:.3} ms | {:.3} ms | {:.1}x |",
+                s.as_secs_f64() * 1e3,
+                o.as_secs_f64() * 1e3,
+                s.as_secs_f64() / o.as_secs_f64()
+            );
+        }
+    }
+}
