@@ -509,3 +509,141 @@ fn the_cli_lists_shows_tells_history_and_reclaims() {
     let out = common::cli(tmp.path(), &["registry", "ls"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+#[test]
+fn review_regressions_idempotence_stale_guards_exemption_adopt_and_chains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    // Repeated reclaim of delegated scope changes nothing the second time.
+    reg.register_pod(
+        "p",
+        me(),
+        "/run/p",
+        vec![w("/src")],
+        vec![w("/src/core"), w("/src/core")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    reg.delegate_scope(
+        "p",
+        "c",
+        me(),
+        "/run/c",
+        vec![w("/src/core")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    reg.reclaim_delegated_scope("p", "c", vec![w("/src/core")])
+        .unwrap();
+    reg.reclaim_delegated_scope("p", "c", vec![w("/src/core")])
+        .unwrap();
+    assert_eq!(reg.find("p").unwrap().unwrap().deny, vec![w("/src/core")]);
+    // Only the parent's own child is reclaimed.
+    register(&reg, "other", vec![w("/other")]).unwrap();
+    reg.reclaim_delegated_scope("p", "other", vec![]).unwrap();
+    assert!(reg.find("other").unwrap().is_some());
+
+    // A stale guard does not release a newcomer (another process) that
+    // took the name.
+    let guard = reg
+        .register_pod("x", me(), "/run/x", vec![w("/x")], vec![], sid())
+        .unwrap();
+    reg.release_pod("x").unwrap();
+    let mut other = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    reg.register_pod("x", other.id(), "/run/x2", vec![w("/x2")], vec![], sid())
+        .unwrap()
+        .keep();
+    drop(guard);
+    assert_eq!(reg.find("x").unwrap().unwrap().allow, vec![w("/x2")]);
+    reg.release_pod("x").unwrap();
+    other.kill().unwrap();
+    other.wait().unwrap();
+
+    // Adopting a segment another pod holds is a SegmentConflict.
+    let held = sid();
+    reg.register_pod("holder", me(), "/run/h", vec![r("/")], vec![], held)
+        .unwrap()
+        .keep();
+    reg.delegate_scope(
+        "p",
+        "kid",
+        me(),
+        "/run/kid",
+        vec![w("/src/kid")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    assert!(matches!(
+        reg.adopt_allocation("kid", me(), held),
+        Err(RegistryError::SegmentConflict { .. })
+    ));
+
+    // The exempt spawner is skipped and the walk goes on to later pods.
+    reg.register_pod("s", me(), "/run/s", vec![w("/t")], vec![w("/t/x")], sid())
+        .unwrap()
+        .keep();
+    register(&reg, "t", vec![w("/t/x")]).unwrap();
+    match reg.delegate_scope(
+        "s",
+        "sc",
+        me(),
+        "/run/sc",
+        vec![w("/t")],
+        authority(vec![w("/t")]),
+    ) {
+        Err(RegistryError::WriteConflict { competitor, .. }) => assert_eq!(competitor, "t"),
+        other => panic!("{other:?}"),
+    }
+
+    // A chain of two dead pods collapses to the nearest live ancestor.
+    let mut b = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let mut c = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    reg.delegate_scope(
+        "p",
+        "b",
+        b.id(),
+        "/run/b",
+        vec![w("/src/b")],
+        authority(vec![w("/src")]),
+    )
+    .unwrap();
+    reg.delegate_scope(
+        "b",
+        "c2",
+        c.id(),
+        "/run/c2",
+        vec![w("/src/b/c")],
+        authority(vec![w("/src/b")]),
+    )
+    .unwrap();
+    reg.delegate_scope(
+        "c2",
+        "d",
+        me(),
+        "/run/d",
+        vec![w("/src/b/c/d")],
+        authority(vec![w("/src/b/c")]),
+    )
+    .unwrap();
+    for child in [&mut b, &mut c] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut gone = reg.reclaim_stale().unwrap();
+    gone.sort();
+    assert_eq!(gone, vec!["b".to_string(), "c2".to_string()]);
+    assert_eq!(
+        reg.find("d").unwrap().unwrap().delegated_from.as_deref(),
+        Some("p")
+    );
+}

@@ -133,7 +133,8 @@ pub struct Delegation {
     pub spawner: String,
     /// The child's name.
     pub child: String,
-    /// The child's process (may be 0 until it adopts).
+    /// The child's process until it adopts (usually the spawner's own:
+    /// pid 0 counts as dead, and would be reclaimed at once).
     pub pid: u32,
     /// The child's socket.
     pub socket: PathBuf,
@@ -153,7 +154,6 @@ pub fn delegate(
     d: Delegation,
     alive: &dyn Fn(u32) -> bool,
 ) -> Result<Vec<Change>, RegistryError> {
-    check_rules(&d.allow)?;
     let (table, mut changes) = after_reclaim(state, alive);
     if table.find(&d.child).is_some() {
         return Err(RegistryError::DuplicatePodName(d.child));
@@ -161,8 +161,9 @@ pub fn delegate(
     if table.find(&d.spawner).is_none() {
         return Err(RegistryError::UnknownPod(d.spawner));
     }
+    check_rules(&d.allow)?;
+    d.authority.validate()?;
     for rule in &d.allow {
-        d.authority.validate()?;
         if !d.authority.allows(rule) {
             return Err(RegistryError::NotSubset { rule: rule.clone() });
         }
@@ -198,6 +199,15 @@ pub fn adopt(
     if state.find(name).is_none() {
         return Err(RegistryError::UnknownPod(name.to_string()));
     }
+    if let Some(holder) = state.find_by_segment(segment)
+        && holder.pod_name != name
+    {
+        return Err(RegistryError::SegmentConflict {
+            segment,
+            holder: holder.pod_name.clone(),
+            socket: holder.socket.clone(),
+        });
+    }
     Ok(vec![Change::Adopted {
         pod: name.to_string(),
         pid,
@@ -230,6 +240,20 @@ pub fn update_segment(
     }])
 }
 
+/// Releases `name` only if it still belongs to the guard's process: a
+/// pod released meanwhile and registered again under the same name by
+/// another process is left alone. (The segment may change under a guard:
+/// `update_segment`.)
+pub fn release_if_same(state: &RegistryState, name: &str, pid: u32) -> Vec<Change> {
+    match state.find(name) {
+        Some(a) if a.pid == pid => vec![Change::Removed {
+            pod: name.to_string(),
+            reason: RemovalReason::Released,
+        }],
+        _ => Vec::new(),
+    }
+}
+
 /// `release_pod`: `UnknownPod` if absent; children go to its parent.
 pub fn release(state: &RegistryState, name: &str) -> Result<Vec<Change>, RegistryError> {
     if state.find(name).is_none() {
@@ -250,6 +274,14 @@ pub fn reclaim_delegated(
     child: &str,
     delegated: &[ScopeRule],
 ) -> Vec<Change> {
+    // Only a child of this parent is reclaimed, and only while it is
+    // there: a repeated call finds nothing to do and changes nothing.
+    let is_its_child = state
+        .find(child)
+        .is_some_and(|c| c.delegated_from.as_deref() == Some(parent));
+    if !is_its_child {
+        return Vec::new();
+    }
     let mut changes = Vec::new();
     if let Some(p) = state.find(parent) {
         let mut left = p.deny.clone();
@@ -266,11 +298,9 @@ pub fn reclaim_delegated(
             });
         }
     }
-    if state.find(child).is_some() {
-        changes.push(Change::Removed {
-            pod: child.to_string(),
-            reason: RemovalReason::Reclaimed,
-        });
-    }
+    changes.push(Change::Removed {
+        pod: child.to_string(),
+        reason: RemovalReason::Reclaimed,
+    });
     changes
 }

@@ -308,7 +308,7 @@ impl Registry {
         self.run("register_pod", move |s| {
             decide::register(s, r, &process_alive)
         })?;
-        Ok(self.guard(name))
+        Ok(self.guard(name, pid))
     }
 
     /// Pre-reserves scope for a child (see [`decide::delegate`]).
@@ -347,7 +347,7 @@ impl Registry {
         self.run("adopt_allocation", move |s| {
             decide::adopt(s, &n, pid, segment)
         })?;
-        Ok(self.guard(name))
+        Ok(self.guard(name, pid))
     }
 
     /// Moves a pod to another segment.
@@ -463,20 +463,23 @@ impl Registry {
         Ok(out)
     }
 
-    fn guard(&self, name: &str) -> RegistrationGuard {
+    fn guard(&self, name: &str, pid: u32) -> RegistrationGuard {
         RegistrationGuard {
             registry: self.clone(),
             name: Some(name.to_string()),
+            pid,
         }
     }
 }
 
-/// Releases its pod when dropped, unless [`RegistrationGuard::keep`] is
+/// Releases its pod when dropped (if it still belongs to the same
+/// process), unless [`RegistrationGuard::keep`] is
 /// called.
 #[derive(Debug)]
 pub struct RegistrationGuard {
     registry: Registry,
     name: Option<String>,
+    pid: u32,
 }
 
 impl RegistrationGuard {
@@ -494,11 +497,15 @@ impl RegistrationGuard {
 impl Drop for RegistrationGuard {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
-            match self.registry.release_pod(&name) {
-                Ok(()) | Err(RegistryError::UnknownPod(_)) => {}
-                Err(e) => {
-                    tracing::error!(pod = %name, error = %e, "releasing a dropped registration failed")
-                }
+            // Only the allocation this guard made: if the pod was released
+            // and its name taken again meanwhile, the newcomer stays.
+            let pid = self.pid;
+            let n = name.clone();
+            let released = self.registry.run("release_pod", move |s| {
+                Ok(decide::release_if_same(s, &n, pid))
+            });
+            if let Err(e) = released {
+                tracing::error!(pod = %name, error = %e, "releasing a dropped registration failed");
             }
         }
     }

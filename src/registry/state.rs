@@ -199,8 +199,11 @@ impl RegistryState {
         exempt: Option<&str>,
     ) -> Option<(&'a Allocation, &'a ScopeRule)> {
         for top in self.pods.values().filter(|a| a.delegated_from.is_none()) {
-            if let Search::Owner(a, r) = self.search(top, request) {
-                return (exempt != Some(a.pod_name.as_str())).then_some((a, r));
+            // The exempt pod is skipped, and the walk goes on.
+            if let Search::Owner(a, r) = self.search(top, request)
+                && exempt != Some(a.pod_name.as_str())
+            {
+                return Some((a, r));
             }
         }
         None
