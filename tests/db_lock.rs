@@ -87,3 +87,26 @@ fn files_and_directories_are_private() {
         assert_eq!(mode(&seg), 0o600);
     }
 }
+
+#[test]
+fn reopen_is_not_refused_while_other_threads_fork_children() {
+    // A child forked while the lock file is open inherits it until exec;
+    // the lock lingers a moment after close. Reopen waits that out.
+    let tmp = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::process::Command::new("true").status().unwrap();
+            }
+        })
+    };
+    for round in 0..200 {
+        let db = Db::open(tmp.path(), Options::default())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        drop(db);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    forker.join().unwrap();
+}
