@@ -1,25 +1,22 @@
 //! The directory lock: one owner per database, across processes.
 //!
-//! `flock` on `DIR/LOCK` excludes other processes. Within this process a
-//! table of held directories answers first, because a `flock` can outlive
-//! its closing: a child forked by another thread at that moment inherits
-//! the descriptor until it execs, so the lock lingers for a few
-//! microseconds after the last handle closed. When the lock file names
-//! this process but the table says no handle here holds it, that is such
-//! a leftover: the open waits for it (at most [`LINGER_WAIT_MAX`]).
+//! A POSIX record lock (`fcntl(F_SETLK)`) on `DIR/LOCK` excludes other
+//! processes; the kernel drops it when the owner dies, however it dies.
+//! Unlike `flock`, a record lock belongs to the process, not to the open
+//! file: a child forked by another thread does not inherit it, so it
+//! cannot linger after the handle closes (with `flock` it did, for as
+//! long as such a child took to exec; reopens then waited up to a second).
+//! Because a process's record locks do not exclude the process itself, a
+//! table of the directories this process holds answers first.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::layout;
-
-/// Longest wait for a lock left over by a forked child of this process.
-pub const LINGER_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Database directories held by handles in this process.
 static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
@@ -76,24 +73,32 @@ impl DirLock {
     }
 
     fn flock(path: &Path, me: u32) -> Result<File> {
+        use std::os::fd::AsRawFd;
         let mut file = layout::open_rw_create(path, "open lock file")?;
-        let started = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let pid = read_pid(&mut file);
-                    if pid == Some(me) && started.elapsed() < LINGER_WAIT_MAX {
-                        std::thread::sleep(Duration::from_millis(1));
-                        continue;
-                    }
-                    return Err(Error::Locked {
-                        path: path.to_path_buf(),
-                        pid,
-                    });
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        // SAFETY: a zeroed `flock` struct is a valid value; fields set below.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: fcntl on a descriptor we own, with a valid flock struct.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+                return Err(Error::io("lock", path, e));
             }
+            // Ask the kernel who holds it; the pid in the file is the
+            // fallback (a holder that has not written it yet).
+            // SAFETY: as above; F_GETLK fills `fl` in.
+            let holder = if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
+                && fl.l_type != libc::F_UNLCK as libc::c_short
+            {
+                u32::try_from(fl.l_pid).ok()
+            } else {
+                None
+            };
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+                pid: holder.or_else(|| read_pid(&mut file)),
+            });
         }
         let pid = format!("{me}\n");
         file.set_len(0)
