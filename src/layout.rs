@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! DIR/                 0700
-//!   LOCK               0600  exclusive lock; holds the owner's pid
+//!   LOCK               0600  record-locked by the owner; holds its pid
 //!   wal/               0700
 //!     <20-digit first LSN>.wal       a segment (docs/FORMAT.md)
 //!     <20-digit first LSN>.wal.tmp   a segment being created (removed on open)

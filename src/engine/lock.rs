@@ -55,10 +55,10 @@ impl DirLock {
                     pid: Some(me),
                 });
             }
-            // Claimed before the flock, so two threads here never race.
+            // Claimed before the record lock, so two threads never race.
             held.insert(key.clone());
         }
-        let taken = Self::flock(&path, me);
+        let taken = Self::lock_file(&path, me);
         if taken.is_err()
             && let Some(held) = HELD.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
         {
@@ -72,7 +72,7 @@ impl DirLock {
         })
     }
 
-    fn flock(path: &Path, me: u32) -> Result<File> {
+    fn lock_file(path: &Path, me: u32) -> Result<File> {
         use std::os::fd::AsRawFd;
         let mut file = layout::open_rw_create(path, "open lock file")?;
         // SAFETY: a zeroed `flock` struct is a valid value; fields set below.
