@@ -23,6 +23,7 @@
 
 mod engine;
 mod error;
+mod failpoint;
 pub mod layout;
 mod options;
 pub mod registry;

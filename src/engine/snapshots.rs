@@ -162,6 +162,7 @@ impl Inner {
             .map(|(lsn, _)| *lsn)
             .find(|lsn| *lsn < covered_lsn && usable.contains(lsn));
         if let Some(keep) = older_usable {
+            crate::failpoint::hit("snapshot.before_delete_old");
             for (lsn, old) in &all {
                 if *lsn != covered_lsn && *lsn != keep {
                     fs::remove_file(old).map_err(|e| Error::io("delete old snapshot", old, e))?;
@@ -182,9 +183,13 @@ impl Inner {
                 .map_err(|_| self.poisoned_error())?
                 .compact_through(keep);
             let wal = layout::wal_dir(&self.dir);
-            for path in &doomed {
+            crate::failpoint::hit("compaction.before_delete");
+            for (i, path) in doomed.iter().enumerate() {
                 fs::remove_file(path)
                     .map_err(|e| Error::io("delete compacted segment", path, e))?;
+                if i == 0 {
+                    crate::failpoint::hit("compaction.after_first_delete");
+                }
                 layout::sync_dir(&wal)?;
             }
             outcome.deleted_segments = doomed;

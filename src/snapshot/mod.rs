@@ -154,12 +154,16 @@ pub fn write(
         };
         v.save(&mut w)?;
     }
+    crate::failpoint::hit("snapshot.before_commit");
     tx.commit().map_err(|e| err("commit snapshot", &tmp, e))?;
     drop(db);
+    crate::failpoint::hit("snapshot.before_fsync");
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io("fsync snapshot", &tmp, e))?;
+    crate::failpoint::hit("snapshot.before_rename");
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename snapshot into place", &path, e))?;
+    crate::failpoint::hit("snapshot.before_dir_fsync");
     layout::sync_dir(&dir)?;
     Ok(path)
 }

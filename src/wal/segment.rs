@@ -33,6 +33,7 @@ pub fn create_segment(
     preallocate(&file, preallocate_bytes);
     file.sync_all()
         .map_err(|e| Error::io("fsync new segment", &tmp, e))?;
+    crate::failpoint::hit("segment.before_rename");
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename new segment into place", &path, e))?;
     layout::sync_dir(wal_dir)?;
     Ok((file, path))

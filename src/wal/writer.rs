@@ -150,6 +150,7 @@ impl TailWriter {
     /// new segment starting at `first_lsn`.
     fn roll(&mut self, first_lsn: u64) -> Result<RolledSegment> {
         self.sync()?;
+        crate::failpoint::hit("roll.before_truncate");
         self.file
             .set_len(self.offset)
             .map_err(|e| Error::io("truncate sealed segment", &self.path, e))?;
