@@ -50,7 +50,12 @@ pub fn snapshot_file_name(covered_lsn: u64) -> String {
 
 /// Parses a snapshot file name back into the LSN it covers.
 pub fn parse_snapshot_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".redb")?;
+    parse_lsn_name(name, SNAPSHOT_EXT)
+}
+
+/// `<20 digits>.<ext>` back to its number.
+fn parse_lsn_name(name: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_suffix(ext)?.strip_suffix('.')?;
     if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -80,11 +85,7 @@ pub fn segment_file_name(first_lsn: u64) -> String {
 /// Parses a segment file name back into its first LSN; `None` for any
 /// other file name.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".wal")?;
-    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|&lsn| lsn > 0)
+    parse_lsn_name(name, SEGMENT_EXT).filter(|&lsn| lsn > 0)
 }
 
 /// Creates a directory (and its parents) with mode 0700. When it is new,

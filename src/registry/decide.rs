@@ -57,6 +57,24 @@ fn after_reclaim<'a>(
     (Cow::Owned(next), removed)
 }
 
+/// `SegmentConflict` if a pod other than `except` writes to `segment`.
+fn segment_free(
+    state: &RegistryState,
+    segment: SegmentId,
+    except: Option<&str>,
+) -> Result<(), RegistryError> {
+    match state.find_by_segment(segment) {
+        Some(holder) if Some(holder.pod_name.as_str()) != except => {
+            Err(RegistryError::SegmentConflict {
+                segment,
+                holder: holder.pod_name.clone(),
+                socket: holder.socket.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_rules(rules: &[ScopeRule]) -> Result<(), RegistryError> {
     rules.iter().try_for_each(ScopeRule::validate)
 }
@@ -93,13 +111,7 @@ pub fn register(
     if table.find(&r.name).is_some() {
         return Err(RegistryError::DuplicatePodName(r.name));
     }
-    if let Some(holder) = table.find_by_segment(r.segment) {
-        return Err(RegistryError::SegmentConflict {
-            segment: r.segment,
-            holder: holder.pod_name.clone(),
-            socket: holder.socket.clone(),
-        });
-    }
+    segment_free(&table, r.segment, None)?;
     for rule in r.allow.iter().filter(|r| r.is_write()) {
         if let Some((owner, owner_rule)) = table.owner_of_write(rule, None)
             && !r
@@ -199,15 +211,7 @@ pub fn adopt(
     if state.find(name).is_none() {
         return Err(RegistryError::UnknownPod(name.to_string()));
     }
-    if let Some(holder) = state.find_by_segment(segment)
-        && holder.pod_name != name
-    {
-        return Err(RegistryError::SegmentConflict {
-            segment,
-            holder: holder.pod_name.clone(),
-            socket: holder.socket.clone(),
-        });
-    }
+    segment_free(state, segment, Some(name))?;
     Ok(vec![Change::Adopted {
         pod: name.to_string(),
         pid,
@@ -222,15 +226,7 @@ pub fn update_segment(
     name: &str,
     segment: SegmentId,
 ) -> Result<Vec<Change>, RegistryError> {
-    if let Some(holder) = state.find_by_segment(segment)
-        && holder.pod_name != name
-    {
-        return Err(RegistryError::SegmentConflict {
-            segment,
-            holder: holder.pod_name.clone(),
-            socket: holder.socket.clone(),
-        });
-    }
+    segment_free(state, segment, Some(name))?;
     if state.find(name).is_none() {
         return Err(RegistryError::UnknownPod(name.to_string()));
     }
