@@ -6,10 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-
 use replaydb::Db;
 use serde_json::{Value, json};
 
@@ -47,12 +43,6 @@ impl CycleLog {
     }
 }
 
-#[derive(Default)]
-struct Acked {
-    lsns: Vec<u64>,
-    closed: bool,
-}
-
 fn cycles() -> u64 {
     std::env::var("REPLAYDB_CRASH_CYCLES")
         .ok()
@@ -74,66 +64,26 @@ fn sigkill_at_random_moments_loses_no_acknowledged_append() {
     let mut logs: Vec<CycleLog> = Vec::new();
 
     for cycle in 0..cycles() {
-        let mut child = Command::new(common::bin())
-            .arg("--db")
-            .arg(&dir)
-            .args([
+        let pad_seed = rng.u64(..);
+        // Kill once a random number of appends is acknowledged: the kill
+        // lands while the child is mid-stream, at a moment that varies
+        // with the disk, the scheduler and the seed.
+        let kill_after = rng.usize(1..600);
+        let mut pad_rng = fastrand::Rng::with_seed(pad_seed);
+        let acked = common::append_until_killed(
+            &dir,
+            &[
                 "--segment-bytes-max",
                 "16384",
                 "append",
                 "--stream",
                 "crash",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let pad_seed = rng.u64(..);
-        let feeder = std::thread::spawn(move || {
-            let mut rng = fastrand::Rng::with_seed(pad_seed);
-            for i in 0u64.. {
-                if writeln!(stdin, "{}", line(cycle, i, &mut rng)).is_err() {
-                    return; // the child is gone
-                }
-            }
-        });
-        let acked = Arc::new((Mutex::new(Acked::default()), Condvar::new()));
-        let reader = {
-            let acked = acked.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let lsn: u64 = line.trim().parse().expect("an LSN per line");
-                    acked.0.lock().unwrap().lsns.push(lsn);
-                    acked.1.notify_all();
-                }
-                acked.0.lock().unwrap().closed = true;
-                acked.1.notify_all();
-            })
-        };
-        // Kill once a random number of appends is acknowledged: the kill
-        // lands while the child is mid-stream, at a moment that varies
-        // with the disk, the scheduler and the seed.
-        let kill_after = rng.usize(1..600);
-        {
-            let (m, cv) = &*acked;
-            let g = cv
-                .wait_while(m.lock().unwrap(), |a| {
-                    a.lsns.len() < kill_after && !a.closed
-                })
-                .unwrap();
-            assert!(!g.closed, "cycle {cycle}: the child stopped on its own");
-        }
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success());
-        reader.join().unwrap();
-        feeder.join().unwrap();
+            ],
+            kill_after,
+            move |i| line(cycle, i, &mut pad_rng).to_string(),
+        );
         let mut log = CycleLog::new(cycle, pad_seed);
-        log.acked = std::mem::take(&mut acked.0.lock().unwrap().lsns);
+        log.acked = acked;
         logs.push(log);
 
         // Reopen and check everything acknowledged so far, every cycle.

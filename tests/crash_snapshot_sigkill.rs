@@ -8,10 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-
 use replaydb::{Db, Error, Options};
 use serde_json::{Value, json};
 
@@ -44,10 +40,10 @@ fn sigkill_during_snapshot_and_compaction_loses_no_acknowledged_event() {
     let mut killed_mid_write = 0;
 
     for cycle in 0..cycles() {
-        let mut child = Command::new(common::bin())
-            .arg("--db")
-            .arg(&dir)
-            .args([
+        let kill_after = rng.usize(1..400);
+        let lsns = common::append_until_killed(
+            &dir,
+            &[
                 "--segment-bytes-max",
                 "8192",
                 "--snapshot-every-records",
@@ -55,53 +51,10 @@ fn sigkill_during_snapshot_and_compaction_loses_no_acknowledged_event() {
                 "append",
                 "--stream",
                 "crash",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            for i in 0u64.. {
-                let line = json!({"c": cycle, "i": i, "pad": "p".repeat((i % 97) as usize)});
-                if writeln!(stdin, "{line}").is_err() {
-                    return;
-                }
-                // Small groups, so that snapshots come often.
-                if i % 8 == 0 && stdin.flush().is_err() {
-                    return;
-                }
-            }
-        });
-        let seen = Arc::new((Mutex::new((Vec::<u64>::new(), false)), Condvar::new()));
-        let reader = {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    seen.0.lock().unwrap().0.push(line.trim().parse().unwrap());
-                    seen.1.notify_all();
-                }
-                seen.0.lock().unwrap().1 = true;
-                seen.1.notify_all();
-            })
-        };
-        let kill_after = rng.usize(1..400);
-        {
-            let (m, cv) = &*seen;
-            let g = cv
-                .wait_while(m.lock().unwrap(), |(l, closed)| {
-                    l.len() < kill_after && !*closed
-                })
-                .unwrap();
-            assert!(!g.1, "cycle {cycle}: the child stopped on its own");
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        feeder.join().unwrap();
-        let lsns = std::mem::take(&mut seen.0.lock().unwrap().0);
+            ],
+            kill_after,
+            move |i| json!({"c": cycle, "i": i, "pad": "p".repeat((i % 97) as usize)}).to_string(),
+        );
         acked_total += lsns.len() as u64;
         acked.extend(
             lsns.iter()

@@ -70,3 +70,71 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Runs `replaydb --db DIR <args>` with `line(i)` fed on stdin, line after
+/// line, and SIGKILLs it once it has printed `kill_after` LSNs (each one
+/// printed only once durable). Returns the LSNs it acknowledged, in order.
+/// Panics if the child stops on its own first.
+pub fn append_until_killed(
+    dir: &Path,
+    args: &[&str],
+    kill_after: usize,
+    mut line: impl FnMut(u64) -> String + Send + 'static,
+) -> Vec<u64> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    let mut child = Command::new(bin())
+        .arg("--db")
+        .arg(dir)
+        .args(args)
+        .env_remove("REPLAYDB_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn replaydb");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let feeder = std::thread::spawn(move || {
+        for i in 0u64.. {
+            if writeln!(stdin, "{}", line(i)).is_err() {
+                return; // the child is gone
+            }
+        }
+    });
+    // (acknowledged LSNs, stdout closed)
+    let acked = Arc::new((Mutex::new((Vec::<u64>::new(), false)), Condvar::new()));
+    let reader = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                acked
+                    .0
+                    .lock()
+                    .expect("lock")
+                    .0
+                    .push(l.trim().parse().expect("an LSN per line"));
+                acked.1.notify_all();
+            }
+            acked.0.lock().expect("lock").1 = true;
+            acked.1.notify_all();
+        })
+    };
+    {
+        let (m, cv) = &*acked;
+        let g = cv
+            .wait_while(m.lock().expect("lock"), |(l, closed)| {
+                l.len() < kill_after && !*closed
+            })
+            .expect("wait");
+        assert!(!g.1, "the child stopped on its own");
+    }
+    child.kill().expect("kill");
+    assert!(!child.wait().expect("wait").success());
+    reader.join().expect("reader");
+    feeder.join().expect("feeder");
+    std::mem::take(&mut acked.0.lock().expect("lock").0)
+}
