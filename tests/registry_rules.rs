@@ -647,3 +647,36 @@ fn review_regressions_idempotence_stale_guards_exemption_adopt_and_chains() {
         Some("p")
     );
 }
+
+#[test]
+fn a_refused_registration_still_writes_the_stale_reclaim_it_did_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "live", vec![w("/live")]).unwrap();
+    reg.register_pod(
+        "dead",
+        dead_pid(),
+        "/run/dead",
+        vec![w("/dead")],
+        vec![],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    assert!(matches!(
+        register(&reg, "live", vec![w("/other")]),
+        Err(RegistryError::DuplicatePodName(_))
+    ));
+    assert!(
+        reg.find("dead").unwrap().is_none(),
+        "the reclaim was written"
+    );
+    assert_eq!(
+        reg.history("dead").unwrap().last().map(|h| h.op.as_str()),
+        Some("reclaim_stale")
+    );
+    // Nothing to reclaim: a refusal writes nothing.
+    let before = reg.db().last_lsn();
+    assert!(register(&reg, "live", vec![w("/other")]).is_err());
+    assert_eq!(reg.db().last_lsn(), before);
+}

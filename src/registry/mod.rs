@@ -227,7 +227,29 @@ impl Registry {
         op: &'static str,
         decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
-        let decided: Arc<Mutex<Vec<Change>>> = Arc::default();
+        self.run_with(op, false, decide)
+    }
+
+    /// [`Registry::run`] for operations that reclaim stale pods first:
+    /// when the operation itself is refused, the reclaim is still written
+    /// (as its own event) and the refusal returned.
+    fn run_reclaiming(
+        &self,
+        op: &'static str,
+        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+    ) -> Result<Vec<Change>, RegistryError> {
+        self.run_with(op, true, decide)
+    }
+
+    fn run_with(
+        &self,
+        op: &'static str,
+        keep_reclaim_on_refusal: bool,
+        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+    ) -> Result<Vec<Change>, RegistryError> {
+        // What the decision made of it: the changes written, and a refusal
+        // that still wrote a reclaim.
+        let decided: Arc<Mutex<(Vec<Change>, Option<RegistryError>)>> = Arc::default();
         let out = decided.clone();
         let result =
             self.db
@@ -238,15 +260,25 @@ impl Registry {
                             reason: "the registry view is not registered".into(),
                         }
                     })?;
-                    let changes =
-                        decide(view.state()).map_err(|e| crate::Error::Rejected(Box::new(e)))?;
+                    let state = view.state();
+                    let (changes, op_name, refusal) = match decide(state) {
+                        Ok(changes) => (changes, op, None),
+                        Err(e) if keep_reclaim_on_refusal => {
+                            let reclaimed = decide::reclaim_stale(state, &process_alive);
+                            if reclaimed.is_empty() {
+                                return Err(crate::Error::Rejected(Box::new(e)));
+                            }
+                            (reclaimed, "reclaim_stale", Some(e))
+                        }
+                        Err(e) => return Err(crate::Error::Rejected(Box::new(e))),
+                    };
                     if changes.is_empty() {
                         return Ok(Vec::new());
                     }
                     let record = RegistryRecord {
                         at_unix_ms: now_ms(),
                         by_pid: std::process::id(),
-                        op: op.to_string(),
+                        op: op_name.to_string(),
                         changes: changes.clone(),
                     };
                     let data =
@@ -255,16 +287,22 @@ impl Registry {
                             reason: e.to_string(),
                         })?;
                     if let Ok(mut o) = out.lock() {
-                        *o = changes;
+                        *o = (changes, refusal);
                     }
                     Ok(vec![data])
                 });
         match result {
-            Ok(_) => Ok(std::mem::take(
-                &mut *decided
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            )),
+            Ok(_) => {
+                let (changes, refusal) = std::mem::take(
+                    &mut *decided
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                match refusal {
+                    Some(e) => Err(e),
+                    None => Ok(changes),
+                }
+            }
             Err(crate::Error::Rejected(e)) => match e.downcast::<RegistryError>() {
                 Ok(e) => Err(*e),
                 Err(other) => Err(RegistryError::Db(crate::Error::Rejected(other))),
@@ -305,7 +343,7 @@ impl Registry {
             deny,
             segment,
         };
-        self.run("register_pod", move |s| {
+        self.run_reclaiming("register_pod", move |s| {
             decide::register(s, r, &process_alive)
         })?;
         Ok(self.guard(name, pid))
@@ -330,7 +368,7 @@ impl Registry {
             allow,
             authority,
         };
-        self.run("delegate_scope", move |s| {
+        self.run_reclaiming("delegate_scope", move |s| {
             decide::delegate(s, d, &process_alive)
         })
         .map(drop)
