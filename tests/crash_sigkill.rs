@@ -43,27 +43,15 @@ impl CycleLog {
     }
 }
 
-fn cycles() -> u64 {
-    std::env::var("REPLAYDB_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-}
-
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_append() {
-    let seed = std::env::var("REPLAYDB_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("crash test seed {seed} (replay with REPLAYDB_CRASH_SEED={seed})");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut rng = common::crash_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
     let opts = common::small_segments(16 * 1024);
     let mut logs: Vec<CycleLog> = Vec::new();
 
-    for cycle in 0..cycles() {
+    for cycle in 0..common::crash_cycles() {
         let pad_seed = rng.u64(..);
         // Kill once a random number of appends is acknowledged: the kill
         // lands while the child is mid-stream, at a moment that varies

@@ -11,21 +11,9 @@ mod common;
 use replaydb::{Db, Error, Options};
 use serde_json::{Value, json};
 
-fn cycles() -> u64 {
-    std::env::var("REPLAYDB_CRASH_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-}
-
 #[test]
 fn sigkill_during_snapshot_and_compaction_loses_no_acknowledged_event() {
-    let seed = std::env::var("REPLAYDB_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("seed {seed} (replay with REPLAYDB_CRASH_SEED={seed})");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut rng = common::crash_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
     let opts = Options {
@@ -39,7 +27,7 @@ fn sigkill_during_snapshot_and_compaction_loses_no_acknowledged_event() {
     let mut snapshots_seen = 0;
     let mut killed_mid_write = 0;
 
-    for cycle in 0..cycles() {
+    for cycle in 0..common::crash_cycles() {
         let kill_after = rng.usize(1..400);
         let lsns = common::append_until_killed(
             &dir,
@@ -108,6 +96,6 @@ fn sigkill_during_snapshot_and_compaction_loses_no_acknowledged_event() {
     assert!(snapshots_seen > 0, "the child took snapshots");
     eprintln!(
         "{} cycles, {acked_total} acknowledged events checked; {killed_mid_write} kills landed while a snapshot or segment was being written",
-        cycles()
+        common::crash_cycles()
     );
 }

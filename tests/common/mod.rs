@@ -138,3 +138,22 @@ pub fn append_until_killed(
     feeder.join().expect("feeder");
     std::mem::take(&mut acked.0.lock().expect("lock").0)
 }
+
+/// Crash-loop cycles: `REPLAYDB_CRASH_CYCLES`, default 20 (the CI setting).
+pub fn crash_cycles() -> u64 {
+    std::env::var("REPLAYDB_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// A seeded generator for a crash loop: `REPLAYDB_CRASH_SEED` replays a
+/// run; otherwise a fresh seed, printed so that a failure can be replayed.
+pub fn crash_rng() -> fastrand::Rng {
+    let seed = std::env::var("REPLAYDB_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("crash seed {seed} (replay with REPLAYDB_CRASH_SEED={seed})");
+    fastrand::Rng::with_seed(seed)
+}
