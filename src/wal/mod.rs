@@ -1,6 +1,6 @@
 //! The write-ahead log: CRC-checked records in size-limited segments.
 //!
-//! - [`format`]: bytes on disk, encode and decode.
+//! - [`format`](mod@format): bytes on disk, encode and decode.
 //! - [`segment`]: creating and mapping segment files.
 //! - [`scan`]: walking a segment, torn tail versus corruption.
 //! - [`index`]: where records and stream batches are.
