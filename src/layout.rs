@@ -136,6 +136,60 @@ pub fn sync_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("fsync directory", path, e))
 }
 
+/// Bytes moved per `pread`/`write` when copying or scanning a file.
+pub const COPY_CHUNK_BYTES: usize = 1 << 20;
+
+/// Copies `len` bytes at `offset` of `src` into the new file `dst`
+/// (created 0600), a chunk at a time, and fsyncs it. Memory stays at one
+/// chunk however large the range.
+pub fn copy_range(
+    src: &File,
+    src_path: &Path,
+    offset: u64,
+    len: u64,
+    dst: &Path,
+    op: &'static str,
+) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut out = create_new(dst, op)?;
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        src.read_exact_at(chunk, offset + done)
+            .map_err(|e| Error::io(op, src_path, e))?;
+        out.write_all(chunk).map_err(|e| Error::io(op, dst, e))?;
+        done += want as u64;
+    }
+    out.sync_all().map_err(|e| Error::io(op, dst, e))
+}
+
+/// Offset just past the last non-zero byte of `file` at or after `from`
+/// (`from` itself if there is none), read a chunk at a time.
+pub fn end_of_nonzero(file: &File, path: &Path, from: u64) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let mut end = from;
+    let mut at = from;
+    while at < len {
+        let want = ((len - at) as usize).min(buf.len());
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        file.read_exact_at(chunk, at)
+            .map_err(|e| Error::io("read", path, e))?;
+        if let Some(p) = chunk.iter().rposition(|&b| b != 0) {
+            end = at + p as u64 + 1;
+        }
+        at += want as u64;
+    }
+    Ok(end)
+}
+
 /// A path beside `path` with `suffix` appended that does not exist yet
 /// (`x.cut`, then `x.cut.1`, `x.cut.2`, ...), so nothing is overwritten.
 pub fn fresh_side_path(path: &Path, suffix: &str) -> PathBuf {

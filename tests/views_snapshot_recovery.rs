@@ -370,6 +370,12 @@ fn backup_while_four_threads_append_opens_verifies_and_holds_every_acknowledged_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The copy still knows the program's views: the CLI will not snapshot it.
+    assert_eq!(
+        std::fs::read(dest.join("VIEWS")).unwrap(),
+        std::fs::read(tmp.path().join("db").join("VIEWS")).unwrap()
+    );
+    assert_eq!(common::cli(&dest, &["snapshot"]).status.code(), Some(1));
     let copy = open(&dest).unwrap();
     assert!(copy.last_lsn() >= acknowledged_before);
     let original = db.read(201, usize::MAX).unwrap();

@@ -1,8 +1,6 @@
 //! Taking snapshots, compacting the log behind them, and online backup.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -42,20 +40,7 @@ pub struct SnapshotFile {
 
 fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<()> {
     let src = fs::File::open(from).map_err(|e| Error::io("open for backup", from, e))?;
-    let mut dst = layout::create_new(to, "create backup file")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let want = ((len - at) as usize).min(buf.len());
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        src.read_exact_at(chunk, at)
-            .map_err(|e| Error::io("read for backup", from, e))?;
-        dst.write_all(chunk)
-            .map_err(|e| Error::io("write backup file", to, e))?;
-        at += want as u64;
-    }
-    dst.sync_all()
-        .map_err(|e| Error::io("fsync backup file", to, e))
+    layout::copy_range(&src, from, 0, len, to, "copy for backup")
 }
 
 impl Inner {
@@ -243,6 +228,12 @@ impl Inner {
             copy_prefix(path, &wal.join(name), *end)?;
         }
         layout::sync_dir(&wal)?;
+        // The views the database's programs register travel with it, so
+        // that the copy keeps refusing snapshots that would drop them.
+        let views = self.dir.join(layout::VIEWS_FILE);
+        if let Ok(meta) = fs::metadata(&views) {
+            copy_prefix(&views, &dest.join(layout::VIEWS_FILE), meta.len())?;
+        }
         layout::sync_dir(dest)?;
         Ok(covered)
     }

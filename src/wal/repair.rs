@@ -2,8 +2,6 @@
 //! cut byte in a side file. Never deletes anything.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -94,12 +92,8 @@ pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> 
             segment: segment.clone(),
         });
     } else {
-        let bytes = fs::read(&segment).map_err(|e| Error::io("read segment", &segment, e))?;
-        let rest = bytes.get(offset as usize..).unwrap_or(&[]);
-        let kept = rest
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |p| p as u64 + 1);
+        let file = File::open(&segment).map_err(|e| Error::io("open segment", &segment, e))?;
+        let kept = layout::end_of_nonzero(&file, &segment, offset)? - offset;
         actions.push(RepairAction::Cut {
             cut_file: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
             segment: segment.clone(),
@@ -141,13 +135,7 @@ pub fn keep_bytes(
     bytes: u64,
     side: &Path,
 ) -> Result<()> {
-    let mut cut = vec![0u8; bytes as usize];
-    file.read_exact_at(&mut cut, offset)
-        .map_err(|e| Error::io("read bytes to cut", segment, e))?;
-    let mut out = layout::create_new(side, "create cut file")?;
-    out.write_all(&cut)
-        .and_then(|_| out.sync_all())
-        .map_err(|e| Error::io("write cut file", side, e))?;
+    layout::copy_range(file, segment, offset, bytes, side, "keep cut bytes")?;
     layout::sync_dir(wal_dir)
 }
 
