@@ -12,11 +12,13 @@
 //!     <...>.redb.tmp                 a snapshot being written (removed on open)
 //! ```
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The lock file, relative to the database directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -90,22 +92,20 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// Creates a directory (and its parents) with mode 0700. When it is new,
 /// its parent is fsynced so that the entry survives power loss.
-pub fn create_dir(path: &Path) -> Result<()> {
-    if path.is_dir() {
+pub fn create_dir(fs: &dyn Storage, path: &Path) -> Result<()> {
+    if fs.is_dir(path) {
         return Ok(());
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)
+    fs.create_dir_all(path)
         .map_err(|e| Error::io("create directory", path, e))?;
     match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => sync_dir(Path::new(".")),
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(fs, parent),
+        _ => sync_dir(fs, Path::new(".")),
     }
 }
 
-/// Opens (creating with mode 0600) a file for reading and writing.
+/// Opens (creating with mode 0600) a file for reading and writing, outside
+/// the storage seam: only the lock file, which guards the process, not data.
 pub fn open_rw_create(path: &Path, op: &'static str) -> Result<File> {
     OpenOptions::new()
         .read(true)
@@ -118,21 +118,25 @@ pub fn open_rw_create(path: &Path, op: &'static str) -> Result<File> {
 }
 
 /// Creates a new file with mode 0600, failing if it exists.
-pub fn create_new(path: &Path, op: &'static str) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(FILE_MODE)
-        .open(path)
+pub fn create_new(fs: &dyn Storage, path: &Path, op: &'static str) -> Result<Arc<dyn StorageFile>> {
+    fs.open(path, OpenMode::CreateNew)
         .map_err(|e| Error::io(op, path, e))
+}
+
+/// Opens an existing file.
+pub fn open(
+    fs: &dyn Storage,
+    path: &Path,
+    mode: OpenMode,
+    op: &'static str,
+) -> Result<Arc<dyn StorageFile>> {
+    fs.open(path, mode).map_err(|e| Error::io(op, path, e))
 }
 
 /// fsyncs a directory so that entries created, renamed or removed in it
 /// survive power loss.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(fs: &dyn Storage, path: &Path) -> Result<()> {
+    fs.sync_dir(path)
         .map_err(|e| Error::io("fsync directory", path, e))
 }
 
@@ -143,16 +147,15 @@ pub const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// (created 0600), a chunk at a time, and fsyncs it. Memory stays at one
 /// chunk however large the range.
 pub fn copy_range(
-    src: &File,
+    fs: &dyn Storage,
+    src: &dyn StorageFile,
     src_path: &Path,
     offset: u64,
     len: u64,
     dst: &Path,
     op: &'static str,
 ) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
-    let mut out = create_new(dst, op)?;
+    let out = create_new(fs, dst, op)?;
     let mut buf = vec![0u8; COPY_CHUNK_BYTES];
     let mut done = 0u64;
     while done < len {
@@ -160,7 +163,8 @@ pub fn copy_range(
         let chunk = buf.get_mut(..want).unwrap_or_default();
         src.read_exact_at(chunk, offset + done)
             .map_err(|e| Error::io(op, src_path, e))?;
-        out.write_all(chunk).map_err(|e| Error::io(op, dst, e))?;
+        out.write_all_at(chunk, done)
+            .map_err(|e| Error::io(op, dst, e))?;
         done += want as u64;
     }
     out.sync_all().map_err(|e| Error::io(op, dst, e))
@@ -168,12 +172,8 @@ pub fn copy_range(
 
 /// Offset just past the last non-zero byte of `file` at or after `from`
 /// (`from` itself if there is none), read a chunk at a time.
-pub fn end_of_nonzero(file: &File, path: &Path, from: u64) -> Result<u64> {
-    use std::os::unix::fs::FileExt;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+pub fn end_of_nonzero(file: &dyn StorageFile, path: &Path, from: u64) -> Result<u64> {
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     let mut buf = vec![0u8; COPY_CHUNK_BYTES];
     let mut end = from;
     let mut at = from;
@@ -192,11 +192,11 @@ pub fn end_of_nonzero(file: &File, path: &Path, from: u64) -> Result<u64> {
 
 /// A path beside `path` with `suffix` appended that does not exist yet
 /// (`x.cut`, then `x.cut.1`, `x.cut.2`, ...), so nothing is overwritten.
-pub fn fresh_side_path(path: &Path, suffix: &str) -> PathBuf {
+pub fn fresh_side_path(fs: &dyn Storage, path: &Path, suffix: &str) -> PathBuf {
     let base = format!("{}{suffix}", path.display());
     let mut candidate = PathBuf::from(&base);
     let mut n = 1u32;
-    while fs::symlink_metadata(&candidate).is_ok() {
+    while fs.file_len(&candidate).is_ok_and(|len| len.is_some()) {
         candidate = PathBuf::from(format!("{base}.{n}"));
         n += 1;
     }

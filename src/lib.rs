@@ -28,6 +28,7 @@ pub mod layout;
 mod options;
 pub mod registry;
 pub mod snapshot;
+pub mod storage;
 mod stream;
 mod views;
 pub mod wal;

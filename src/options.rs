@@ -1,6 +1,9 @@
 //! How a database is opened.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::storage::Storage;
 
 /// When an append is acknowledged, and so what a crash can lose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub struct Options {
     /// Take a snapshot (and compact) once this many WAL bytes were written
     /// since the last one; 0: never by size. Default 256 MiB.
     pub snapshot_every_bytes: u64,
+    /// The file system under the database: the operating system's by
+    /// default; a [`SimDisk`](crate::storage::SimDisk) in crash tests.
+    pub storage: Arc<dyn Storage>,
 }
 
 /// Smallest segment size accepted: a header and one small record.
@@ -64,6 +70,7 @@ impl Default for Options {
             subscriber_buffer_batches: 4096,
             snapshot_every_records: 100_000,
             snapshot_every_bytes: 256 << 20,
+            storage: crate::storage::os(),
         }
     }
 }

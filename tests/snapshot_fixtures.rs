@@ -18,7 +18,7 @@ fn a_file_on_which_redb_panicked_is_a_typed_error() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("00000000000000000011.redb");
     std::fs::copy(fixture("snapshot-that-panicked-redb.redb"), &path).unwrap();
-    match replaydb::snapshot::open(&path) {
+    match replaydb::snapshot::open(&replaydb::storage::OsStorage, &path) {
         Err(Error::Snapshot {
             path: p, reason, ..
         }) => {

@@ -116,7 +116,7 @@ fn two_generations(dir: &std::path::Path) -> (Model, Vec<(u64, std::path::PathBu
     db.snapshot().unwrap();
     append_some(&db, &mut model, 600, 20);
     drop(db);
-    let snaps = replaydb::snapshot::list(dir).unwrap();
+    let snaps = replaydb::snapshot::list(&replaydb::storage::OsStorage, dir).unwrap();
     assert_eq!(
         snaps.iter().map(|s| s.0).collect::<Vec<_>>(),
         vec![600, 300]
@@ -158,7 +158,7 @@ fn a_damaged_newest_snapshot_falls_back_to_the_older_and_is_set_aside() {
     assert!(aside.exists(), "the damaged snapshot is kept, renamed");
     // The next snapshot keeps the good older generation: two usable ones.
     db.snapshot().unwrap();
-    let now: Vec<u64> = replaydb::snapshot::list(tmp.path())
+    let now: Vec<u64> = replaydb::snapshot::list(&replaydb::storage::OsStorage, tmp.path())
         .unwrap()
         .iter()
         .map(|s| s.0)
@@ -427,7 +427,11 @@ fn a_handle_without_the_programs_views_never_snapshots_their_history_away() {
         ],
     );
     assert!(out.status.success());
-    assert!(replaydb::snapshot::list(tmp.path()).unwrap().is_empty());
+    assert!(
+        replaydb::snapshot::list(&replaydb::storage::OsStorage, tmp.path())
+            .unwrap()
+            .is_empty()
+    );
     // The program's view still sees everything.
     let db = open(tmp.path()).unwrap();
     let (stats, lsn) = view_of(&db);

@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("00000000000000000001.redb");
     std::fs::write(&path, data).expect("write");
-    let _ = replaydb::snapshot::open(&path);
+    let _ = replaydb::snapshot::open(&replaydb::storage::OsStorage, &path);
 });

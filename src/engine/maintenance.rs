@@ -31,9 +31,9 @@ pub struct VerifyReport {
     pub snapshots: Vec<(PathBuf, u64)>,
 }
 
-fn existing_wal_dir(dir: &Path) -> Result<PathBuf> {
+fn existing_wal_dir(options: &Options, dir: &Path) -> Result<PathBuf> {
     let wal = layout::wal_dir(dir);
-    if !wal.is_dir() {
+    if !options.storage.is_dir(&wal) {
         return Err(Error::io(
             "open WAL directory",
             &wal,
@@ -49,14 +49,15 @@ fn existing_wal_dir(dir: &Path) -> Result<PathBuf> {
 /// problem is returned as [`Error::Corrupt`] naming segment and offset.
 pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> {
     let dir = dir.as_ref();
-    let wal = existing_wal_dir(dir)?;
+    let wal = existing_wal_dir(options, dir)?;
     let _lock = DirLock::acquire(dir)?;
-    let scanned = scan_log(&wal, options.record_bytes_max)?;
+    let fs = options.storage.as_ref();
+    let scanned = scan_log(fs, &wal, options.record_bytes_max)?;
     let first_lsn = scanned.index.first_lsn().unwrap_or(1);
     let last_lsn = scanned.next_lsn - 1;
     let mut snapshots = Vec::new();
-    for (_, path) in snapshot::list(dir)? {
-        let contents = snapshot::check_copy(&path)?;
+    for (_, path) in snapshot::list(fs, dir)? {
+        let contents = snapshot::check_copy(fs, &path)?;
         let bad = |reason: String| Error::Corrupt {
             segment: path.clone(),
             offset: 0,
@@ -97,6 +98,7 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
 #[derive(Debug)]
 pub struct Repair {
     _lock: DirLock,
+    storage: std::sync::Arc<dyn crate::storage::Storage>,
     wal_dir: PathBuf,
     plan: RepairPlan,
 }
@@ -105,11 +107,12 @@ impl Repair {
     /// Works out what repairing `dir` would cut, changing nothing yet.
     pub fn plan(dir: impl AsRef<Path>, options: &Options) -> Result<Repair> {
         let dir = dir.as_ref();
-        let wal_dir = existing_wal_dir(dir)?;
+        let wal_dir = existing_wal_dir(options, dir)?;
         let lock = DirLock::acquire(dir)?;
-        let plan = plan_repair(&wal_dir, options.record_bytes_max)?;
+        let plan = plan_repair(options.storage.as_ref(), &wal_dir, options.record_bytes_max)?;
         Ok(Repair {
             _lock: lock,
+            storage: options.storage.clone(),
             wal_dir,
             plan,
         })
@@ -123,7 +126,7 @@ impl Repair {
     /// Carries the plan out: cut bytes go to `.cut` files, fsynced, before
     /// anything is truncated or renamed.
     pub fn apply(self) -> Result<RepairPlan> {
-        apply_repair(&self.wal_dir, &self.plan)?;
+        apply_repair(self.storage.as_ref(), &self.wal_dir, &self.plan)?;
         Ok(self.plan)
     }
 }

@@ -149,17 +149,20 @@ impl Db {
             }
         }
         let dir = dir.as_ref().to_path_buf();
-        layout::create_dir(&dir)?;
+        let fs = options.storage.clone();
+        layout::create_dir(fs.as_ref(), &dir)?;
         let lock = DirLock::acquire(&dir)?;
         let started = std::time::Instant::now();
         let mut opened = recovery::open_log(
+            &fs,
             &layout::wal_dir(&dir),
             options.record_bytes_max,
             options.segment_bytes_max,
         )?;
-        let recorded_views = known_views::read(&dir)?;
-        known_views::record(&dir, &views, &recorded_views)?;
+        let recorded_views = known_views::read(fs.as_ref(), &dir)?;
+        known_views::record(fs.as_ref(), &dir, &views, &recorded_views)?;
         let recovered = recover::recover_views(
+            fs.as_ref(),
             &dir,
             &mut opened.index,
             opened.next_lsn - 1,
@@ -554,6 +557,11 @@ impl Db {
 }
 
 impl Inner {
+    /// The file system under the database.
+    pub(crate) fn fs(&self) -> &dyn crate::storage::Storage {
+        self.options.storage.as_ref()
+    }
+
     /// Commits one group as leader, then hands leadership on.
     ///
     /// Whatever happens inside (even a panic, say in a tracing layer),

@@ -3,21 +3,25 @@
 //! it; a view whose schema changed is rebuilt from the log if the log
 //! still starts at LSN 1.
 
-use std::fs;
 use std::path::Path;
 
 use crate::engine::read;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::snapshot::{self, SnapshotContents};
+use crate::storage::Storage;
 use crate::views::{View, ViewSet};
 use crate::wal::index::LogIndex;
 use crate::wal::recovery::RecoveryReport;
 
 /// Loads the views from `path`: meta, integrity, then each view whose
 /// schema version matches. Views not loaded are left reset.
-fn try_snapshot(path: &Path, views: &mut [Box<dyn View>]) -> Result<SnapshotContents> {
-    let (db, contents) = snapshot::open(path)?;
+fn try_snapshot(
+    fs: &dyn Storage,
+    path: &Path,
+    views: &mut [Box<dyn View>],
+) -> Result<SnapshotContents> {
+    let (db, contents) = snapshot::open(fs, path)?;
     for view in views.iter_mut() {
         view.reset();
         if contents.views.get(view.name()) == Some(&view.schema_version()) {
@@ -41,6 +45,7 @@ pub(crate) struct RecoveredViews {
 /// Recovers `views` against the scanned log; seeds stream versions from
 /// the snapshot; fills in the report.
 pub(crate) fn recover_views(
+    fs: &dyn Storage,
     dir: &Path,
     index: &mut LogIndex,
     log_last_lsn: u64,
@@ -49,14 +54,14 @@ pub(crate) fn recover_views(
     report: &mut RecoveryReport,
 ) -> Result<RecoveredViews> {
     let log_first = index.first_lsn().unwrap_or(1);
-    let removed = snapshot::remove_temporary(dir)?;
+    let removed = snapshot::remove_temporary(fs, dir)?;
     for tmp in removed {
         tracing::info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
         report.removed_temp_files.push(tmp);
     }
     let mut chosen: Option<SnapshotContents> = None;
-    for (_, path) in snapshot::list(dir)? {
-        let tried = try_snapshot(&path, &mut views).and_then(|c| {
+    for (_, path) in snapshot::list(fs, dir)? {
+        let tried = try_snapshot(fs, &path, &mut views).and_then(|c| {
             // A snapshot must join the log: not past its end (the log was
             // cut, say by repair), not before its start.
             if c.covered_lsn > log_last_lsn {
@@ -114,12 +119,13 @@ pub(crate) fn recover_views(
     // Recovery will succeed: set unusable snapshots aside (renamed, never
     // deleted) so that they no longer count as a generation.
     for (path, _) in &report.damaged_snapshots {
-        let aside = layout::fresh_side_path(path, layout::DAMAGED_SUFFIX);
-        fs::rename(path, &aside).map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
+        let aside = layout::fresh_side_path(fs, path, layout::DAMAGED_SUFFIX);
+        fs.rename(path, &aside)
+            .map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
         tracing::warn!(snapshot = %path.display(), to = %aside.display(), "damaged snapshot set aside");
     }
     if !report.damaged_snapshots.is_empty() {
-        layout::sync_dir(&layout::snapshot_dir(dir))?;
+        layout::sync_dir(fs, &layout::snapshot_dir(dir))?;
     }
     let covered = chosen.as_ref().map_or(0, |c| c.covered_lsn);
     if let Some(c) = &chosen {

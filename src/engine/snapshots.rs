@@ -1,6 +1,5 @@
 //! Taking snapshots, compacting the log behind them, and online backup.
 
-use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -11,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::options::Durability;
 use crate::snapshot;
+use crate::storage::{OpenMode, Storage};
 
 /// What [`Db::snapshot`](crate::Db::snapshot) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,9 +38,15 @@ pub struct SnapshotFile {
     pub bytes: u64,
 }
 
-fn copy_prefix(from: &Path, to: &Path, len: u64) -> Result<()> {
-    let src = fs::File::open(from).map_err(|e| Error::io("open for backup", from, e))?;
-    layout::copy_range(&src, from, 0, len, to, "copy for backup")
+fn copy_prefix(fs: &dyn Storage, from: &Path, to: &Path, len: u64) -> Result<()> {
+    let src = layout::open(fs, from, OpenMode::Read, "open for backup")?;
+    layout::copy_range(fs, src.as_ref(), from, 0, len, to, "copy for backup")
+}
+
+fn file_len(fs: &dyn Storage, path: &Path, op: &'static str) -> Result<u64> {
+    fs.file_len(path)
+        .map_err(|e| Error::io(op, path, e))?
+        .ok_or_else(|| Error::io(op, path, std::io::ErrorKind::NotFound.into()))
 }
 
 impl Inner {
@@ -112,7 +118,7 @@ impl Inner {
             .usable_generations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let existing = snapshot::list(&self.dir)?;
+        let existing = snapshot::list(self.fs(), &self.dir)?;
         let mut outcome = SnapshotOutcome {
             covered_lsn,
             ..SnapshotOutcome::default()
@@ -124,7 +130,7 @@ impl Inner {
             }
             _ => {
                 outcome.path = catch_unwind(AssertUnwindSafe(|| {
-                    snapshot::write(&self.dir, covered_lsn, &views, &streams)
+                    snapshot::write(self.fs(), &self.dir, covered_lsn, &views, &streams)
                 }))
                 .map_err(|_| Error::InvalidArgument {
                     op: "snapshot",
@@ -141,7 +147,7 @@ impl Inner {
 
         // Generations: this one, and the newest older one known usable.
         // Without such a one, nothing older is deleted and nothing compacted.
-        let all = snapshot::list(&self.dir)?;
+        let all = snapshot::list(self.fs(), &self.dir)?;
         let older_usable = all
             .iter()
             .map(|(lsn, _)| *lsn)
@@ -150,13 +156,15 @@ impl Inner {
             crate::failpoint::hit("snapshot.before_delete_old");
             for (lsn, old) in &all {
                 if *lsn != covered_lsn && *lsn != keep {
-                    fs::remove_file(old).map_err(|e| Error::io("delete old snapshot", old, e))?;
+                    self.fs()
+                        .remove_file(old)
+                        .map_err(|e| Error::io("delete old snapshot", old, e))?;
                     usable.remove(lsn);
                     outcome.deleted_snapshots.push(old.clone());
                 }
             }
             if !outcome.deleted_snapshots.is_empty() {
-                layout::sync_dir(&layout::snapshot_dir(&self.dir))?;
+                layout::sync_dir(self.fs(), &layout::snapshot_dir(&self.dir))?;
             }
             // Compaction: what the older kept generation covers can go, so
             // a damaged newest snapshot still has its predecessor plus the
@@ -170,12 +178,13 @@ impl Inner {
             let wal = layout::wal_dir(&self.dir);
             crate::failpoint::hit("compaction.before_delete");
             for (i, path) in doomed.iter().enumerate() {
-                fs::remove_file(path)
+                self.fs()
+                    .remove_file(path)
                     .map_err(|e| Error::io("delete compacted segment", path, e))?;
                 if i == 0 {
                     crate::failpoint::hit("compaction.after_first_delete");
                 }
-                layout::sync_dir(&wal)?;
+                layout::sync_dir(self.fs(), &wal)?;
             }
             outcome.deleted_segments = doomed;
         }
@@ -190,18 +199,19 @@ impl Inner {
             .lock()
             .map_err(|_| self.poisoned_error())?;
         self.check_poison()?;
-        if dest.exists()
-            && fs::read_dir(dest)
+        let fs = self.fs();
+        if fs.is_dir(dest)
+            && !fs
+                .list_dir(dest)
                 .map_err(|e| Error::io("read backup destination", dest, e))?
-                .next()
-                .is_some()
+                .is_empty()
         {
             return Err(Error::InvalidArgument {
                 op: "backup",
                 reason: format!("{} exists and is not empty", dest.display()),
             });
         }
-        layout::create_dir(dest)?;
+        layout::create_dir(fs, dest)?;
         // Everything acknowledged before this point is below these ends.
         let segments: Vec<(PathBuf, u64)> = {
             let index = self.index.read().map_err(|_| self.poisoned_error())?;
@@ -211,41 +221,37 @@ impl Inner {
                 .collect()
         };
         let covered = self.committed_lsn.load(Ordering::Acquire);
-        if let Some((_, newest)) = snapshot::list(&self.dir)?.first() {
+        if let Some((_, newest)) = snapshot::list(self.fs(), &self.dir)?.first() {
             let dir = layout::snapshot_dir(dest);
-            layout::create_dir(&dir)?;
-            let len = fs::metadata(newest)
-                .map_err(|e| Error::io("stat snapshot", newest, e))?
-                .len();
+            layout::create_dir(fs, &dir)?;
+            let len = file_len(fs, newest, "stat snapshot")?;
             let name = newest.file_name().unwrap_or_default();
-            copy_prefix(newest, &dir.join(name), len)?;
-            layout::sync_dir(&dir)?;
+            copy_prefix(fs, newest, &dir.join(name), len)?;
+            layout::sync_dir(fs, &dir)?;
         }
         let wal = layout::wal_dir(dest);
-        layout::create_dir(&wal)?;
+        layout::create_dir(fs, &wal)?;
         for (path, end) in &segments {
             let name = path.file_name().unwrap_or_default();
-            copy_prefix(path, &wal.join(name), *end)?;
+            copy_prefix(fs, path, &wal.join(name), *end)?;
         }
-        layout::sync_dir(&wal)?;
+        layout::sync_dir(fs, &wal)?;
         // The views the database's programs register travel with it, so
         // that the copy keeps refusing snapshots that would drop them.
         let views = self.dir.join(layout::VIEWS_FILE);
-        if let Ok(meta) = fs::metadata(&views) {
-            copy_prefix(&views, &dest.join(layout::VIEWS_FILE), meta.len())?;
+        if let Ok(Some(len)) = fs.file_len(&views) {
+            copy_prefix(fs, &views, &dest.join(layout::VIEWS_FILE), len)?;
         }
-        layout::sync_dir(dest)?;
+        layout::sync_dir(fs, dest)?;
         Ok(covered)
     }
 
     /// The snapshot generations on disk, newest first.
     pub(crate) fn snapshot_files(&self) -> Result<Vec<SnapshotFile>> {
-        snapshot::list(&self.dir)?
+        snapshot::list(self.fs(), &self.dir)?
             .into_iter()
             .map(|(covered_lsn, path)| {
-                let bytes = fs::metadata(&path)
-                    .map_err(|e| Error::io("stat snapshot", &path, e))?
-                    .len();
+                let bytes = file_len(self.fs(), &path, "stat snapshot")?;
                 Ok(SnapshotFile {
                     path,
                     covered_lsn,

@@ -12,13 +12,13 @@
 //! version), and `view:<view>:<table>` for each view's own tables.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::storage::{OpenMode, RedbBackend, Storage, StorageFile};
 use crate::views::{View, ViewReader, ViewWriter};
 
 /// The snapshot format this build reads and writes.
@@ -41,22 +41,17 @@ fn err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// Snapshot files, newest first, with the LSN each covers.
-pub fn list(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub fn list(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let dir = layout::snapshot_dir(db_dir);
     let mut out = Vec::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
+    let names = match fs.list_dir(&dir) {
+        Ok(names) => names,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io("list snapshots", &dir, e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list snapshots", &dir, e))?;
-        if let Some(lsn) = entry
-            .file_name()
-            .to_str()
-            .and_then(layout::parse_snapshot_file_name)
-        {
-            out.push((lsn, entry.path()));
+    for name in names.into_iter().flatten() {
+        if let Some(lsn) = layout::parse_snapshot_file_name(&name) {
+            out.push((lsn, dir.join(name)));
         }
     }
     out.sort_by_key(|e| std::cmp::Reverse(e.0));
@@ -64,21 +59,22 @@ pub fn list(db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Removes `.tmp` snapshot files left by a crash while writing one.
-pub fn remove_temporary(db_dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn remove_temporary(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = layout::snapshot_dir(db_dir);
     let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(&dir) else {
+    let Ok(names) = fs.list_dir(&dir) else {
         return Ok(removed);
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path
-            .to_str()
-            .is_some_and(|p| p.ends_with(layout::SNAPSHOT_TMP_SUFFIX))
-        {
-            fs::remove_file(&path).map_err(|e| Error::io("remove temporary snapshot", &path, e))?;
+    for name in names.into_iter().flatten() {
+        if name.ends_with(layout::SNAPSHOT_TMP_SUFFIX) {
+            let path = dir.join(name);
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove temporary snapshot", &path, e))?;
             removed.push(path);
         }
+    }
+    if !removed.is_empty() {
+        layout::sync_dir(fs, &dir)?;
     }
     Ok(removed)
 }
@@ -99,23 +95,23 @@ pub struct SnapshotContents {
 /// Writes a snapshot of `views` and `streams` at `covered_lsn`: a `.tmp`
 /// redb file committed durably, renamed into place, directory fsynced.
 pub fn write(
+    fs: &dyn Storage,
     db_dir: &Path,
     covered_lsn: u64,
     views: &[Box<dyn View>],
     streams: &[(String, u64)],
 ) -> Result<PathBuf> {
     let dir = layout::snapshot_dir(db_dir);
-    layout::create_dir(&dir)?;
+    layout::create_dir(fs, &dir)?;
     let path = dir.join(layout::snapshot_file_name(covered_lsn));
     let tmp = dir.join(format!(
         "{}{}",
         layout::snapshot_file_name(covered_lsn),
         ".tmp"
     ));
-    let _ = fs::remove_file(&tmp);
-    // redb creates the file; make it private before anything is in it.
-    drop(layout::create_new(&tmp, "create snapshot")?);
-    let db = redb::Database::create(&tmp).map_err(|e| err("create snapshot", &tmp, e))?;
+    let _ = fs.remove_file(&tmp);
+    let file = layout::create_new(fs, &tmp, "create snapshot")?;
+    let db = redb_database(file.clone(), "create snapshot", &tmp)?;
     let tx = db
         .begin_write()
         .map_err(|e| err("begin snapshot", &tmp, e))?;
@@ -158,13 +154,13 @@ pub fn write(
     tx.commit().map_err(|e| err("commit snapshot", &tmp, e))?;
     drop(db);
     crate::failpoint::hit("snapshot.before_fsync");
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
+    file.sync_all()
         .map_err(|e| Error::io("fsync snapshot", &tmp, e))?;
     crate::failpoint::hit("snapshot.before_rename");
-    fs::rename(&tmp, &path).map_err(|e| Error::io("rename snapshot into place", &path, e))?;
+    fs.rename(&tmp, &path)
+        .map_err(|e| Error::io("rename snapshot into place", &path, e))?;
     crate::failpoint::hit("snapshot.before_dir_fsync");
-    layout::sync_dir(&dir)?;
+    layout::sync_dir(fs, &dir)?;
     Ok(path)
 }
 
@@ -188,12 +184,30 @@ fn guarded<T>(op: &'static str, path: &Path, f: impl FnOnce() -> Result<T>) -> R
 
 /// Opens a snapshot, checks every page's checksum and its meta, and reads
 /// its stream versions and view versions (not the views' tables).
-pub fn open(path: &Path) -> Result<(redb::Database, SnapshotContents)> {
-    guarded("open snapshot", path, || open_unguarded(path))
+pub fn open(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, SnapshotContents)> {
+    guarded("open snapshot", path, || open_unguarded(fs, path))
 }
 
-fn open_unguarded(path: &Path) -> Result<(redb::Database, SnapshotContents)> {
-    let mut db = redb::Database::open(path).map_err(|e| err("open snapshot", path, e))?;
+/// A redb database over `file`, through the storage seam.
+fn redb_database(
+    file: std::sync::Arc<dyn StorageFile>,
+    op: &'static str,
+    path: &Path,
+) -> Result<redb::Database> {
+    redb::Database::builder()
+        .create_with_backend(RedbBackend(file))
+        .map_err(|e| err(op, path, e))
+}
+
+fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, SnapshotContents)> {
+    let file = layout::open(fs, path, OpenMode::ReadWrite, "open snapshot")?;
+    if file
+        .is_empty()
+        .map_err(|e| Error::io("open snapshot", path, e))?
+    {
+        return Err(err("open snapshot", path, "empty file"));
+    }
+    let mut db = redb_database(file, "open snapshot", path)?;
     match db.check_integrity() {
         Ok(true) => {}
         Ok(false) => {
@@ -271,19 +285,32 @@ fn open_unguarded(path: &Path) -> Result<(redb::Database, SnapshotContents)> {
 /// Checks a snapshot without changing it: redb's integrity check may
 /// rewrite a damaged file, so it runs on a copy (`<file>.verify.redb.tmp`,
 /// removed after, and on the next open if a crash leaves it).
-pub fn check_copy(path: &Path) -> Result<SnapshotContents> {
+pub fn check_copy(fs: &dyn Storage, path: &Path) -> Result<SnapshotContents> {
     let copy = PathBuf::from(format!(
         "{}.verify{}",
         path.display(),
         layout::SNAPSHOT_TMP_SUFFIX
     ));
-    let _ = fs::remove_file(&copy);
-    fs::copy(path, &copy).map_err(|e| Error::io("copy snapshot to check it", &copy, e))?;
-    let checked = open(&copy).map(|(_, mut contents)| {
+    let _ = fs.remove_file(&copy);
+    let src = layout::open(fs, path, OpenMode::Read, "open snapshot to check it")?;
+    let len = src
+        .len()
+        .map_err(|e| Error::io("open snapshot to check it", path, e))?;
+    layout::copy_range(
+        fs,
+        src.as_ref(),
+        path,
+        0,
+        len,
+        &copy,
+        "copy snapshot to check it",
+    )?;
+    let checked = open(fs, &copy).map(|(_, mut contents)| {
         contents.path = path.to_path_buf();
         contents
     });
-    fs::remove_file(&copy).map_err(|e| Error::io("remove snapshot copy", &copy, e))?;
+    fs.remove_file(&copy)
+        .map_err(|e| Error::io("remove snapshot copy", &copy, e))?;
     checked.map_err(|e| match e {
         Error::Snapshot { op, reason, .. } => Error::Snapshot {
             op,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use crate::storage::Mapping;
 
 /// A sparse index entry is kept for the first record at or after every
 /// this many bytes of a segment.
@@ -20,7 +20,7 @@ pub struct SegmentEntry {
     /// Path of the file.
     pub path: PathBuf,
     /// The file, mapped. For the tail it covers the preallocated size.
-    pub map: Arc<Mmap>,
+    pub map: Arc<Mapping>,
     /// Offset just past the last committed record.
     pub end: u64,
     /// LSN of the last committed event (`first_lsn - 1` when empty).
@@ -53,7 +53,7 @@ pub struct SegmentSlice {
     /// The segment's file.
     pub path: PathBuf,
     /// Its mapping.
-    pub map: Arc<Mmap>,
+    pub map: Arc<Mapping>,
     /// Where to start decoding.
     pub start: u64,
     /// Where committed bytes end.
@@ -90,7 +90,7 @@ pub struct VersionGap {
 
 impl LogIndex {
     /// Registers a segment (empty so far) starting at `first_lsn`.
-    pub fn add_segment(&mut self, first_lsn: u64, path: PathBuf, map: Arc<Mmap>, end: u64) {
+    pub fn add_segment(&mut self, first_lsn: u64, path: PathBuf, map: Arc<Mapping>, end: u64) {
         // A segment starting at N means the log holds everything before N
         // (or held it, before compaction).
         self.last_lsn = self.last_lsn.max(first_lsn - 1);
@@ -108,7 +108,7 @@ impl LogIndex {
     }
 
     /// Replaces the mapping of a segment (the tail grew past it).
-    pub fn remap_segment(&mut self, first_lsn: u64, map: Arc<Mmap>) {
+    pub fn remap_segment(&mut self, first_lsn: u64, map: Arc<Mapping>) {
         if let Some(s) = self.segments.get_mut(&first_lsn) {
             s.map = map;
         }

@@ -1,15 +1,13 @@
 //! Opening the log: list the segments, check every record, build the
 //! index, and cut a torn tail. Shared by `Db::open`, `verify` and `repair`.
 
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::Mmap;
-
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::storage::{OpenMode, Storage};
 use crate::wal::format::SEGMENT_HEADER_BYTES;
 use crate::wal::index::LogIndex;
 use crate::wal::scan::{self, SegmentEnd};
@@ -80,109 +78,34 @@ pub struct ScannedLog {
 /// Segment files with their first LSN, in LSN order.
 type SegmentList = Vec<(u64, PathBuf)>;
 
-fn list_wal_dir(wal_dir: &Path) -> Result<(SegmentList, Vec<PathBuf>)> {
+fn list_wal_dir(fs: &dyn Storage, wal_dir: &Path) -> Result<(SegmentList, Vec<PathBuf>)> {
     let mut segments = Vec::new();
     let mut temps = Vec::new();
-    let entries = fs::read_dir(wal_dir).map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
+    let names = fs
+        .list_dir(wal_dir)
+        .map_err(|e| Error::io("list WAL directory", wal_dir, e))?;
+    for name in names {
+        let Some(name) = name else {
             tracing::warn!(dir = %wal_dir.display(), "ignoring a file whose name is not UTF-8");
             continue;
         };
-        if let Some(lsn) = layout::parse_segment_file_name(name) {
-            segments.push((lsn, entry.path()));
+        let path = wal_dir.join(&name);
+        if let Some(lsn) = layout::parse_segment_file_name(&name) {
+            segments.push((lsn, path));
         } else if name.ends_with(layout::SEGMENT_TMP_SUFFIX) {
-            temps.push(entry.path());
+            temps.push(path);
         } else if !name.contains(layout::CUT_SUFFIX) {
-            tracing::warn!(file = %entry.path().display(), "ignoring an unknown file in the WAL directory");
+            tracing::warn!(file = %path.display(), "ignoring an unknown file in the WAL directory");
         }
     }
     segments.sort();
     Ok((segments, temps))
 }
 
-fn open_read(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::io("open segment", path, e))
-}
-
-fn map(file: &File, path: &Path) -> Result<Option<Arc<Mmap>>> {
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat segment", path, e))?
-        .len();
-    if len == 0 {
-        return Ok(None);
-    }
-    segment::map_segment(file, path).map(Some)
-}
-
-/// Whether `map` holds only zeros from `from` on, reading only the file's
-/// data extents (`SEEK_DATA` / `SEEK_HOLE`): the preallocated, never
-/// written rest of a tail segment is unwritten extents, reported as holes,
-/// so a clean open does not fault in 64 MiB of zero pages. Where the file
-/// system cannot say, every byte is read.
-fn zero_from_extents(file: &File, map: &[u8], from: u64) -> bool {
-    use std::os::fd::AsRawFd;
-    let len = map.len() as u64;
-    let mut pos = from;
-    while pos < len {
-        // SAFETY: lseek on a file descriptor we own; it moves only the file
-        // offset, which replaydb never uses (all I/O is positional or mapped).
-        let data = unsafe { libc::lseek(file.as_raw_fd(), pos as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                return true;
-            }
-            return scan::zero_from(map, pos);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let hole = if hole < 0 {
-            len
-        } else {
-            (hole as u64).min(len)
-        };
-        let data = data as u64;
-        if data >= len {
-            return true;
-        }
-        if !zero_range_pread(file, data, hole).unwrap_or_else(|_| scan::zero_from(map, data)) {
-            return false;
-        }
-        pos = hole.max(data + 1);
-    }
-    true
-}
-
-/// Whether the file holds only zeros in `[from, to)`, read with `pread`
-/// in 1 MiB chunks: copying from the page cache is several times cheaper
-/// than faulting the same range in through the mapping.
-fn zero_range_pread(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = from;
-    while pos < to {
-        let want = ((to - pos) as usize).min(buf.len());
-        let chunk = buf.get_mut(..want).unwrap_or_default();
-        let n = file.read_at(chunk, pos)?;
-        if n == 0 {
-            return Ok(true);
-        }
-        if !scan::all_zero(chunk.get(..n).unwrap_or_default()) {
-            return Ok(false);
-        }
-        pos += n as u64;
-    }
-    Ok(true)
-}
-
 /// Reads and checks every segment without changing anything on disk.
-pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
+pub fn scan_log(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
     let started = Instant::now();
-    let (segments, temp_files) = list_wal_dir(wal_dir)?;
+    let (segments, temp_files) = list_wal_dir(fs, wal_dir)?;
     let mut index = LogIndex::default();
     let mut report = RecoveryReport::default();
     let mut next_lsn: Option<u64> = None;
@@ -190,10 +113,11 @@ pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
     let count = segments.len();
     for (i, (named_lsn, path)) in segments.iter().enumerate() {
         let is_tail = i + 1 == count;
-        let file = open_read(path)?;
-        let Some(map) = map(&file, path)? else {
+        let file = layout::open(fs, path, OpenMode::Read, "open segment")?;
+        let map = segment::map_segment(file.as_ref(), path)?;
+        if map.is_empty() {
             return Err(Error::corrupt(path, 0, "empty segment file (no header)"));
-        };
+        }
         if let Some(expected) = next_lsn
             && *named_lsn != expected
         {
@@ -211,7 +135,7 @@ pub fn scan_log(wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
             map.clone(),
             SEGMENT_HEADER_BYTES as u64,
         );
-        let is_zero_from = |from: u64| zero_from_extents(&file, &map, from);
+        let is_zero_from = |from: u64| file.is_zero_from(&map, from);
         let scanned = scan::scan_segment(
             &map,
             path,
@@ -300,27 +224,25 @@ pub struct OpenedLog {
 /// Scans the log, removes leftover temporary files, cuts a torn tail,
 /// and returns a writer positioned after the last valid record.
 pub fn open_log(
+    fs: &Arc<dyn Storage>,
     wal_dir: &Path,
     record_bytes_max: u64,
     segment_bytes_max: u64,
 ) -> Result<OpenedLog> {
-    layout::create_dir(wal_dir)?;
+    layout::create_dir(fs.as_ref(), wal_dir)?;
     let started = Instant::now();
-    let mut scanned = scan_log(wal_dir, record_bytes_max)?;
+    let mut scanned = scan_log(fs.as_ref(), wal_dir, record_bytes_max)?;
     for tmp in &scanned.temp_files {
         // A .tmp segment was never renamed into place, so no record in it
         // was ever acknowledged.
-        fs::remove_file(tmp).map_err(|e| Error::io("remove temporary segment", tmp, e))?;
+        fs.remove_file(tmp)
+            .map_err(|e| Error::io("remove temporary segment", tmp, e))?;
         tracing::info!(file = %tmp.display(), "removed a temporary segment left by a crash");
     }
     scanned.report.removed_temp_files = scanned.temp_files.clone();
     let (tail, map) = match (scanned.segments.last(), scanned.tail_end) {
         (Some((first_lsn, path)), Some(end)) => {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| Error::io("open tail segment", path, e))?;
+            let file = layout::open(fs.as_ref(), path, OpenMode::ReadWrite, "open tail segment")?;
             if let Some(torn) = &scanned.report.torn_tail {
                 tracing::warn!(
                     segment = %torn.segment.display(),
@@ -331,8 +253,16 @@ pub fn open_log(
                 );
                 // Unacknowledged bytes, but bytes: kept beside the segment.
                 if torn.garbage_bytes > 0 {
-                    let side = layout::fresh_side_path(path, layout::CUT_SUFFIX);
-                    repair::keep_bytes(wal_dir, &file, path, end, torn.garbage_bytes, &side)?;
+                    let side = layout::fresh_side_path(fs.as_ref(), path, layout::CUT_SUFFIX);
+                    repair::keep_bytes(
+                        fs.as_ref(),
+                        wal_dir,
+                        file.as_ref(),
+                        path,
+                        end,
+                        torn.garbage_bytes,
+                        &side,
+                    )?;
                     scanned.report.torn_tail_kept_in = Some(side);
                 }
                 file.set_len(end)
@@ -340,13 +270,11 @@ pub fn open_log(
                 file.sync_all()
                     .map_err(|e| Error::io("fsync truncated segment", path, e))?;
             }
-            if fs4::FileExt::allocate(&file, segment_bytes_max).is_err() {
-                let size = segment_bytes_max.max(end);
-                file.set_len(size)
-                    .map_err(|e| Error::io("extend tail segment", path, e))?;
-            }
-            let map = segment::map_segment(&file, path)?;
+            file.allocate(segment_bytes_max)
+                .map_err(|e| Error::io("extend tail segment", path, e))?;
+            let map = segment::map_segment(file.as_ref(), path)?;
             let tail = TailWriter::new(
+                fs.clone(),
                 wal_dir.to_path_buf(),
                 file,
                 path.clone(),
@@ -357,12 +285,13 @@ pub fn open_log(
             (tail, map)
         }
         _ => {
-            let (file, path) = segment::create_segment(wal_dir, 1, segment_bytes_max)?;
-            let map = segment::map_segment(&file, &path)?;
+            let (file, path) = segment::create_segment(fs.as_ref(), wal_dir, 1, segment_bytes_max)?;
+            let map = segment::map_segment(file.as_ref(), &path)?;
             scanned
                 .index
                 .add_segment(1, path.clone(), map.clone(), SEGMENT_HEADER_BYTES as u64);
             let tail = TailWriter::new(
+                fs.clone(),
                 wal_dir.to_path_buf(),
                 file,
                 path,

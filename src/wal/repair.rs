@@ -1,11 +1,11 @@
 //! `replaydb repair`: cut the log at its first bad record, keeping every
 //! cut byte in a side file. Never deletes anything.
 
-use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout;
+use crate::storage::{OpenMode, Storage, StorageFile};
 use crate::wal::format::SEGMENT_HEADER_BYTES;
 use crate::wal::recovery::scan_log;
 
@@ -65,8 +65,8 @@ pub struct RepairPlan {
 }
 
 /// Works out what [`apply_repair`] would do, changing nothing.
-pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> {
-    let (segment, offset, problem) = match scan_log(wal_dir, record_bytes_max) {
+pub fn plan_repair(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> {
+    let (segment, offset, problem) = match scan_log(fs, wal_dir, record_bytes_max) {
         Ok(scanned) => match scanned.report.torn_tail {
             Some(t) => (
                 t.segment.clone(),
@@ -88,33 +88,32 @@ pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> 
     let mut actions = Vec::new();
     if offset < SEGMENT_HEADER_BYTES as u64 {
         actions.push(RepairAction::SetAside {
-            to: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
+            to: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX),
             segment: segment.clone(),
         });
     } else {
-        let file = File::open(&segment).map_err(|e| Error::io("open segment", &segment, e))?;
-        let kept = layout::end_of_nonzero(&file, &segment, offset)? - offset;
+        let file = layout::open(fs, &segment, OpenMode::Read, "open segment")?;
+        let kept = layout::end_of_nonzero(file.as_ref(), &segment, offset)? - offset;
         actions.push(RepairAction::Cut {
-            cut_file: layout::fresh_side_path(&segment, layout::CUT_SUFFIX),
+            cut_file: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX),
             segment: segment.clone(),
             offset,
             bytes: kept,
         });
     }
-    let mut later: Vec<PathBuf> = fs::read_dir(wal_dir)
+    let mut later: Vec<PathBuf> = fs
+        .list_dir(wal_dir)
         .map_err(|e| Error::io("list WAL directory", wal_dir, e))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let lsn = layout::parse_segment_file_name(e.file_name().to_str()?)?;
-            Some((lsn, e.path()))
-        })
-        .filter(|(_, p)| p.file_name() > segment.file_name())
-        .map(|(_, p)| p)
+        .into_iter()
+        .flatten()
+        .filter(|name| layout::parse_segment_file_name(name).is_some())
+        .map(|name| wal_dir.join(name))
+        .filter(|p| p.file_name() > segment.file_name())
         .collect();
     later.sort();
     for seg in later {
         actions.push(RepairAction::SetAside {
-            to: layout::fresh_side_path(&seg, layout::CUT_SUFFIX),
+            to: layout::fresh_side_path(fs, &seg, layout::CUT_SUFFIX),
             segment: seg,
         });
     }
@@ -128,20 +127,21 @@ pub fn plan_repair(wal_dir: &Path, record_bytes_max: u64) -> Result<RepairPlan> 
 /// `side`, fsynced and with its directory entry fsynced, so that they are
 /// safe before the segment is truncated.
 pub fn keep_bytes(
+    fs: &dyn Storage,
     wal_dir: &Path,
-    file: &File,
+    file: &dyn StorageFile,
     segment: &Path,
     offset: u64,
     bytes: u64,
     side: &Path,
 ) -> Result<()> {
-    layout::copy_range(file, segment, offset, bytes, side, "keep cut bytes")?;
-    layout::sync_dir(wal_dir)
+    layout::copy_range(fs, file, segment, offset, bytes, side, "keep cut bytes")?;
+    layout::sync_dir(fs, wal_dir)
 }
 
 /// Carries out a plan from [`plan_repair`]. Each cut is written and fsynced
 /// to its side file before the segment is truncated.
-pub fn apply_repair(wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
+pub fn apply_repair(fs: &dyn Storage, wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
     for action in &plan.actions {
         match action {
             RepairAction::Cut {
@@ -150,20 +150,26 @@ pub fn apply_repair(wal_dir: &Path, plan: &RepairPlan) -> Result<()> {
                 bytes,
                 cut_file,
             } => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(segment)
-                    .map_err(|e| Error::io("open segment for repair", segment, e))?;
-                keep_bytes(wal_dir, &file, segment, *offset, *bytes, cut_file)?;
+                let file =
+                    layout::open(fs, segment, OpenMode::ReadWrite, "open segment for repair")?;
+                keep_bytes(
+                    fs,
+                    wal_dir,
+                    file.as_ref(),
+                    segment,
+                    *offset,
+                    *bytes,
+                    cut_file,
+                )?;
                 file.set_len(*offset)
                     .and_then(|_| file.sync_all())
                     .map_err(|e| Error::io("truncate segment", segment, e))?;
             }
             RepairAction::SetAside { segment, to } => {
-                fs::rename(segment, to).map_err(|e| Error::io("set segment aside", segment, e))?;
+                fs.rename(segment, to)
+                    .map_err(|e| Error::io("set segment aside", segment, e))?;
             }
         }
     }
-    layout::sync_dir(wal_dir)
+    layout::sync_dir(fs, wal_dir)
 }

@@ -1,14 +1,11 @@
 //! The tail writer: appends records to the newest segment and rolls to a
 //! new one at the size limit. Owned by whoever holds the commit lock.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::Mmap;
-
 use crate::error::{Error, Result};
+use crate::storage::{Mapping, Storage, StorageFile};
 use crate::wal::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use crate::wal::segment;
 
@@ -30,13 +27,13 @@ pub struct RolledSegment {
     /// First LSN of the segment sealed.
     pub sealed_first_lsn: u64,
     /// The sealed segment's new mapping.
-    pub sealed_map: Arc<Mmap>,
+    pub sealed_map: Arc<Mapping>,
     /// Its first LSN.
     pub first_lsn: u64,
     /// Its path.
     pub path: PathBuf,
     /// Its mapping.
-    pub map: Arc<Mmap>,
+    pub map: Arc<Mapping>,
 }
 
 /// A record to write: its header and payload.
@@ -45,8 +42,9 @@ pub type OutRecord<'a> = ([u8; RECORD_HEADER_BYTES], &'a [u8]);
 /// Appends to the tail segment.
 #[derive(Debug)]
 pub struct TailWriter {
+    fs: Arc<dyn Storage>,
     wal_dir: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     path: PathBuf,
     segment_first_lsn: u64,
     offset: u64,
@@ -57,16 +55,18 @@ pub struct TailWriter {
 impl TailWriter {
     /// A writer appending at `offset` of the open segment `file`.
     pub fn new(
+        fs: Arc<dyn Storage>,
         wal_dir: PathBuf,
-        file: File,
+        file: Arc<dyn StorageFile>,
         path: PathBuf,
         segment_first_lsn: u64,
         offset: u64,
         segment_bytes_max: u64,
     ) -> Self {
         TailWriter {
+            fs,
             wal_dir,
-            file: Arc::new(file),
+            file,
             path,
             segment_first_lsn,
             offset,
@@ -76,7 +76,7 @@ impl TailWriter {
     }
 
     /// The tail segment's file, for a flusher to fsync without the lock.
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> Arc<dyn StorageFile> {
         self.file.clone()
     }
 
@@ -157,12 +157,16 @@ impl TailWriter {
         self.file
             .sync_all()
             .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
-        let sealed_map = segment::map_segment(&self.file, &self.path)?;
+        let sealed_map = segment::map_segment(self.file.as_ref(), &self.path)?;
         let sealed_first_lsn = self.segment_first_lsn;
-        let (file, path) =
-            segment::create_segment(&self.wal_dir, first_lsn, self.segment_bytes_max)?;
-        let map = segment::map_segment(&file, &path)?;
-        self.file = Arc::new(file);
+        let (file, path) = segment::create_segment(
+            self.fs.as_ref(),
+            &self.wal_dir,
+            first_lsn,
+            self.segment_bytes_max,
+        )?;
+        let map = segment::map_segment(file.as_ref(), &path)?;
+        self.file = file;
         self.path = path.clone();
         self.segment_first_lsn = first_lsn;
         self.offset = SEGMENT_HEADER_BYTES as u64;
@@ -176,7 +180,7 @@ impl TailWriter {
     }
 
     /// Maps the tail segment afresh (after it grew past its mapping).
-    pub fn map(&self) -> Result<Arc<Mmap>> {
-        segment::map_segment(&self.file, &self.path)
+    pub fn map(&self) -> Result<Arc<Mapping>> {
+        segment::map_segment(self.file.as_ref(), &self.path)
     }
 }
