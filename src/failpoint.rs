@@ -18,3 +18,29 @@ pub(crate) fn hit(name: &'static str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// Bugs planted on purpose, to show that the power-loss simulation
+/// catches them (`tests/sim_planted_bug.rs`). Only with the `failpoints`
+/// feature; a release build has none.
+#[cfg(feature = "failpoints")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PlantedBug {
+    /// Acknowledge an append in `Immediate` mode without its fdatasync.
+    AckBeforeFsync = 1,
+}
+
+#[cfg(feature = "failpoints")]
+static PLANTED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Plants `bug` in this process (`None` removes it).
+#[cfg(feature = "failpoints")]
+pub fn plant(bug: Option<PlantedBug>) {
+    PLANTED.store(bug.map_or(0, |b| b as u8), std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether `bug` is planted.
+#[cfg(feature = "failpoints")]
+pub(crate) fn planted(bug: PlantedBug) -> bool {
+    PLANTED.load(std::sync::atomic::Ordering::SeqCst) == bug as u8
+}

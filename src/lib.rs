@@ -23,10 +23,13 @@
 
 mod engine;
 mod error;
-mod failpoint;
+#[doc(hidden)]
+pub mod failpoint;
 pub mod layout;
 mod options;
 pub mod registry;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 pub mod snapshot;
 pub mod storage;
 mod stream;

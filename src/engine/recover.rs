@@ -91,6 +91,9 @@ pub(crate) fn recover_views(
                 chosen = Some(contents);
                 break;
             }
+            // The disk failed, not the file: fail the open and set nothing
+            // aside; the next open may read it fine.
+            Err(e @ Error::Io { .. }) => return Err(e),
             Err(e) => {
                 tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable; trying the generation before it");
                 report.damaged_snapshots.push((path, e.to_string()));

@@ -32,6 +32,16 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta")
 const VIEWS: TableDefinition<&str, u32> = TableDefinition::new("replaydb_views");
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("replaydb_streams");
 
+/// A redb error: an I/O error stays an I/O error (the disk failed, the
+/// file may be fine, so recovery must not set it aside as damaged);
+/// anything else means the file is not a usable snapshot.
+pub(crate) fn redb_err(op: &'static str, path: &Path, e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        redb::Error::Io(io) => Error::io(op, path, io),
+        other => err(op, path, other),
+    }
+}
+
 fn err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Snapshot {
         op,
@@ -114,32 +124,32 @@ pub fn write(
     let db = redb_database(file.clone(), "create snapshot", &tmp)?;
     let tx = db
         .begin_write()
-        .map_err(|e| err("begin snapshot", &tmp, e))?;
+        .map_err(|e| redb_err("begin snapshot", &tmp, e))?;
     {
         let mut meta = tx
             .open_table(META)
-            .map_err(|e| err("write snapshot meta", &tmp, e))?;
+            .map_err(|e| redb_err("write snapshot meta", &tmp, e))?;
         let mut put = |k: &str, v: &[u8]| {
             meta.insert(k, v)
                 .map(|_| ())
-                .map_err(|e| err("write snapshot meta", &tmp, e))
+                .map_err(|e| redb_err("write snapshot meta", &tmp, e))
         };
         put("magic", SNAPSHOT_MAGIC)?;
         put("format_version", &SNAPSHOT_FORMAT_VERSION.to_le_bytes())?;
         put("covered_lsn", &covered_lsn.to_le_bytes())?;
         let mut vt = tx
             .open_table(VIEWS)
-            .map_err(|e| err("write snapshot views", &tmp, e))?;
+            .map_err(|e| redb_err("write snapshot views", &tmp, e))?;
         for v in views {
             vt.insert(v.name(), v.schema_version())
-                .map_err(|e| err("write snapshot views", &tmp, e))?;
+                .map_err(|e| redb_err("write snapshot views", &tmp, e))?;
         }
         let mut st = tx
             .open_table(STREAMS)
-            .map_err(|e| err("write snapshot streams", &tmp, e))?;
+            .map_err(|e| redb_err("write snapshot streams", &tmp, e))?;
         for (name, version) in streams {
             st.insert(name.as_str(), *version)
-                .map_err(|e| err("write snapshot streams", &tmp, e))?;
+                .map_err(|e| redb_err("write snapshot streams", &tmp, e))?;
         }
     }
     for v in views {
@@ -151,7 +161,7 @@ pub fn write(
         v.save(&mut w)?;
     }
     crate::failpoint::hit("snapshot.before_commit");
-    tx.commit().map_err(|e| err("commit snapshot", &tmp, e))?;
+    tx.commit().map_err(|e| redb_err("commit snapshot", &tmp, e))?;
     drop(db);
     crate::failpoint::hit("snapshot.before_fsync");
     file.sync_all()
@@ -196,7 +206,7 @@ fn redb_database(
 ) -> Result<redb::Database> {
     redb::Database::builder()
         .create_with_backend(RedbBackend(file))
-        .map_err(|e| err(op, path, e))
+        .map_err(|e| redb_err(op, path, e))
 }
 
 fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, SnapshotContents)> {
@@ -217,15 +227,15 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
                 "redb integrity check repaired damage",
             ));
         }
-        Err(e) => return Err(err("check snapshot", path, e)),
+        Err(e) => return Err(redb_err("check snapshot", path, e)),
     }
-    let tx = db.begin_read().map_err(|e| err("read snapshot", path, e))?;
+    let tx = db.begin_read().map_err(|e| redb_err("read snapshot", path, e))?;
     let meta = tx
         .open_table(META)
-        .map_err(|e| err("read snapshot meta", path, e))?;
+        .map_err(|e| redb_err("read snapshot meta", path, e))?;
     let get = |k: &str| -> Result<Vec<u8>> {
         meta.get(k)
-            .map_err(|e| err("read snapshot meta", path, e))?
+            .map_err(|e| redb_err("read snapshot meta", path, e))?
             .map(|v| v.value().to_vec())
             .ok_or_else(|| err("read snapshot meta", path, format!("missing {k:?}")))
     };
@@ -256,20 +266,20 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
     let mut views = BTreeMap::new();
     let vt = tx
         .open_table(VIEWS)
-        .map_err(|e| err("read snapshot views", path, e))?;
-    for entry in vt.iter().map_err(|e| err("read snapshot views", path, e))? {
-        let (k, v) = entry.map_err(|e| err("read snapshot views", path, e))?;
+        .map_err(|e| redb_err("read snapshot views", path, e))?;
+    for entry in vt.iter().map_err(|e| redb_err("read snapshot views", path, e))? {
+        let (k, v) = entry.map_err(|e| redb_err("read snapshot views", path, e))?;
         views.insert(k.value().to_string(), v.value());
     }
     let mut streams = Vec::new();
     let st = tx
         .open_table(STREAMS)
-        .map_err(|e| err("read snapshot streams", path, e))?;
+        .map_err(|e| redb_err("read snapshot streams", path, e))?;
     for entry in st
         .iter()
-        .map_err(|e| err("read snapshot streams", path, e))?
+        .map_err(|e| redb_err("read snapshot streams", path, e))?
     {
-        let (k, v) = entry.map_err(|e| err("read snapshot streams", path, e))?;
+        let (k, v) = entry.map_err(|e| redb_err("read snapshot streams", path, e))?;
         streams.push((k.value().to_string(), v.value()));
     }
     drop((meta, vt, st, tx));
@@ -327,7 +337,7 @@ pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Resul
 }
 
 fn load_view_unguarded(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
-    let tx = db.begin_read().map_err(|e| err("read snapshot", path, e))?;
+    let tx = db.begin_read().map_err(|e| redb_err("read snapshot", path, e))?;
     let name = view.name().to_string();
     let reader = ViewReader {
         tx: &tx,

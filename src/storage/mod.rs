@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use os::OsStorage;
 pub(crate) use redb_backend::RedbBackend;
-pub use sim::{CrashOutcome, SimDisk};
+pub use sim::{CrashOutcome, SimDisk, SimRng};
 
 /// How [`Storage::open`] opens a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -190,6 +190,12 @@ impl SimDisk {
         }
     }
 
+    /// Disarms a cut armed by [`SimDisk::power_cut_after`] that has not
+    /// fallen yet.
+    pub fn disarm(&self) {
+        self.lock().ops_until_cut = None;
+    }
+
     /// Whether the power is off.
     pub fn is_off(&self) -> bool {
         self.lock().dead
@@ -360,8 +366,11 @@ fn write_into(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
 /// Takes everything under `dir` as durable.
 fn adopt(dir: &Path, s: &mut State) -> io::Result<()> {
     let mut entries = BTreeMap::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
+    // In name order, so that file ids (and so every later choice) do not
+    // depend on the order the file system lists them in.
+    let mut listed = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    listed.sort_by_key(|e| e.file_name());
+    for entry in listed {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };

@@ -9,12 +9,8 @@ fn table_name(view: &str, table: &str) -> String {
     format!("view:{view}:{table}")
 }
 
-fn storage(op: &'static str, path: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    Error::Snapshot {
-        op,
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    }
+fn storage(op: &'static str, path: &std::path::Path, e: impl Into<redb::Error>) -> Error {
+    crate::snapshot::redb_err(op, path, e)
 }
 
 /// Where a view saves its state.

@@ -1,0 +1,665 @@
+//! Deterministic simulation of power loss, against a model.
+//!
+//! [`run`] drives a database on a [`SimDisk`] through random appends
+//! (batches, some with a wrong expected version), snapshots (each one a
+//! compaction), clean reopens, and power cuts that fall between any two
+//! I/O calls. After every restart it checks the database against a model
+//! of what was acknowledged:
+//!
+//! - every acknowledged event is present, in order, once;
+//! - the one batch in flight at the cut (not acknowledged) is wholly
+//!   present or wholly absent, and only at the end of the log;
+//! - each stream's version, and a view's state, equal the model's fold of
+//!   the log;
+//! - `verify` finds nothing wrong;
+//! - a subscriber, resumed after each restart from the last LSN it saw,
+//!   never sees a gap, a duplicate, an LSN going back, or an event that
+//!   differs from the log.
+//!
+//! Every choice (operation, payload, when the power goes, what survives)
+//! comes from one [`Choices`] source: a seed ([`Seeded`]) for tests, a
+//! fuzzer's bytes ([`FromBytes`]) for `fuzz/`. The same source replays the
+//! same run.
+//!
+//! Compiled with the `simulation` feature; the test build turns it on.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::storage::{CrashOutcome, SimDisk, SimRng};
+use crate::{
+    Db, Durability, Error, Event, EventRef, ExpectedVersion, Options, Result, Subscription, View,
+    ViewReader, ViewWriter,
+};
+
+/// Where a run's choices come from.
+pub trait Choices {
+    /// A number in `0..n`, or `None` when the source is used up (the run
+    /// then ends, checked, as if its steps were done).
+    fn choose(&mut self, n: u64) -> Option<u64>;
+}
+
+/// Choices from a seed.
+#[derive(Debug, Clone)]
+pub struct Seeded(SimRng);
+
+impl Seeded {
+    /// The choices of seed `seed`.
+    pub fn new(seed: u64) -> Seeded {
+        Seeded(SimRng::new(seed))
+    }
+}
+
+impl Choices for Seeded {
+    fn choose(&mut self, n: u64) -> Option<u64> {
+        Some(self.0.below(n))
+    }
+}
+
+/// Choices read from bytes (a fuzzer's input): one byte per choice below
+/// 256, eight above.
+#[derive(Debug, Clone)]
+pub struct FromBytes<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> FromBytes<'a> {
+    /// Choices taken from the front of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> FromBytes<'a> {
+        FromBytes { bytes }
+    }
+}
+
+impl Choices for FromBytes<'_> {
+    fn choose(&mut self, n: u64) -> Option<u64> {
+        let width = if n <= 256 { 1 } else { 8 };
+        let (head, rest) = self.bytes.split_at_checked(width)?;
+        self.bytes = rest;
+        let mut v = [0u8; 8];
+        v.get_mut(..width)?.copy_from_slice(head);
+        Some(if n == 0 { 0 } else { u64::from_le_bytes(v) % n })
+    }
+}
+
+/// How long a run is.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Operations per run.
+    pub steps: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { steps: 200 }
+    }
+}
+
+/// What a run did (all checks passed).
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// Operations run.
+    pub steps: u64,
+    /// Events acknowledged.
+    pub events_acked: u64,
+    /// Batches in flight at a power cut that survived it.
+    pub in_doubt_kept: u64,
+    /// Batches in flight at a power cut that did not.
+    pub in_doubt_lost: u64,
+    /// Power cuts.
+    pub power_cuts: u64,
+    /// Clean reopens.
+    pub reopens: u64,
+    /// Snapshots taken on request.
+    pub snapshots: u64,
+    /// Events a subscriber saw.
+    pub events_seen: u64,
+    /// Times the subscriber fell behind compaction and was told so.
+    pub subscriber_compacted: u64,
+    /// Pending writes and entry changes at the cuts, and their fates.
+    pub crash: CrashOutcome,
+}
+
+/// A failed check: the step, what was wrong, and the operations leading
+/// to it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    /// The step at which the check failed.
+    pub step: u64,
+    /// What was wrong.
+    pub message: String,
+    /// The operations run, in order.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "step {}: {}", self.step, self.message)?;
+        let skip = self.trace.len().saturating_sub(40);
+        if skip > 0 {
+            writeln!(f, "  ... {skip} earlier operations")?;
+        }
+        for line in self.trace.iter().skip(skip) {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The view the simulation checks: per stream, the event count and a
+/// running hash of its payloads in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally(pub BTreeMap<String, (u64, u32)>);
+
+impl Tally {
+    fn add(&mut self, stream: &str, data: &[u8]) {
+        let e = self.0.entry(stream.to_string()).or_default();
+        e.0 += 1;
+        let mut h = crc32fast::Hasher::new_with_initial(e.1);
+        h.update(data);
+        e.1 = h.finalize();
+    }
+}
+
+impl View for Tally {
+    fn name(&self) -> &str {
+        "sim_tally"
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn apply(&mut self, e: &EventRef<'_>) {
+        self.add(e.stream, e.data);
+    }
+    fn reset(&mut self) {
+        self.0.clear();
+    }
+    fn save(&self, out: &mut ViewWriter<'_>) -> Result<()> {
+        for (stream, (count, hash)) in &self.0 {
+            let mut v = count.to_le_bytes().to_vec();
+            v.extend_from_slice(&hash.to_le_bytes());
+            out.put("tally", stream.as_bytes(), &v)?;
+        }
+        Ok(())
+    }
+    fn load(&mut self, input: &ViewReader<'_>) -> Result<()> {
+        self.0.clear();
+        input.for_each("tally", |key, value| {
+            let bad = || input.bad_value("tally", key);
+            let (count, hash) = value.split_at_checked(8).ok_or_else(bad)?;
+            let count = u64::from_le_bytes(count.try_into().map_err(|_| bad())?);
+            let hash = u32::from_le_bytes(hash.try_into().map_err(|_| bad())?);
+            self.0
+                .insert(String::from_utf8_lossy(key).into_owned(), (count, hash));
+            Ok(())
+        })
+    }
+    fn clone_view(&self) -> Box<dyn View> {
+        Box::new(self.clone())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+type Batch = (String, Vec<Vec<u8>>);
+
+/// The model: what was acknowledged, in LSN order.
+#[derive(Debug, Default)]
+struct Model {
+    /// Event `lsn` is `events[lsn - 1]`: (stream, data).
+    events: Vec<(String, Vec<u8>)>,
+    versions: BTreeMap<String, u64>,
+    tally: Tally,
+}
+
+impl Model {
+    fn push(&mut self, (stream, events): &Batch) {
+        for data in events {
+            self.events.push((stream.clone(), data.clone()));
+            *self.versions.entry(stream.clone()).or_default() += 1;
+            self.tally.add(stream, data);
+        }
+    }
+
+    fn version(&self, stream: &str) -> u64 {
+        self.versions.get(stream).copied().unwrap_or(0)
+    }
+}
+
+const STREAMS: [&str; 3] = ["a", "b", "c"];
+
+struct Run<'c> {
+    choices: &'c mut dyn Choices,
+    disk: SimDisk,
+    dir: std::path::PathBuf,
+    options: Options,
+    db: Option<Db>,
+    sub: Option<Subscription>,
+    /// LSN of the last event the subscriber saw.
+    seen_lsn: u64,
+    model: Model,
+    next_event: u64,
+    step: u64,
+    trace: Vec<String>,
+    report: SimReport,
+}
+
+/// The choices ran out: end the run.
+struct Exhausted;
+
+enum Stop {
+    Exhausted,
+    Failed(String),
+}
+
+impl From<Exhausted> for Stop {
+    fn from(_: Exhausted) -> Stop {
+        Stop::Exhausted
+    }
+}
+
+/// Runs one simulation in the (empty) directory `root`.
+pub fn run(
+    root: &Path,
+    choices: &mut dyn Choices,
+    config: &SimConfig,
+) -> std::result::Result<SimReport, SimFailure> {
+    let fail = |message: String| SimFailure {
+        step: 0,
+        message,
+        trace: Vec::new(),
+    };
+    let disk = SimDisk::new(root).map_err(|e| fail(format!("simulated disk: {e}")))?;
+    let mut run = Run {
+        dir: disk.root().join("db"),
+        options: Options::default(),
+        disk,
+        choices,
+        db: None,
+        sub: None,
+        seen_lsn: 0,
+        model: Model::default(),
+        next_event: 0,
+        step: 0,
+        trace: Vec::new(),
+        report: SimReport::default(),
+    };
+    let outcome = run.drive(config);
+    // Close before the disk's directory goes away.
+    run.sub = None;
+    run.db = None;
+    match outcome {
+        Ok(()) | Err(Stop::Exhausted) => Ok(run.report),
+        Err(Stop::Failed(message)) => Err(SimFailure {
+            step: run.step,
+            message,
+            trace: run.trace,
+        }),
+    }
+}
+
+/// Runs the simulation of `seed` in the (empty) directory `root`.
+pub fn run_seed(
+    root: &Path,
+    seed: u64,
+    config: &SimConfig,
+) -> std::result::Result<SimReport, SimFailure> {
+    run(root, &mut Seeded::new(seed), config)
+}
+
+impl Run<'_> {
+    fn pick(&mut self, n: u64) -> std::result::Result<u64, Exhausted> {
+        self.choices.choose(n).ok_or(Exhausted)
+    }
+
+    fn drive(&mut self, config: &SimConfig) -> std::result::Result<(), Stop> {
+        self.options = Options {
+            durability: Durability::Immediate,
+            segment_bytes_max: crate::SEGMENT_BYTES_MIN,
+            snapshot_every_records: match self.pick(3)? {
+                0 => 0,
+                1 => 7,
+                _ => 25,
+            },
+            snapshot_every_bytes: 0,
+            storage: Arc::new(self.disk.clone()),
+            ..Options::default()
+        };
+        self.open("open")?;
+        while self.step < config.steps {
+            self.step += 1;
+            let op = self.pick(100)?;
+            match op {
+                0..60 => self.append()?,
+                60..68 => self.snapshot()?,
+                68..74 => {
+                    self.trace.push("reopen".into());
+                    self.drain()?;
+                    self.close();
+                    self.report.reopens += 1;
+                    self.open("reopen")?;
+                }
+                74..84 => {
+                    let ops = 1 + self.pick(40)?;
+                    self.trace.push(format!("power cut armed: after {ops} I/O calls"));
+                    self.disk.power_cut_after(ops);
+                }
+                84..88 => {
+                    self.trace.push("power cut now".into());
+                    self.disk.power_cut();
+                }
+                _ => self.drain()?,
+            }
+            if self.disk.is_off() {
+                self.restart(None)?;
+            }
+        }
+        self.disk.disarm();
+        if self.disk.is_off() {
+            self.restart(None)?;
+        }
+        self.drain()?;
+        self.close();
+        self.verify()
+    }
+
+    fn db(&self) -> std::result::Result<&Db, Stop> {
+        self.db
+            .as_ref()
+            .ok_or_else(|| Stop::Failed("no open database".into()))
+    }
+
+    fn open(&mut self, why: &str) -> std::result::Result<(), Stop> {
+        match Db::open_with_views(
+            &self.dir,
+            self.options.clone(),
+            vec![Box::new(Tally::default())],
+        ) {
+            Ok(db) => {
+                self.db = Some(db);
+                self.check_log()?;
+                self.resubscribe()
+            }
+            Err(e) if self.disk.is_off() => {
+                self.trace.push(format!("  {why} failed at the power cut: {e}"));
+                self.restart(None)
+            }
+            Err(e) => Err(Stop::Failed(format!("{why}: {e}"))),
+        }
+    }
+
+    fn close(&mut self) {
+        self.sub = None;
+        self.db = None;
+    }
+
+    fn append(&mut self) -> std::result::Result<(), Stop> {
+        let i = self.pick(STREAMS.len() as u64)? as usize;
+        let stream = STREAMS.get(i).copied().unwrap_or("a").to_string();
+        let count = 1 + self.pick(4)?;
+        let mut events = Vec::new();
+        for _ in 0..count {
+            self.next_event += 1;
+            let pad = self.pick(300)? as usize;
+            let mut data = format!("event {} ", self.next_event).into_bytes();
+            data.resize(data.len() + pad, b'.');
+            events.push(data);
+        }
+        let version = self.model.version(&stream);
+        let (expected, wrong) = match self.pick(10)? {
+            0 => (ExpectedVersion::Exact(version + 1), true),
+            1 => (ExpectedVersion::Exact(version), false),
+            _ => (ExpectedVersion::Any, false),
+        };
+        self.trace.push(format!(
+            "append {count} events to {stream:?} ({expected:?}), first {}",
+            self.next_event + 1 - count
+        ));
+        let result = self.db()?.append(&stream, expected, &events);
+        let batch = (stream, events);
+        match result {
+            Ok(a) => {
+                if wrong {
+                    return Err(Stop::Failed(format!(
+                        "append with a wrong expected version was accepted: {a:?}"
+                    )));
+                }
+                let want = self.model.events.len() as u64 + 1;
+                if a.first_lsn != want {
+                    return Err(Stop::Failed(format!(
+                        "append acknowledged at LSN {} but the model's next LSN is {want}",
+                        a.first_lsn
+                    )));
+                }
+                self.model.push(&batch);
+                self.report.events_acked += count;
+                Ok(())
+            }
+            Err(Error::WrongExpectedVersion { .. }) if wrong => Ok(()),
+            Err(e) if self.disk.is_off() => {
+                self.trace.push(format!("  failed at the power cut: {e}"));
+                self.restart(Some(batch))
+            }
+            Err(e) => Err(Stop::Failed(format!("append failed: {e}"))),
+        }
+    }
+
+    fn snapshot(&mut self) -> std::result::Result<(), Stop> {
+        self.trace.push("snapshot".into());
+        self.drain()?;
+        match self.db()?.snapshot() {
+            Ok(_) => {
+                self.report.snapshots += 1;
+                Ok(())
+            }
+            Err(e) if self.disk.is_off() => {
+                self.trace.push(format!("  failed at the power cut: {e}"));
+                self.restart(None)
+            }
+            Err(e) => Err(Stop::Failed(format!("snapshot failed: {e}"))),
+        }
+    }
+
+    /// The power is off (or goes off now): close, restart the disk with a
+    /// chosen outcome, reopen, check.
+    fn restart(&mut self, in_doubt: Option<Batch>) -> std::result::Result<(), Stop> {
+        self.disk.power_cut();
+        self.close();
+        let seed = self.pick(u64::MAX)?;
+        let outcome = self
+            .disk
+            .restart(seed)
+            .map_err(|e| Stop::Failed(format!("restart the simulated disk: {e}")))?;
+        self.trace.push(format!("restart: {outcome:?}"));
+        self.report.power_cuts += 1;
+        let c = &mut self.report.crash;
+        c.writes_dropped += outcome.writes_dropped;
+        c.writes_kept += outcome.writes_kept;
+        c.writes_torn += outcome.writes_torn;
+        c.entries_dropped += outcome.entries_dropped;
+        c.entries_kept += outcome.entries_kept;
+        self.verify()?;
+        self.db = Some(
+            Db::open_with_views(
+                &self.dir,
+                self.options.clone(),
+                vec![Box::new(Tally::default())],
+            )
+            .map_err(|e| Stop::Failed(format!("open after the power cut: {e}")))?,
+        );
+        // The batch in flight: all of it or none of it, at the end.
+        if let Some(batch) = in_doubt {
+            let acked = self.model.events.len() as u64;
+            let last = self.db()?.last_lsn();
+            let n = batch.1.len() as u64;
+            if last == acked + n {
+                self.trace.push("  the batch in flight survived".into());
+                self.model.push(&batch);
+                self.report.in_doubt_kept += 1;
+            } else {
+                self.report.in_doubt_lost += 1;
+            }
+        }
+        self.check_log()?;
+        self.resubscribe()
+    }
+
+    /// `verify` on the closed database (before reopening it, so that it
+    /// sees what the crash left, torn tail and all).
+    fn verify(&mut self) -> std::result::Result<(), Stop> {
+        if !self.dir.exists() {
+            return if self.model.events.is_empty() {
+                Ok(())
+            } else {
+                Err(Stop::Failed(
+                    "the database directory is gone but events were acknowledged".into(),
+                ))
+            };
+        }
+        match crate::verify(&self.dir, &self.options) {
+            Ok(_) => Ok(()),
+            // A wal directory whose creation was lost with everything in it.
+            Err(Error::Io { .. }) if self.model.events.is_empty() => Ok(()),
+            Err(e) => Err(Stop::Failed(format!("verify: {e}"))),
+        }
+    }
+
+    /// The open database against the model.
+    fn check_log(&mut self) -> std::result::Result<(), Stop> {
+        let db = self.db()?;
+        let acked = self.model.events.len() as u64;
+        let last = db.last_lsn();
+        if last != acked {
+            return Err(Stop::Failed(format!(
+                "the log ends at LSN {last}, but LSN {acked} is the last acknowledged"
+            )));
+        }
+        let first = match db.read(1, 1) {
+            Ok(_) => 1,
+            Err(Error::Compacted {
+                oldest_available, ..
+            }) => oldest_available,
+            Err(e) => return Err(Stop::Failed(format!("read: {e}"))),
+        };
+        let events = db
+            .read(first, usize::MAX)
+            .map_err(|e| Stop::Failed(format!("read from LSN {first}: {e}")))?;
+        let mut lsn = first;
+        for e in &events {
+            self.check_event(e, lsn)?;
+            lsn += 1;
+        }
+        if lsn != last + 1 {
+            return Err(Stop::Failed(format!(
+                "reading from LSN {first} gave events up to LSN {}, not {last}",
+                lsn - 1
+            )));
+        }
+        for stream in STREAMS {
+            let v = db
+                .stream_version(stream)
+                .map_err(|e| Stop::Failed(format!("stream version: {e}")))?;
+            if v != self.model.version(stream) {
+                return Err(Stop::Failed(format!(
+                    "stream {stream:?} is at version {v}, the model at {}",
+                    self.model.version(stream)
+                )));
+            }
+        }
+        let tally = db
+            .view(|t: &Tally| t.clone())
+            .map_err(|e| Stop::Failed(format!("view: {e}")))?
+            .ok_or_else(|| Stop::Failed("the tally view is not registered".into()))?;
+        if tally.value != self.model.tally || tally.lsn != last {
+            return Err(Stop::Failed(format!(
+                "the view at LSN {} is {:?}; the model's fold at LSN {last} is {:?}",
+                tally.lsn, tally.value, self.model.tally
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_event(&self, e: &Event, lsn: u64) -> std::result::Result<(), Stop> {
+        let want = usize::try_from(lsn - 1)
+            .ok()
+            .and_then(|i| self.model.events.get(i));
+        match want {
+            Some((stream, data)) if e.lsn == lsn && &e.stream == stream && &e.data == data => {
+                Ok(())
+            }
+            _ => Err(Stop::Failed(format!(
+                "expected LSN {lsn} = {:?}, got LSN {} in {:?}: {:?}",
+                want.map(|(s, d)| (s, String::from_utf8_lossy(d))),
+                e.lsn,
+                e.stream,
+                String::from_utf8_lossy(&e.data)
+            ))),
+        }
+    }
+
+    /// A subscriber resumes from the LSN after the last one it saw.
+    fn resubscribe(&mut self) -> std::result::Result<(), Stop> {
+        match self.db()?.subscribe(self.seen_lsn + 1) {
+            Ok(sub) => {
+                self.sub = Some(sub);
+                Ok(())
+            }
+            Err(Error::Compacted {
+                oldest_available, ..
+            }) => self.skip_compacted(oldest_available),
+            Err(e) => Err(Stop::Failed(format!(
+                "subscribe from LSN {}: {e}",
+                self.seen_lsn + 1
+            ))),
+        }
+    }
+
+    /// The subscriber fell behind compaction and was told so (an explicit
+    /// error, as etcd's watch reports a compacted revision, never a silent
+    /// gap): it starts again from the oldest event still held.
+    fn skip_compacted(&mut self, oldest_available: u64) -> std::result::Result<(), Stop> {
+        if oldest_available <= self.seen_lsn + 1 {
+            return Err(Stop::Failed(format!(
+                "subscriber told LSN {} was compacted, but LSN {oldest_available} is held",
+                self.seen_lsn + 1
+            )));
+        }
+        self.trace.push(format!(
+            "  subscriber fell behind compaction; resumes at LSN {oldest_available}"
+        ));
+        self.report.subscriber_compacted += 1;
+        self.seen_lsn = oldest_available - 1;
+        self.resubscribe()
+    }
+
+    /// Takes what the subscriber has: each event must be the next LSN and
+    /// equal the log's.
+    fn drain(&mut self) -> std::result::Result<(), Stop> {
+        let Some(mut sub) = self.sub.take() else {
+            return Ok(());
+        };
+        while let Some(next) = sub.try_next() {
+            let e = match next {
+                Ok(e) => e,
+                Err(Error::Compacted {
+                    oldest_available, ..
+                }) => return self.skip_compacted(oldest_available),
+                Err(e) => return Err(Stop::Failed(format!("subscriber: {e}"))),
+            };
+            let want = self.seen_lsn + 1;
+            if e.lsn != want {
+                return Err(Stop::Failed(format!(
+                    "subscriber saw LSN {} after LSN {} (a gap, a duplicate, or going back)",
+                    e.lsn, self.seen_lsn
+                )));
+            }
+            self.check_event(&e, want)?;
+            self.seen_lsn = want;
+            self.report.events_seen += 1;
+        }
+        self.sub = Some(sub);
+        Ok(())
+    }
+}
