@@ -36,7 +36,10 @@ static PLANTED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0
 /// Plants `bug` in this process (`None` removes it).
 #[cfg(feature = "failpoints")]
 pub fn plant(bug: Option<PlantedBug>) {
-    PLANTED.store(bug.map_or(0, |b| b as u8), std::sync::atomic::Ordering::SeqCst);
+    PLANTED.store(
+        bug.map_or(0, |b| b as u8),
+        std::sync::atomic::Ordering::SeqCst,
+    );
 }
 
 /// Whether `bug` is planted.

@@ -330,6 +330,7 @@ impl Run<'_> {
         self.open("open")?;
         while self.step < config.steps {
             self.step += 1;
+            self.report.steps = self.step;
             let op = self.pick(100)?;
             match op {
                 0..60 => self.append()?,
@@ -343,7 +344,8 @@ impl Run<'_> {
                 }
                 74..84 => {
                     let ops = 1 + self.pick(40)?;
-                    self.trace.push(format!("power cut armed: after {ops} I/O calls"));
+                    self.trace
+                        .push(format!("power cut armed: after {ops} I/O calls"));
                     self.disk.power_cut_after(ops);
                 }
                 84..88 => {
@@ -383,7 +385,8 @@ impl Run<'_> {
                 self.resubscribe()
             }
             Err(e) if self.disk.is_off() => {
-                self.trace.push(format!("  {why} failed at the power cut: {e}"));
+                self.trace
+                    .push(format!("  {why} failed at the power cut: {e}"));
                 self.restart(None)
             }
             Err(e) => Err(Stop::Failed(format!("{why}: {e}"))),

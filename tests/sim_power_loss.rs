@@ -31,6 +31,8 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
         let root = tempfile::tempdir().unwrap();
         match run_seed(root.path(), seed, &config) {
             Ok(r) => {
+                total.steps += r.steps;
+                total.subscriber_compacted += r.subscriber_compacted;
                 total.events_acked += r.events_acked;
                 total.power_cuts += r.power_cuts;
                 total.in_doubt_kept += r.in_doubt_kept;

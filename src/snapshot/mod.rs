@@ -161,7 +161,8 @@ pub fn write(
         v.save(&mut w)?;
     }
     crate::failpoint::hit("snapshot.before_commit");
-    tx.commit().map_err(|e| redb_err("commit snapshot", &tmp, e))?;
+    tx.commit()
+        .map_err(|e| redb_err("commit snapshot", &tmp, e))?;
     drop(db);
     crate::failpoint::hit("snapshot.before_fsync");
     file.sync_all()
@@ -229,7 +230,9 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
         }
         Err(e) => return Err(redb_err("check snapshot", path, e)),
     }
-    let tx = db.begin_read().map_err(|e| redb_err("read snapshot", path, e))?;
+    let tx = db
+        .begin_read()
+        .map_err(|e| redb_err("read snapshot", path, e))?;
     let meta = tx
         .open_table(META)
         .map_err(|e| redb_err("read snapshot meta", path, e))?;
@@ -267,7 +270,10 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
     let vt = tx
         .open_table(VIEWS)
         .map_err(|e| redb_err("read snapshot views", path, e))?;
-    for entry in vt.iter().map_err(|e| redb_err("read snapshot views", path, e))? {
+    for entry in vt
+        .iter()
+        .map_err(|e| redb_err("read snapshot views", path, e))?
+    {
         let (k, v) = entry.map_err(|e| redb_err("read snapshot views", path, e))?;
         views.insert(k.value().to_string(), v.value());
     }
@@ -337,7 +343,9 @@ pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Resul
 }
 
 fn load_view_unguarded(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
-    let tx = db.begin_read().map_err(|e| redb_err("read snapshot", path, e))?;
+    let tx = db
+        .begin_read()
+        .map_err(|e| redb_err("read snapshot", path, e))?;
     let name = view.name().to_string();
     let reader = ViewReader {
         tx: &tx,
