@@ -117,6 +117,8 @@ pub struct SimReport {
     pub events_seen: u64,
     /// Times the subscriber fell behind compaction and was told so.
     pub subscriber_compacted: u64,
+    /// Opens cut short by another power cut during recovery.
+    pub cuts_during_recovery: u64,
     /// Pending writes and entry changes at the cuts, and their fates.
     pub crash: CrashOutcome,
 }
@@ -244,20 +246,13 @@ struct Run<'c> {
     step: u64,
     trace: Vec<String>,
     report: SimReport,
+    exhausted: bool,
+    fallback: SimRng,
 }
 
-/// The choices ran out: end the run.
-struct Exhausted;
-
+/// Why a run stopped early: a check failed.
 enum Stop {
-    Exhausted,
     Failed(String),
-}
-
-impl From<Exhausted> for Stop {
-    fn from(_: Exhausted) -> Stop {
-        Stop::Exhausted
-    }
 }
 
 /// Runs one simulation in the (empty) directory `root`.
@@ -285,13 +280,15 @@ pub fn run(
         step: 0,
         trace: Vec::new(),
         report: SimReport::default(),
+        exhausted: false,
+        fallback: SimRng::new(0),
     };
     let outcome = run.drive(config);
     // Close before the disk's directory goes away.
     run.sub = None;
     run.db = None;
     match outcome {
-        Ok(()) | Err(Stop::Exhausted) => Ok(run.report),
+        Ok(()) => Ok(run.report),
         Err(Stop::Failed(message)) => Err(SimFailure {
             step: run.step,
             message,
@@ -310,15 +307,23 @@ pub fn run_seed(
 }
 
 impl Run<'_> {
-    fn pick(&mut self, n: u64) -> std::result::Result<u64, Exhausted> {
-        self.choices.choose(n).ok_or(Exhausted)
+    /// The next choice. Once the source runs out, the run finishes its
+    /// current step from a fixed generator and ends, checked.
+    fn pick(&mut self, n: u64) -> u64 {
+        match self.choices.choose(n) {
+            Some(v) => v,
+            None => {
+                self.exhausted = true;
+                self.fallback.below(n)
+            }
+        }
     }
 
     fn drive(&mut self, config: &SimConfig) -> std::result::Result<(), Stop> {
         self.options = Options {
             durability: Durability::Immediate,
             segment_bytes_max: crate::SEGMENT_BYTES_MIN,
-            snapshot_every_records: match self.pick(3)? {
+            snapshot_every_records: match self.pick(3) {
                 0 => 0,
                 1 => 7,
                 _ => 25,
@@ -328,10 +333,10 @@ impl Run<'_> {
             ..Options::default()
         };
         self.open("open")?;
-        while self.step < config.steps {
+        while self.step < config.steps && !self.exhausted {
             self.step += 1;
             self.report.steps = self.step;
-            let op = self.pick(100)?;
+            let op = self.pick(100);
             match op {
                 0..60 => self.append()?,
                 60..68 => self.snapshot()?,
@@ -343,7 +348,7 @@ impl Run<'_> {
                     self.open("reopen")?;
                 }
                 74..84 => {
-                    let ops = 1 + self.pick(40)?;
+                    let ops = 1 + self.pick(40);
                     self.trace
                         .push(format!("power cut armed: after {ops} I/O calls"));
                     self.disk.power_cut_after(ops);
@@ -399,19 +404,19 @@ impl Run<'_> {
     }
 
     fn append(&mut self) -> std::result::Result<(), Stop> {
-        let i = self.pick(STREAMS.len() as u64)? as usize;
+        let i = self.pick(STREAMS.len() as u64) as usize;
         let stream = STREAMS.get(i).copied().unwrap_or("a").to_string();
-        let count = 1 + self.pick(4)?;
+        let count = 1 + self.pick(4);
         let mut events = Vec::new();
         for _ in 0..count {
             self.next_event += 1;
-            let pad = self.pick(300)? as usize;
+            let pad = self.pick(300) as usize;
             let mut data = format!("event {} ", self.next_event).into_bytes();
             data.resize(data.len() + pad, b'.');
             events.push(data);
         }
         let version = self.model.version(&stream);
-        let (expected, wrong) = match self.pick(10)? {
+        let (expected, wrong) = match self.pick(10) {
             0 => (ExpectedVersion::Exact(version + 1), true),
             1 => (ExpectedVersion::Exact(version), false),
             _ => (ExpectedVersion::Any, false),
@@ -443,7 +448,7 @@ impl Run<'_> {
             Err(Error::WrongExpectedVersion { .. }) if wrong => Ok(()),
             Err(e) if self.disk.is_off() => {
                 self.trace.push(format!("  failed at the power cut: {e}"));
-                self.restart(Some(batch))
+                self.restart(Some((batch, wrong)))
             }
             Err(e) => Err(Stop::Failed(format!("append failed: {e}"))),
         }
@@ -466,38 +471,65 @@ impl Run<'_> {
     }
 
     /// The power is off (or goes off now): close, restart the disk with a
-    /// chosen outcome, reopen, check.
-    fn restart(&mut self, in_doubt: Option<Batch>) -> std::result::Result<(), Stop> {
+    /// chosen outcome, verify, reopen (sometimes with the power going
+    /// again during recovery, and again, until an open completes), check.
+    /// `in_doubt` is the batch in flight at the cut, and whether its
+    /// expected version was wrong (then it must not survive).
+    fn restart(&mut self, in_doubt: Option<(Batch, bool)>) -> std::result::Result<(), Stop> {
+        // What the subscriber saw before the cut must survive it.
+        self.drain_what_is_left();
         self.disk.power_cut();
         self.close();
-        let seed = self.pick(u64::MAX)?;
-        let outcome = self
-            .disk
-            .restart(seed)
-            .map_err(|e| Stop::Failed(format!("restart the simulated disk: {e}")))?;
-        self.trace.push(format!("restart: {outcome:?}"));
-        self.report.power_cuts += 1;
-        let c = &mut self.report.crash;
-        c.writes_dropped += outcome.writes_dropped;
-        c.writes_kept += outcome.writes_kept;
-        c.writes_torn += outcome.writes_torn;
-        c.entries_dropped += outcome.entries_dropped;
-        c.entries_kept += outcome.entries_kept;
-        self.verify()?;
-        self.db = Some(
-            Db::open_with_views(
+        loop {
+            let seed = self.pick(u64::MAX);
+            let outcome = self
+                .disk
+                .restart(seed)
+                .map_err(|e| Stop::Failed(format!("restart the simulated disk: {e}")))?;
+            self.trace.push(format!("restart: {outcome:?}"));
+            self.report.power_cuts += 1;
+            let c = &mut self.report.crash;
+            c.writes_dropped += outcome.writes_dropped;
+            c.writes_kept += outcome.writes_kept;
+            c.writes_torn += outcome.writes_torn;
+            c.entries_dropped += outcome.entries_dropped;
+            c.entries_kept += outcome.entries_kept;
+            self.verify()?;
+            if self.pick(4) == 0 {
+                let ops = 1 + self.pick(30);
+                self.trace.push(format!(
+                    "power cut armed during recovery: after {ops} I/O calls"
+                ));
+                self.disk.power_cut_after(ops);
+            }
+            match Db::open_with_views(
                 &self.dir,
                 self.options.clone(),
                 vec![Box::new(Tally::default())],
-            )
-            .map_err(|e| Stop::Failed(format!("open after the power cut: {e}")))?,
-        );
+            ) {
+                Ok(db) => {
+                    self.db = Some(db);
+                    break;
+                }
+                Err(e) if self.disk.is_off() => {
+                    self.trace
+                        .push(format!("  open failed at the power cut: {e}"));
+                    self.report.cuts_during_recovery += 1;
+                }
+                Err(e) => return Err(Stop::Failed(format!("open after the power cut: {e}"))),
+            }
+        }
+        let last = self.db()?.last_lsn();
         // The batch in flight: all of it or none of it, at the end.
-        if let Some(batch) = in_doubt {
+        if let Some((batch, wrong)) = in_doubt {
             let acked = self.model.events.len() as u64;
-            let last = self.db()?.last_lsn();
             let n = batch.1.len() as u64;
             if last == acked + n {
+                if wrong {
+                    return Err(Stop::Failed(
+                        "an append with a wrong expected version survived the power cut".into(),
+                    ));
+                }
                 self.trace.push("  the batch in flight survived".into());
                 self.model.push(&batch);
                 self.report.in_doubt_kept += 1;
@@ -505,8 +537,22 @@ impl Run<'_> {
                 self.report.in_doubt_lost += 1;
             }
         }
+        if self.seen_lsn > last {
+            return Err(Stop::Failed(format!(
+                "the subscriber saw LSN {} before the power cut, but the log now ends at LSN {last}",
+                self.seen_lsn
+            )));
+        }
         self.check_log()?;
         self.resubscribe()
+    }
+
+    /// Drains the subscriber as far as it goes with the power off: what
+    /// it hands out from memory it must have been allowed to.
+    fn drain_what_is_left(&mut self) {
+        if let Err(Stop::Failed(why)) = self.drain() {
+            self.trace.push(format!("  subscriber stopped: {why}"));
+        }
     }
 
     /// `verify` on the closed database (before reopening it, so that it
@@ -524,7 +570,12 @@ impl Run<'_> {
         match crate::verify(&self.dir, &self.options) {
             Ok(_) => Ok(()),
             // A wal directory whose creation was lost with everything in it.
-            Err(Error::Io { .. }) if self.model.events.is_empty() => Ok(()),
+            Err(Error::Io { source, .. })
+                if self.model.events.is_empty()
+                    && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
             Err(e) => Err(Stop::Failed(format!("verify: {e}"))),
         }
     }

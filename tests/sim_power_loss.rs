@@ -33,6 +33,7 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
             Ok(r) => {
                 total.steps += r.steps;
                 total.subscriber_compacted += r.subscriber_compacted;
+                total.cuts_during_recovery += r.cuts_during_recovery;
                 total.events_acked += r.events_acked;
                 total.power_cuts += r.power_cuts;
                 total.in_doubt_kept += r.in_doubt_kept;
@@ -64,5 +65,6 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
         assert!(total.in_doubt_kept > 0, "{total:?}");
         assert!(total.in_doubt_lost > 0, "{total:?}");
         assert!(total.snapshots > 0 && total.events_seen > 0, "{total:?}");
+        assert!(total.cuts_during_recovery > 0, "{total:?}");
     }
 }

@@ -54,3 +54,42 @@ fn a_database_whose_only_snapshot_is_that_file_still_opens_from_the_log() {
     assert_eq!(db.stream_version("s").unwrap(), 20);
     assert!(snaps.join("00000000000000000011.redb.damaged").exists());
 }
+
+#[test]
+fn a_truncated_newest_snapshot_is_damage_and_the_older_one_is_used() {
+    // A short file is a damaged snapshot to fall back from, not a failing
+    // disk to stop on: since an I/O error from a snapshot fails the open
+    // (it may be the device, not the file), this guards that truncation
+    // still counts as damage (redb reports it so; a read past the end would
+    // be UnexpectedEof, which replaydb also counts as damage).
+    let tmp = tempfile::tempdir().unwrap();
+    let append = |db: &replaydb::Db, n: u64| {
+        for i in 0..n {
+            db.append("s", replaydb::ExpectedVersion::Any, &[i.to_le_bytes()])
+                .unwrap();
+        }
+    };
+    let newest = {
+        let db = replaydb::Db::open(tmp.path(), replaydb::Options::default()).unwrap();
+        append(&db, 10);
+        db.snapshot().unwrap();
+        append(&db, 10);
+        let newest = db.snapshot().unwrap().path;
+        append(&db, 5);
+        newest
+    };
+    let len = std::fs::metadata(&newest).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+
+    let db = replaydb::Db::open(tmp.path(), replaydb::Options::default()).unwrap();
+    let report = db.recovery_report();
+    assert_eq!(report.damaged_snapshots.len(), 1, "{report:?}");
+    assert_eq!(report.damaged_snapshots[0].0, newest);
+    assert_eq!(report.snapshot.as_ref().map(|s| s.1), Some(10));
+    assert_eq!(db.stream_version("s").unwrap(), 25);
+}

@@ -32,12 +32,20 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta")
 const VIEWS: TableDefinition<&str, u32> = TableDefinition::new("replaydb_views");
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("replaydb_streams");
 
-/// A redb error: an I/O error stays an I/O error (the disk failed, the
-/// file may be fine, so recovery must not set it aside as damaged);
-/// anything else means the file is not a usable snapshot.
+/// A redb error: an I/O error from the device stays an I/O error (the
+/// file may be fine, so recovery must not set it aside as damaged); a
+/// read past the end (a truncated file) and anything else mean the file
+/// is not a usable snapshot.
 pub(crate) fn redb_err(op: &'static str, path: &Path, e: impl Into<redb::Error>) -> Error {
     match e.into() {
-        redb::Error::Io(io) => Error::io(op, path, io),
+        redb::Error::Io(io)
+            if !matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Error::io(op, path, io)
+        }
         other => err(op, path, other),
     }
 }

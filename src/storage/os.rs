@@ -100,10 +100,21 @@ impl StorageFile for OsFile {
         // the file size, which lets fdatasync skip a metadata update.
         // Where the file system cannot (EOPNOTSUPP), the file is merely
         // extended: the zeros read back the same; only the speed-up is lost.
-        if fs4::FileExt::allocate(&self.0, len).is_err() && self.len()? < len {
-            self.0.set_len(len)?;
+        match fs4::FileExt::allocate(&self.0, len) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                ) =>
+            {
+                if self.len()? < len {
+                    self.0.set_len(len)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {

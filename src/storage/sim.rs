@@ -139,7 +139,12 @@ struct DirState {
 enum DirOp {
     Link(String, Node),
     Unlink(String),
-    Rename(String, String),
+    /// `to` now names `node`; `from` no longer does (if it still named it).
+    Rename {
+        from: String,
+        to: String,
+        node: Node,
+    },
 }
 
 fn power_is_off() -> io::Error {
@@ -223,14 +228,15 @@ impl SimDisk {
                 match op {
                     FileOp::Write { offset, bytes: w } => match rng.below(3) {
                         0 => outcome.writes_dropped += 1,
-                        1 => {
-                            outcome.writes_kept += 1;
-                            write_into(&mut bytes, *offset, w);
+                        2 if w.len() >= 2 => {
+                            // Some but not all of it: a prefix of 1..len bytes.
+                            outcome.writes_torn += 1;
+                            let keep = 1 + rng.below(w.len() as u64 - 1) as usize;
+                            write_into(&mut bytes, *offset, w.get(..keep).unwrap_or_default());
                         }
                         _ => {
-                            outcome.writes_torn += 1;
-                            let keep = rng.below(w.len() as u64 + 1) as usize;
-                            write_into(&mut bytes, *offset, w.get(..keep).unwrap_or_default());
+                            outcome.writes_kept += 1;
+                            write_into(&mut bytes, *offset, w);
                         }
                     },
                     FileOp::SetLen(len) => {
@@ -266,10 +272,11 @@ impl SimDisk {
                     DirOp::Unlink(name) => {
                         image.remove(name);
                     }
-                    DirOp::Rename(from, to) => {
-                        if let Some(node) = image.remove(from) {
-                            image.insert(to.clone(), node);
+                    DirOp::Rename { from, to, node } => {
+                        if image.get(from) == Some(node) {
+                            image.remove(from);
                         }
+                        image.insert(to.clone(), *node);
                     }
                 }
             }
@@ -462,6 +469,7 @@ impl Storage for SimDisk {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.read(None)?;
         if self.is_dir(path) {
             return Ok(());
         }
@@ -501,8 +509,12 @@ impl Storage for SimDisk {
             let dir = s.dirs.entry(from_dir).or_default();
             if let Some(node) = dir.current.remove(&from_name) {
                 dir.current.insert(to_name.clone(), node);
+                dir.pending.push(DirOp::Rename {
+                    from: from_name,
+                    to: to_name,
+                    node,
+                });
             }
-            dir.pending.push(DirOp::Rename(from_name, to_name));
         } else {
             let source = s.dirs.entry(from_dir).or_default();
             let node = source.current.remove(&from_name);
@@ -547,12 +559,15 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn record(&self, op: FileOp) -> io::Result<MutexGuard<'_, State>> {
+    /// Carries out `real` on the real file and, if it succeeds, records
+    /// `op` as pending: a write that failed never reaches the disk.
+    fn record(&self, op: FileOp, real: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let mut s = self.disk.operate(Some(self.epoch))?;
+        real()?;
         if let Some(f) = s.files.get_mut(&self.id) {
             f.pending.push(op);
         }
-        Ok(s)
+        Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -581,16 +596,15 @@ impl StorageFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let _s = self.record(FileOp::Write {
+        let op = FileOp::Write {
             offset,
             bytes: buf.to_vec(),
-        })?;
-        self.file.write_all_at(buf, offset)
+        };
+        self.record(op, || self.file.write_all_at(buf, offset))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let _s = self.record(FileOp::SetLen(len))?;
-        self.file.set_len(len)
+        self.record(FileOp::SetLen(len), || self.file.set_len(len))
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {

@@ -193,10 +193,14 @@ impl LogIndex {
 
     /// Every stream with its version.
     pub fn stream_versions(&self) -> Vec<(String, u64)> {
-        self.streams
+        let mut versions: Vec<(String, u64)> = self
+            .streams
             .iter()
             .map(|(k, e)| (k.to_string(), e.version))
-            .collect()
+            .collect();
+        // In name order, so a snapshot's bytes do not depend on hashing.
+        versions.sort_unstable();
+        versions
     }
 
     /// The first version of `stream` the log holds (1 if never compacted).

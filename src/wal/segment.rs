@@ -28,8 +28,11 @@ pub fn create_segment(
     let file = layout::create_new(fs, &tmp, "create segment")?;
     file.write_all_at(&format::encode_segment_header(first_lsn), 0)
         .map_err(|e| Error::io("write segment header", &tmp, e))?;
-    file.allocate(preallocate_bytes)
-        .map_err(|e| Error::io("preallocate segment", &tmp, e))?;
+    // Best effort: without the reservation appends still work, each one
+    // just also updates the file size.
+    if let Err(e) = file.allocate(preallocate_bytes) {
+        tracing::warn!(segment = %tmp.display(), error = %e, "could not preallocate a new segment");
+    }
     file.sync_all()
         .map_err(|e| Error::io("fsync new segment", &tmp, e))?;
     crate::failpoint::hit("segment.before_rename");
