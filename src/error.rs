@@ -51,14 +51,14 @@ pub enum Error {
 
     /// A file carries a format version this build does not read.
     #[error(
-        "{path}: format version {found} is not supported (this build reads version {supported})"
+        "{path}: format version {found} is not supported (this build reads versions up to {supported})"
     )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version found in its header.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
     },
 

@@ -39,7 +39,9 @@ pub mod wal;
 pub use engine::maintenance::{Repair, VerifyReport, verify};
 pub use engine::{Db, Stats, Subscription};
 pub use error::{Error, Result};
-pub use options::{Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_MIN};
+pub use options::{
+    Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+};
 pub use stream::{
     Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX, validate_stream_name,
 };

@@ -58,6 +58,8 @@ pub struct Options {
 
 /// Smallest segment size accepted: a header and one small record.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest segment size accepted: offsets in record headers are `u32`.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
 /// Largest record size accepted: lengths are `u32` on disk.
 pub const RECORD_BYTES_LIMIT: u64 = u32::MAX as u64;
 
@@ -79,9 +81,9 @@ impl Options {
     /// Checks the options are usable.
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |reason: String| Err(crate::Error::InvalidArgument { op: "open", reason });
-        if self.segment_bytes_max < SEGMENT_BYTES_MIN {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&self.segment_bytes_max) {
             return bad(format!(
-                "segment_bytes_max must be at least {SEGMENT_BYTES_MIN}"
+                "segment_bytes_max must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_LIMIT}"
             ));
         }
         if self.record_bytes_max == 0 || self.record_bytes_max > RECORD_BYTES_LIMIT {

@@ -184,7 +184,7 @@ fn bad_header_unknown_version_and_lsn_gap_are_refused() {
         Err(Error::UnsupportedVersion {
             path,
             found: 9,
-            supported: 1,
+            supported: 2,
         }) => assert_eq!(path, seg),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }

@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
         // A valid record is exactly what the encoder makes of its fields,
         // unless the fuzzer found a non-canonical MessagePack width.
         let batch = format::encode_batch(record.stream, &events);
-        let header = format::encode_record_header(&batch, record.first_lsn, record.first_version);
+        let header = format::encode_record_header(
+            &batch,
+            record.first_lsn,
+            record.first_version,
+            record.synced_to,
+        );
         let mut again = header.to_vec();
         again.extend_from_slice(&batch.payload);
         if again.len() as u64 == record.total_bytes {

@@ -240,35 +240,25 @@ impl Inner {
         }
 
         // Write and sync.
-        let headers: Vec<_> = accepted
+        let records: Vec<_> = accepted
             .iter()
-            .map(|(p, lsn, version)| format::encode_record_header(&p.batch, *lsn, *version))
+            .map(|(p, lsn, version)| (&p.batch, *lsn, *version))
             .collect();
-        let records: Vec<_> = headers
-            .iter()
-            .zip(&accepted)
-            .map(|(h, (p, _, _))| (*h, p.batch.payload.as_slice()))
-            .collect();
-        let lsns: Vec<u64> = accepted.iter().map(|(_, lsn, _)| *lsn).collect();
-        let written = state
-            .tail
-            .write(&records, &lsns)
-            .and_then(|(placed, rolled)| {
-                self.health
-                    .counters
-                    .fsyncs
-                    .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
-                #[cfg(feature = "failpoints")]
-                let planted =
-                    crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
-                #[cfg(not(feature = "failpoints"))]
-                let planted = false;
-                if self.options.durability == Durability::Immediate && !planted {
-                    state.tail.sync()?;
-                    self.health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok((placed, rolled))
-            });
+        let written = state.tail.write(&records).and_then(|(placed, rolled)| {
+            self.health
+                .counters
+                .fsyncs
+                .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
+            #[cfg(feature = "failpoints")]
+            let planted = crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
+            #[cfg(not(feature = "failpoints"))]
+            let planted = false;
+            if self.options.durability == Durability::Immediate && !planted {
+                state.tail.sync()?;
+                self.health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok((placed, rolled))
+        });
         let (placed, rolled) = match written {
             Ok(w) => w,
             Err(e) => {

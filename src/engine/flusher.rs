@@ -38,8 +38,13 @@ impl Flusher {
                     // Take the file under the lock, sync it outside: writers
                     // go on while the disk works. A roll syncs the segment it
                     // seals itself, so syncing an older tail here is harmless.
-                    let (file, path) = match commit.lock() {
-                        Ok(state) => (state.tail.file(), state.tail.path().to_path_buf()),
+                    let (file, path, synced_to, written) = match commit.lock() {
+                        Ok(state) => (
+                            state.tail.file(),
+                            state.tail.path().to_path_buf(),
+                            state.tail.synced_to(),
+                            state.tail.offset(),
+                        ),
                         Err(_) => return,
                     };
                     if let Err(e) = file.sync_data() {
@@ -47,6 +52,7 @@ impl Flusher {
                         health.poison(format!("fdatasync {}: {e}", path.display()));
                         return;
                     }
+                    synced_to.fetch_max(written, Ordering::AcqRel);
                     health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 }
             })?;

@@ -7,8 +7,12 @@
 
 /// First 8 bytes of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RPLYWAL\0";
-/// The segment format this build reads and writes.
-pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The segment format this build writes. Version 2 gave each record
+/// header the offset its segment was durable to when it was written;
+/// version 1 (that word zero) is still read.
+pub const SEGMENT_FORMAT_VERSION: u32 = 2;
+/// The oldest segment format this build reads.
+pub const SEGMENT_FORMAT_VERSION_OLDEST: u32 = 1;
 /// Bytes in a segment header.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 /// Bytes in a record header.
@@ -28,7 +32,7 @@ const RH_CRC: usize = 4;
 const RH_FIRST_LSN: usize = 8;
 const RH_FIRST_VERSION: usize = 16;
 const RH_COUNT: usize = 24;
-const RH_RESERVED: usize = 28;
+const RH_SYNCED_TO: usize = 28;
 
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at.checked_add(4)?)?;
@@ -98,7 +102,7 @@ impl std::fmt::Display for HeaderError {
 }
 
 /// Decodes a segment header; returns the segment's first LSN.
-pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderError> {
+pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
     let h = bytes
         .get(..SEGMENT_HEADER_BYTES)
         .ok_or(HeaderError::Short(bytes.len()))?;
@@ -113,13 +117,25 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderError> {
     }
     // Version after CRC: a CRC-valid header with another version is a real
     // file of another format version, not damage.
-    if version != SEGMENT_FORMAT_VERSION {
+    if !(SEGMENT_FORMAT_VERSION_OLDEST..=SEGMENT_FORMAT_VERSION).contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
     if u32_at(h, SH_FLAGS) != Some(0) || u32_at(h, SH_RESERVED) != Some(0) {
         return Err(HeaderError::Reserved);
     }
-    u64_at(h, SH_FIRST_LSN).ok_or(HeaderError::Short(h.len()))
+    Ok(SegmentHeader {
+        version,
+        first_lsn: u64_at(h, SH_FIRST_LSN).ok_or(HeaderError::Short(h.len()))?,
+    })
+}
+
+/// A segment header that passed its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Its format version (1 or 2).
+    pub version: u32,
+    /// LSN of its first record.
+    pub first_lsn: u64,
 }
 
 /// A batch's payload, encoded and checksummed, ready for the writer to
@@ -157,17 +173,20 @@ pub fn encode_batch(stream: &str, events: &[impl AsRef<[u8]>]) -> EncodedBatch {
 }
 
 /// Fills in a record header for `batch` at `first_lsn` / `first_version`.
+/// `synced_to` is the offset up to which the record's segment was durable
+/// when it was written (0 in a version 1 segment).
 pub fn encode_record_header(
     batch: &EncodedBatch,
     first_lsn: u64,
     first_version: u64,
+    synced_to: u32,
 ) -> [u8; RECORD_HEADER_BYTES] {
     let mut h = [0u8; RECORD_HEADER_BYTES];
     h[RH_LEN..RH_LEN + 4].copy_from_slice(&(batch.payload.len() as u32).to_le_bytes());
     h[RH_FIRST_LSN..RH_FIRST_LSN + 8].copy_from_slice(&first_lsn.to_le_bytes());
     h[RH_FIRST_VERSION..RH_FIRST_VERSION + 8].copy_from_slice(&first_version.to_le_bytes());
     h[RH_COUNT..RH_COUNT + 4].copy_from_slice(&batch.count.to_le_bytes());
-    h[RH_RESERVED..RH_RESERVED + 4].copy_from_slice(&0u32.to_le_bytes());
+    h[RH_SYNCED_TO..RH_SYNCED_TO + 4].copy_from_slice(&synced_to.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[RH_FIRST_LSN..]);
     crc.combine(&batch.payload_crc);
@@ -184,6 +203,10 @@ pub struct RecordView<'a> {
     pub first_version: u64,
     /// Number of events.
     pub count: u32,
+    /// Offset up to which its segment was durable when it was written (0
+    /// in a version 1 segment). Recovery uses it to tell a hole left by an
+    /// unsynced write from damage to synced bytes.
+    pub synced_to: u32,
     /// The stream the batch belongs to.
     pub stream: &'a str,
     /// Encoded events (MessagePack), decoded lazily by [`RecordView::events`].
@@ -348,9 +371,7 @@ pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'
     let first_lsn = u64_at(header, RH_FIRST_LSN).ok_or(trunc.clone())?;
     let first_version = u64_at(header, RH_FIRST_VERSION).ok_or(trunc.clone())?;
     let count = u32_at(header, RH_COUNT).ok_or(trunc.clone())?;
-    if u32_at(header, RH_RESERVED) != Some(0) {
-        return Err(RecordError::Malformed("reserved header bytes are not zero"));
-    }
+    let synced_to = u32_at(header, RH_SYNCED_TO).ok_or(trunc.clone())?;
     if count == 0 {
         return Err(RecordError::Malformed("batch of zero events"));
     }
@@ -366,6 +387,7 @@ pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'
         first_lsn,
         first_version,
         count,
+        synced_to,
         stream,
         events_bytes,
         total_bytes: total,
@@ -435,7 +457,7 @@ mod tests {
 
     fn record(first_lsn: u64, first_version: u64, stream: &str, events: &[&[u8]]) -> Vec<u8> {
         let batch = encode_batch(stream, events);
-        let mut out = encode_record_header(&batch, first_lsn, first_version).to_vec();
+        let mut out = encode_record_header(&batch, first_lsn, first_version, 32).to_vec();
         out.extend_from_slice(&batch.payload);
         out
     }
@@ -501,15 +523,30 @@ mod tests {
     #[test]
     fn segment_header_round_trips_and_refuses_other_versions() {
         let h = encode_segment_header(42);
-        assert_eq!(decode_segment_header(&h), Ok(42));
-        let mut v2 = h;
-        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32fast::hash(&v2[..28]);
-        v2[28..32].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            decode_segment_header(&v2),
-            Err(HeaderError::UnsupportedVersion(2))
+            decode_segment_header(&h),
+            Ok(SegmentHeader {
+                version: 2,
+                first_lsn: 42
+            })
         );
+        let with_version = |v: u32| {
+            let mut h = h;
+            h[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32fast::hash(&h[..28]);
+            h[28..32].copy_from_slice(&crc.to_le_bytes());
+            h
+        };
+        assert_eq!(
+            decode_segment_header(&with_version(1)).map(|h| h.version),
+            Ok(1)
+        );
+        for v in [0, 3, u32::MAX] {
+            assert_eq!(
+                decode_segment_header(&with_version(v)),
+                Err(HeaderError::UnsupportedVersion(v))
+            );
+        }
         let mut bad = h;
         bad[0] = b'X';
         assert_eq!(decode_segment_header(&bad), Err(HeaderError::BadMagic));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::storage::{OpenMode, Storage};
-use crate::wal::format::SEGMENT_HEADER_BYTES;
+use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::index::LogIndex;
 use crate::wal::scan::{self, SegmentEnd};
 use crate::wal::writer::TailWriter;
@@ -272,13 +272,21 @@ pub fn open_log(
             }
             file.allocate(segment_bytes_max)
                 .map_err(|e| Error::io("extend tail segment", path, e))?;
+            // What a crashed process left in the page cache reads back as
+            // valid records but may never have reached the disk: make it
+            // durable before records claim the segment is synced to `end`.
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync tail segment", path, e))?;
             let map = segment::map_segment(file.as_ref(), path)?;
+            let version = format::decode_segment_header(&map)
+                .map_err(|e| Error::corrupt(path, 0, e.to_string()))?
+                .version;
             let tail = TailWriter::new(
                 fs.clone(),
                 wal_dir.to_path_buf(),
                 file,
                 path.clone(),
-                *first_lsn,
+                (*first_lsn, version),
                 end,
                 segment_bytes_max,
             );
@@ -295,7 +303,7 @@ pub fn open_log(
                 wal_dir.to_path_buf(),
                 file,
                 path,
-                1,
+                (1, format::SEGMENT_FORMAT_VERSION),
                 SEGMENT_HEADER_BYTES as u64,
                 segment_bytes_max,
             );

@@ -4,15 +4,20 @@
 //! The rule (docs/DESIGN.md, "Recovery rules"): the first bad record of a
 //! segment is a *torn tail* when nothing valid follows it, the leftover of
 //! a write that never completed and was never acknowledged. If a valid
-//! record follows, the bad bytes sit inside acknowledged history: that is
-//! *corruption*, and nothing may be cut without the operator saying so.
+//! record follows, it depends on what that record says was durable when
+//! it was written (format version 2): if the bad bytes lay below that
+//! offset, they had been synced, so they are *corruption*, and nothing may
+//! be cut without the operator saying so; if not, the bad bytes and the
+//! records after them were one unsynced run that reached the disk out of
+//! order, and the whole run is a torn tail. In a version 1 segment, which
+//! does not record it, any valid record after bad bytes is corruption.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::wal::format::{
     self, HeaderError, RECORD_HEADER_BYTES, RecordError, RecordView, SEGMENT_FORMAT_VERSION,
-    SEGMENT_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES, SegmentHeader,
 };
 
 /// How the written part of a segment ends.
@@ -57,10 +62,9 @@ pub struct SegmentScan {
     pub end: SegmentEnd,
 }
 
-/// Checks the header of the segment at `path` (named for `named_lsn`) and
-/// returns its first LSN.
-pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result<u64> {
-    let first_lsn = format::decode_segment_header(bytes).map_err(|e| match e {
+/// Checks the header of the segment at `path` (named for `named_lsn`).
+pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result<SegmentHeader> {
+    let header = format::decode_segment_header(bytes).map_err(|e| match e {
         HeaderError::UnsupportedVersion(found) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
@@ -68,6 +72,7 @@ pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result
         },
         other => Error::corrupt(path, 0, other.to_string()),
     })?;
+    let first_lsn = header.first_lsn;
     if first_lsn != named_lsn {
         return Err(Error::corrupt(
             path,
@@ -77,7 +82,7 @@ pub fn check_segment_header(bytes: &[u8], path: &Path, named_lsn: u64) -> Result
             ),
         ));
     }
-    Ok(first_lsn)
+    Ok(header)
 }
 
 /// Whether every byte of `bytes` from `from` on is zero: the plain way,
@@ -107,7 +112,8 @@ pub fn scan_segment(
     is_zero_from: &dyn Fn(u64) -> bool,
     mut visit: impl FnMut(u64, &RecordView<'_>) -> Result<()>,
 ) -> Result<SegmentScan> {
-    let first_lsn = check_segment_header(bytes, path, named_lsn)?;
+    let header = check_segment_header(bytes, path, named_lsn)?;
+    let first_lsn = header.first_lsn;
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut next_lsn = first_lsn;
     let mut records = 0u64;
@@ -124,6 +130,10 @@ pub fn scan_segment(
             "a zeroed record header followed by non-zero bytes".to_string()
         } else {
             match format::decode_record(rest, record_bytes_max) {
+                Ok(record) if !synced_to_fits(header.version, &record, offset) => format!(
+                    "record says its segment was synced to byte {}, impossible for a record at byte {offset}",
+                    record.synced_to
+                ),
                 Ok(record) if record.first_lsn == next_lsn => {
                     visit(offset, &record)?;
                     records += 1;
@@ -150,7 +160,14 @@ pub fn scan_segment(
                 Err(e) => e.to_string(),
             }
         };
-        break classify_bad(bytes, offset, next_lsn, record_bytes_max, bad);
+        break classify_bad(
+            bytes,
+            header.version,
+            offset,
+            next_lsn,
+            record_bytes_max,
+            bad,
+        );
     };
     Ok(SegmentScan {
         first_lsn,
@@ -160,31 +177,70 @@ pub fn scan_segment(
     })
 }
 
-/// Decides whether the bad bytes at `offset` are a torn tail or corruption.
+/// Whether a record's `synced_to` is possible: zero in a version 1
+/// segment; in a later one, between the header's end and the record itself.
+fn synced_to_fits(version: u32, record: &RecordView<'_>, offset: u64) -> bool {
+    let synced_to = u64::from(record.synced_to);
+    if version < 2 {
+        synced_to == 0
+    } else {
+        (SEGMENT_HEADER_BYTES as u64..=offset).contains(&synced_to)
+    }
+}
+
+/// Decides whether the bad bytes at `offset` are a torn tail or corruption
+/// (the rule is at the top of this module).
 fn classify_bad(
     bytes: &[u8],
+    version: u32,
     offset: u64,
     next_lsn: u64,
     record_bytes_max: u64,
     reason: String,
 ) -> SegmentEnd {
-    match find_valid_record(bytes, offset + 1, next_lsn, record_bytes_max) {
-        Some(valid_at) => SegmentEnd::Corrupt {
-            offset,
-            reason: format!("{reason}; a valid record follows at byte {valid_at}"),
-        },
-        None => {
-            let rest = bytes.get(offset as usize..).unwrap_or(&[]);
-            let garbage_bytes = rest
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(0, |p| p as u64 + 1);
-            SegmentEnd::TornTail {
-                end: offset,
-                reason,
-                garbage_bytes,
-            }
+    let mut from = offset + 1;
+    let mut unsynced_after = 0u64;
+    while let Some(valid_at) = find_valid_record(bytes, from, next_lsn, record_bytes_max) {
+        let Some(record) = bytes
+            .get(valid_at as usize..)
+            .and_then(|rest| format::decode_record(rest, record_bytes_max).ok())
+        else {
+            break;
+        };
+        if version < 2 {
+            return SegmentEnd::Corrupt {
+                offset,
+                reason: format!("{reason}; a valid record follows at byte {valid_at}"),
+            };
         }
+        if u64::from(record.synced_to) > offset {
+            return SegmentEnd::Corrupt {
+                offset,
+                reason: format!(
+                    "{reason}; the record at byte {valid_at} was written after the segment was synced to byte {}, so these bytes had been synced",
+                    record.synced_to
+                ),
+            };
+        }
+        unsynced_after += 1;
+        from = valid_at + record.total_bytes;
+    }
+    let rest = bytes.get(offset as usize..).unwrap_or(&[]);
+    let garbage_bytes = rest
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |p| p as u64 + 1);
+    let reason = if unsynced_after > 0 {
+        format!(
+            "{reason}; {unsynced_after} valid record(s) after it were written before it was synced (an unsynced write reached the disk out of order)"
+        )
+    } else {
+        reason
+    };
+    SegmentEnd::TornTail {
+        end: offset,
+        reason,
+        garbage_bytes,
     }
 }
 
@@ -229,7 +285,9 @@ mod tests {
         for (i, (lsn, data)) in records.iter().enumerate() {
             offsets.push(bytes.len() as u64);
             let b = encode_batch("s", &[*data]);
-            bytes.extend_from_slice(&encode_record_header(&b, *lsn, i as u64 + 1));
+            // Each record in a group of its own: synced up to itself.
+            let synced_to = bytes.len() as u32;
+            bytes.extend_from_slice(&encode_record_header(&b, *lsn, i as u64 + 1, synced_to));
             bytes.extend_from_slice(&b.payload);
         }
         bytes.resize(bytes.len() + zeros, 0);

@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::storage::{Mapping, Storage, StorageFile};
-use crate::wal::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::wal::format::{
+    self, EncodedBatch, RECORD_HEADER_BYTES, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+};
 use crate::wal::segment;
 
 /// Where a record landed.
@@ -36,8 +39,14 @@ pub struct RolledSegment {
     pub map: Arc<Mapping>,
 }
 
-/// A record to write: its header and payload.
-pub type OutRecord<'a> = ([u8; RECORD_HEADER_BYTES], &'a [u8]);
+/// A record to write: its batch, first LSN and first stream version. The
+/// writer fills in the header, since only it knows how far the segment
+/// the record lands in is synced.
+pub type OutRecord<'a> = (&'a EncodedBatch, u64, u64);
+
+/// How far a segment is known durable: raised after each fdatasync (by
+/// the committing leader or the flusher) to the offset written before it.
+pub type SyncedTo = Arc<AtomicU64>;
 
 /// Appends to the tail segment.
 #[derive(Debug)]
@@ -49,17 +58,22 @@ pub struct TailWriter {
     segment_first_lsn: u64,
     offset: u64,
     segment_bytes_max: u64,
+    /// Format version of the tail segment (an old tail is appended to in
+    /// its own format).
+    segment_version: u32,
+    synced_to: SyncedTo,
     buf: Vec<u8>,
 }
 
 impl TailWriter {
-    /// A writer appending at `offset` of the open segment `file`.
+    /// A writer appending at `offset` of the open segment `file`, of
+    /// format `segment_version`, which is durable up to `offset`.
     pub fn new(
         fs: Arc<dyn Storage>,
         wal_dir: PathBuf,
         file: Arc<dyn StorageFile>,
         path: PathBuf,
-        segment_first_lsn: u64,
+        (segment_first_lsn, segment_version): (u64, u32),
         offset: u64,
         segment_bytes_max: u64,
     ) -> Self {
@@ -71,8 +85,16 @@ impl TailWriter {
             segment_first_lsn,
             offset,
             segment_bytes_max,
+            segment_version,
+            synced_to: Arc::new(AtomicU64::new(offset)),
             buf: Vec::new(),
         }
+    }
+
+    /// How far the tail segment is durable, for a flusher to raise after
+    /// its fdatasync.
+    pub fn synced_to(&self) -> SyncedTo {
+        self.synced_to.clone()
     }
 
     /// The tail segment's file, for a flusher to fsync without the lock.
@@ -102,13 +124,12 @@ impl TailWriter {
     pub fn write(
         &mut self,
         records: &[OutRecord<'_>],
-        first_lsns: &[u64],
     ) -> Result<(Vec<Placed>, Vec<RolledSegment>)> {
         let mut placed = Vec::with_capacity(records.len());
         let mut rolled = Vec::new();
         self.buf.clear();
-        for ((header, payload), &lsn) in records.iter().zip(first_lsns) {
-            let total = (RECORD_HEADER_BYTES + payload.len()) as u64;
+        for &(batch, lsn, version) in records {
+            let total = (RECORD_HEADER_BYTES + batch.payload.len()) as u64;
             let used = self.offset + self.buf.len() as u64;
             let segment_has_records = used > SEGMENT_HEADER_BYTES as u64;
             if segment_has_records && used + total > self.segment_bytes_max {
@@ -120,8 +141,16 @@ impl TailWriter {
                 offset: self.offset + self.buf.len() as u64,
                 total_bytes: total,
             });
-            self.buf.extend_from_slice(header);
-            self.buf.extend_from_slice(payload);
+            // Version 1 segments carry zero; segment sizes are validated
+            // to fit a u32, and a record starts below the size limit.
+            let synced_to = if self.segment_version >= 2 {
+                u32::try_from(self.synced_to.load(Ordering::Acquire)).unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            let header = format::encode_record_header(batch, lsn, version, synced_to);
+            self.buf.extend_from_slice(&header);
+            self.buf.extend_from_slice(&batch.payload);
         }
         self.flush_buf()?;
         Ok((placed, rolled))
@@ -141,9 +170,12 @@ impl TailWriter {
 
     /// fdatasyncs the tail segment.
     pub fn sync(&self) -> Result<()> {
+        let written = self.offset;
         self.file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync segment", &self.path, e))
+            .map_err(|e| Error::io("fdatasync segment", &self.path, e))?;
+        self.synced_to.fetch_max(written, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Seals the tail (fsync, cut the preallocated rest, fsync) and opens a
@@ -170,6 +202,9 @@ impl TailWriter {
         self.path = path.clone();
         self.segment_first_lsn = first_lsn;
         self.offset = SEGMENT_HEADER_BYTES as u64;
+        self.segment_version = SEGMENT_FORMAT_VERSION;
+        // The header was synced when the segment was made.
+        self.synced_to = Arc::new(AtomicU64::new(self.offset));
         Ok(RolledSegment {
             sealed_first_lsn,
             sealed_map,
