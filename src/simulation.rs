@@ -119,6 +119,16 @@ pub struct SimReport {
     pub subscriber_compacted: u64,
     /// Opens cut short by another power cut during recovery.
     pub cuts_during_recovery: u64,
+    /// Acknowledged events a `Buffered` run lost at power cuts (never
+    /// synced, as that mode allows).
+    pub buffered_lost: u64,
+    /// Times a `Buffered` subscriber had seen events a cut took back.
+    pub subscriber_rewound: u64,
+    /// Torn tails recovery cut after a power cut.
+    pub torn_tails_cut: u64,
+    /// Of those, unsynced runs that reached the disk out of order (valid
+    /// records after a hole).
+    pub out_of_order_runs_cut: u64,
     /// Pending writes and entry changes at the cuts, and their fates.
     pub crash: CrashOutcome,
 }
@@ -212,8 +222,13 @@ type Batch = (String, Vec<Vec<u8>>);
 struct Model {
     /// Event `lsn` is `events[lsn - 1]`: (stream, data).
     events: Vec<(String, Vec<u8>)>,
+    /// The LSN of each batch's last event.
+    batch_ends: std::collections::BTreeSet<u64>,
     versions: BTreeMap<String, u64>,
     tally: Tally,
+    /// Events known durable: all acknowledged ones in `Immediate` mode; in
+    /// `Buffered`, those before the last snapshot, clean close or restart.
+    durable: u64,
 }
 
 impl Model {
@@ -223,6 +238,20 @@ impl Model {
             *self.versions.entry(stream.clone()).or_default() += 1;
             self.tally.add(stream, data);
         }
+        self.batch_ends.insert(self.events.len() as u64);
+    }
+
+    /// Forgets every event after `last` (what `Buffered` mode may lose).
+    fn truncate(&mut self, last: u64) {
+        let kept: Vec<_> = self.events.drain(..).take(last as usize).collect();
+        self.versions.clear();
+        self.tally = Tally::default();
+        for (stream, data) in &kept {
+            *self.versions.entry(stream.clone()).or_default() += 1;
+            self.tally.add(stream, data);
+        }
+        self.events = kept;
+        self.batch_ends.retain(|&end| end <= last);
     }
 
     fn version(&self, stream: &str) -> u64 {
@@ -321,7 +350,15 @@ impl Run<'_> {
 
     fn drive(&mut self, config: &SimConfig) -> std::result::Result<(), Stop> {
         self.options = Options {
-            durability: Durability::Immediate,
+            // Buffered with a flusher that never fires: only rolls,
+            // snapshots and closes sync, and the run stays deterministic.
+            durability: if self.pick(4) == 0 {
+                Durability::Buffered {
+                    interval: std::time::Duration::from_secs(24 * 3600),
+                }
+            } else {
+                Durability::Immediate
+            },
             segment_bytes_max: crate::SEGMENT_BYTES_MIN,
             snapshot_every_records: match self.pick(3) {
                 0 => 0,
@@ -344,6 +381,8 @@ impl Run<'_> {
                     self.trace.push("reopen".into());
                     self.drain()?;
                     self.close();
+                    // A clean close syncs.
+                    self.model.durable = self.model.events.len() as u64;
                     self.report.reopens += 1;
                     self.open("reopen")?;
                 }
@@ -442,6 +481,9 @@ impl Run<'_> {
                     )));
                 }
                 self.model.push(&batch);
+                if self.options.durability == Durability::Immediate {
+                    self.model.durable = self.model.events.len() as u64;
+                }
                 self.report.events_acked += count;
                 Ok(())
             }
@@ -460,6 +502,8 @@ impl Run<'_> {
         match self.db()?.snapshot() {
             Ok(_) => {
                 self.report.snapshots += 1;
+                // A snapshot syncs the log first.
+                self.model.durable = self.model.events.len() as u64;
                 Ok(())
             }
             Err(e) if self.disk.is_off() => {
@@ -508,6 +552,12 @@ impl Run<'_> {
                 vec![Box::new(Tally::default())],
             ) {
                 Ok(db) => {
+                    if let Some(t) = &db.recovery_report().torn_tail {
+                        self.report.torn_tails_cut += 1;
+                        if t.unsynced_records_after > 0 {
+                            self.report.out_of_order_runs_cut += 1;
+                        }
+                    }
                     self.db = Some(db);
                     break;
                 }
@@ -520,6 +570,28 @@ impl Run<'_> {
             }
         }
         let last = self.db()?.last_lsn();
+        let acked = self.model.events.len() as u64;
+        if last < acked {
+            // Only what was never synced may go (nothing, in Immediate
+            // mode), and only whole batches.
+            if last < self.model.durable {
+                return Err(Stop::Failed(format!(
+                    "the log ends at LSN {last}, but LSN {} was acknowledged and durable",
+                    self.model.durable
+                )));
+            }
+            if last > 0 && !self.model.batch_ends.contains(&last) {
+                return Err(Stop::Failed(format!(
+                    "the log ends at LSN {last}, inside an acknowledged batch"
+                )));
+            }
+            self.trace.push(format!(
+                "  lost LSNs {}..={acked}, acknowledged but never synced (Buffered)",
+                last + 1
+            ));
+            self.report.buffered_lost += acked - last;
+            self.model.truncate(last);
+        }
         // The batch in flight: all of it or none of it, at the end.
         if let Some((batch, wrong)) = in_doubt {
             let acked = self.model.events.len() as u64;
@@ -537,11 +609,23 @@ impl Run<'_> {
                 self.report.in_doubt_lost += 1;
             }
         }
+        let last = self.db()?.last_lsn();
+        self.model.durable = last;
         if self.seen_lsn > last {
-            return Err(Stop::Failed(format!(
-                "the subscriber saw LSN {} before the power cut, but the log now ends at LSN {last}",
+            if self.options.durability == Durability::Immediate {
+                return Err(Stop::Failed(format!(
+                    "the subscriber saw LSN {} before the power cut, but the log now ends at LSN {last}",
+                    self.seen_lsn
+                )));
+            }
+            // Buffered: subscribers see acknowledged events, which a power
+            // cut may take back; the subscriber is told by starting over.
+            self.trace.push(format!(
+                "  subscriber saw up to LSN {}, lost with the cut; resumes after {last}",
                 self.seen_lsn
-            )));
+            ));
+            self.seen_lsn = last;
+            self.report.subscriber_rewound += 1;
         }
         self.check_log()?;
         self.resubscribe()

@@ -1,7 +1,7 @@
 //! The power-loss simulation catches a real durability bug: with
 //! acknowledgement before fdatasync planted (a test-only switch), some
-//! seed in the CI budget must fail a check (acknowledged events lost, or
-//! a log that no longer verifies), and the same seed must pass without it.
+//! seed in the CI budget must fail, naming acknowledged events as lost,
+//! and the same seed must pass without it.
 //!
 //! Its own test binary: the planted bug is process-wide.
 
@@ -24,6 +24,10 @@ fn acknowledging_before_fsync_is_caught_by_the_simulation() {
     let (seed, failure) =
         caught.expect("no seed in the budget caught acknowledgement before fsync");
     eprintln!("seed {seed} caught the planted bug: {failure}");
+    assert!(
+        failure.message.contains("acknowledged and durable"),
+        "seed {seed} failed, but not on lost acknowledged events: {failure}"
+    );
     // And the same seed passes without the bug: the failure is the bug's.
     let root = tempfile::tempdir().unwrap();
     if let Err(failure) = run_seed(root.path(), seed, &config) {

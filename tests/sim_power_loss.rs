@@ -34,6 +34,10 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
                 total.steps += r.steps;
                 total.subscriber_compacted += r.subscriber_compacted;
                 total.cuts_during_recovery += r.cuts_during_recovery;
+                total.buffered_lost += r.buffered_lost;
+                total.torn_tails_cut += r.torn_tails_cut;
+                total.out_of_order_runs_cut += r.out_of_order_runs_cut;
+                total.subscriber_rewound += r.subscriber_rewound;
                 total.events_acked += r.events_acked;
                 total.power_cuts += r.power_cuts;
                 total.in_doubt_kept += r.in_doubt_kept;
@@ -66,5 +70,7 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
         assert!(total.in_doubt_lost > 0, "{total:?}");
         assert!(total.snapshots > 0 && total.events_seen > 0, "{total:?}");
         assert!(total.cuts_during_recovery > 0, "{total:?}");
+        assert!(total.buffered_lost > 0, "{total:?}");
+        assert!(total.out_of_order_runs_cut > 0, "{total:?}");
     }
 }

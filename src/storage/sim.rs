@@ -15,9 +15,11 @@
 //! [`SimDisk::power_cut_after`] arms the cut to fall in the middle of
 //! whatever the program does next, between any two of its I/O calls.
 //!
-//! A torn write keeps a prefix of its bytes (cut at any byte); choices
-//! are independent per write and per directory entry change, applied in
-//! the order they were made. That is harsher than ext4's ordered mode,
+//! A torn write keeps either a prefix of its bytes (cut at any byte) or
+//! any subset of the 512-byte sectors it covers, so a later part of one
+//! write can land while an earlier part does not; choices are independent
+//! per write and per directory entry change, applied in the order they
+//! were made. That is harsher than ext4's ordered mode,
 //! which never reorders directory operations, and it is what POSIX allows.
 
 use std::collections::{BTreeMap, HashMap};
@@ -229,10 +231,20 @@ impl SimDisk {
                     FileOp::Write { offset, bytes: w } => match rng.below(3) {
                         0 => outcome.writes_dropped += 1,
                         2 if w.len() >= 2 => {
-                            // Some but not all of it: a prefix of 1..len bytes.
                             outcome.writes_torn += 1;
-                            let keep = 1 + rng.below(w.len() as u64 - 1) as usize;
-                            write_into(&mut bytes, *offset, w.get(..keep).unwrap_or_default());
+                            if rng.below(2) == 0 {
+                                // A prefix of 1..len bytes.
+                                let keep = 1 + rng.below(w.len() as u64 - 1) as usize;
+                                write_into(&mut bytes, *offset, w.get(..keep).unwrap_or_default());
+                            } else {
+                                // Each sector it covers on its own: later
+                                // ones may land while earlier ones do not.
+                                for (at, piece) in sectors(*offset, w) {
+                                    if rng.below(2) == 0 {
+                                        write_into(&mut bytes, at, piece);
+                                    }
+                                }
+                            }
                         }
                         _ => {
                             outcome.writes_kept += 1;
@@ -357,6 +369,24 @@ impl SimDisk {
             .ok_or_else(|| outside(path))?;
         Ok((parent, name.to_string()))
     }
+}
+
+/// Bytes a disk writes atomically, if at all.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// `data` written at `offset`, split at sector boundaries.
+fn sectors(offset: u64, data: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = offset;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let room = (SECTOR_BYTES - at % SECTOR_BYTES) as usize;
+        let (piece, next) = rest.split_at(room.min(rest.len()));
+        out.push((at, piece));
+        at += piece.len() as u64;
+        rest = next;
+    }
+    out
 }
 
 fn write_into(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {

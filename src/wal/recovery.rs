@@ -25,6 +25,10 @@ pub struct TornTail {
     pub garbage_bytes: u64,
     /// Why the bytes at `offset` are not a record.
     pub reason: String,
+    /// Valid records after those bytes, cut with them: written before the
+    /// bad bytes were synced, they reached the disk out of order at a
+    /// power cut (0 for an ordinary torn tail).
+    pub unsynced_records_after: u64,
 }
 
 /// What recovery found and did.
@@ -173,6 +177,7 @@ pub fn scan_log(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Resu
                 end,
                 reason,
                 garbage_bytes,
+                unsynced_records_after,
             } => {
                 if !is_tail {
                     return Err(Error::corrupt(
@@ -187,6 +192,7 @@ pub fn scan_log(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Resu
                     offset: end,
                     garbage_bytes,
                     reason,
+                    unsynced_records_after,
                 });
             }
             SegmentEnd::Corrupt { offset, reason } => {

@@ -38,6 +38,9 @@ pub enum SegmentEnd {
         reason: String,
         /// Bytes from `end` to the last non-zero byte of the file.
         garbage_bytes: u64,
+        /// Valid records after the bad bytes that were written before
+        /// those bytes were synced: one unsynced run, cut with them.
+        unsynced_records_after: u64,
     },
     /// A bad record with a valid record after it, or a valid record out of
     /// LSN order.
@@ -241,6 +244,7 @@ fn classify_bad(
         end: offset,
         reason,
         garbage_bytes,
+        unsynced_records_after: unsynced_after,
     }
 }
 
