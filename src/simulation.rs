@@ -375,18 +375,27 @@ impl Run<'_> {
             self.report.steps = self.step;
             let op = self.pick(100);
             match op {
-                0..60 => self.append()?,
-                60..68 => self.snapshot()?,
-                68..74 => {
+                0..58 => self.append()?,
+                58..66 => self.snapshot()?,
+                66..72 => {
                     self.trace.push("reopen".into());
                     self.drain()?;
-                    self.close();
-                    // A clean close syncs.
-                    self.model.durable = self.model.events.len() as u64;
-                    self.report.reopens += 1;
-                    self.open("reopen")?;
+                    // Sync first: a drop cannot say whether its sync worked.
+                    if self.sync()? {
+                        self.close();
+                        self.report.reopens += 1;
+                        if self.disk.is_off() {
+                            self.restart(None)?;
+                        } else {
+                            self.open("reopen")?;
+                        }
+                    }
                 }
-                74..84 => {
+                72..76 => {
+                    self.trace.push("sync".into());
+                    self.sync()?;
+                }
+                76..84 => {
                     let ops = 1 + self.pick(40);
                     self.trace
                         .push(format!("power cut armed: after {ops} I/O calls"));
@@ -402,8 +411,13 @@ impl Run<'_> {
                 self.restart(None)?;
             }
         }
-        self.disk.disarm();
-        if self.disk.is_off() {
+        // End on a disk with the power on and no cut armed (a restart may
+        // arm one during its recovery).
+        loop {
+            self.disk.disarm();
+            if !self.disk.is_off() {
+                break;
+            }
             self.restart(None)?;
         }
         self.drain()?;
@@ -493,6 +507,29 @@ impl Run<'_> {
                 self.restart(Some((batch, wrong)))
             }
             Err(e) => Err(Stop::Failed(format!("append failed: {e}"))),
+        }
+    }
+
+    /// `Db::sync`: everything acknowledged is durable once it returns.
+    /// Returns false if the power went instead (the restart is done).
+    fn sync(&mut self) -> std::result::Result<bool, Stop> {
+        match self.db()?.sync() {
+            Ok(lsn) => {
+                let acked = self.model.events.len() as u64;
+                if lsn != acked {
+                    return Err(Stop::Failed(format!(
+                        "sync says LSN {lsn} is durable, but LSN {acked} was the last acknowledged"
+                    )));
+                }
+                self.model.durable = acked;
+                Ok(true)
+            }
+            Err(e) if self.disk.is_off() => {
+                self.trace.push(format!("  failed at the power cut: {e}"));
+                self.restart(None)?;
+                Ok(false)
+            }
+            Err(e) => Err(Stop::Failed(format!("sync failed: {e}"))),
         }
     }
 

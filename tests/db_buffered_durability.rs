@@ -33,3 +33,30 @@ fn buffered_appends_survive_close_and_reopen_is_never_refused() {
     let db = Db::open(tmp.path(), opts).unwrap();
     assert_eq!(db.read(1, 1000).unwrap().len(), 500);
 }
+
+#[test]
+fn sync_makes_buffered_appends_durable_with_one_fdatasync_and_says_up_to_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = Options {
+        // The flusher never fires during the test.
+        durability: Durability::Buffered {
+            interval: Duration::from_secs(3600),
+        },
+        ..common::small_segments(64 * 1024)
+    };
+    let db = Db::open(tmp.path(), opts).unwrap();
+    for i in 0..3u8 {
+        db.append("s", ExpectedVersion::Any, &[[i]]).unwrap();
+    }
+    let before = db.stats().unwrap().fsyncs_since_open;
+    assert_eq!(db.sync().unwrap(), 3);
+    assert_eq!(db.stats().unwrap().fsyncs_since_open, before + 1);
+
+    // Immediate: already durable, nothing to do.
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), common::small_segments(64 * 1024)).unwrap();
+    db.append("s", ExpectedVersion::Any, &[b"x"]).unwrap();
+    let before = db.stats().unwrap().fsyncs_since_open;
+    assert_eq!(db.sync().unwrap(), 1);
+    assert_eq!(db.stats().unwrap().fsyncs_since_open, before);
+}

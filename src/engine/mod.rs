@@ -510,6 +510,48 @@ impl Db {
             })
     }
 
+    /// Makes every append acknowledged so far durable and returns the last
+    /// LSN that is now certain to survive power loss. In `Immediate` mode
+    /// they already are and this does nothing; in `Buffered` mode it is one
+    /// fdatasync, taken without holding writers back (as the flusher's).
+    /// A failed fdatasync poisons the handle, as any failed write does.
+    ///
+    /// Dropping the last handle also syncs a `Buffered` database, but a
+    /// drop cannot report failure: call `sync` first to know.
+    pub fn sync(&self) -> Result<u64> {
+        reentry::check("sync")?;
+        self.inner.check_poison()?;
+        let (file, path, synced_to, written, lsn) = {
+            let state = self
+                .inner
+                .commit
+                .lock()
+                .map_err(|_| self.inner.poisoned_error())?;
+            (
+                state.tail.file(),
+                state.tail.path().to_path_buf(),
+                state.tail.synced_to(),
+                state.tail.offset(),
+                self.inner.committed_lsn.load(Ordering::Acquire),
+            )
+        };
+        if self.inner.options.durability == Durability::Immediate {
+            return Ok(lsn);
+        }
+        if let Err(e) = file.sync_data() {
+            self.inner
+                .poison(format!("fdatasync {}: {e}", path.display()));
+            return Err(Error::io("fdatasync segment", &path, e));
+        }
+        synced_to.fetch_max(written, Ordering::AcqRel);
+        self.inner
+            .health
+            .counters
+            .fsyncs
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
     /// The snapshot generations on disk, newest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
         self.inner.snapshot_files()
