@@ -98,18 +98,24 @@ fn a_version_1_segment_reads_back_and_takes_appends() {
     // streams "orders" and "users".
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    fixture_v1(&dir);
+    let old = fixture_v1(&dir);
+    let fixture = std::fs::read(&old).unwrap();
     let opts = common::small_segments(4096);
     {
         let db = Db::open(&dir, opts.clone()).unwrap();
+        // Open sealed the old segment as it was and started a version 2
+        // segment for new appends.
+        assert_eq!(std::fs::read(&old).unwrap(), fixture);
+        let segs = common::segments(&dir);
+        assert_eq!(segs.len(), 2);
+        let header = std::fs::read(&segs[1]).unwrap();
+        assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 2);
         let events = db.read(1, usize::MAX).unwrap();
         assert_eq!(events.len(), 12);
         assert_eq!(events[0].stream, "orders");
         assert_eq!(events[0].data, b"v1 event 0");
         assert_eq!(events[11].data, b"second");
         assert_eq!(db.stream_version("users").unwrap(), 6);
-        // Appends go on in the old segment, in its format, then roll to
-        // version 2 segments.
         for i in 0..100 {
             db.append(
                 "orders",
@@ -127,7 +133,11 @@ fn a_version_1_segment_reads_back_and_takes_appends() {
         db.read(13, 1).unwrap()[0].data,
         format!("v2 event {:>40}", 0).into_bytes()
     );
-    assert!(common::segments(&dir).len() > 1);
+    assert_eq!(
+        std::fs::read(&old).unwrap(),
+        fixture,
+        "the old segment is never rewritten"
+    );
 }
 
 #[test]
@@ -149,4 +159,21 @@ fn a_hole_in_a_version_1_segment_followed_by_a_record_is_corruption() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+#[test]
+fn an_empty_version_1_tail_is_replaced_by_an_empty_version_2_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let seg = fixture_v1(&dir);
+    let header_only = std::fs::read(&seg).unwrap()[..32].to_vec();
+    std::fs::write(&seg, &header_only).unwrap();
+    let db = Db::open(&dir, common::small_segments(4096)).unwrap();
+    let header = std::fs::read(&seg).unwrap();
+    assert_eq!(u32::from_le_bytes(header[8..12].try_into().unwrap()), 2);
+    db.append("s", ExpectedVersion::NoStream, &[b"first"])
+        .unwrap();
+    drop(db);
+    let db = Db::open(&dir, common::small_segments(4096)).unwrap();
+    assert_eq!(db.read(1, 10).unwrap()[0].data, b"first");
 }

@@ -4,17 +4,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use replaydb::wal::format::encode_segment_header;
+use replaydb::wal::format::encode_segment_header_version;
 use replaydb::{Db, ExpectedVersion, Options};
 
 fuzz_target!(|data: &[u8]| {
     let tmp = tempfile::tempdir().expect("tempdir");
     let wal = tmp.path().join("wal");
     std::fs::create_dir_all(&wal).expect("mkdir");
-    // Half the inputs get a valid header, so the fuzzer reaches records.
+    // Half the inputs get a valid header, so the fuzzer reaches records;
+    // of those, half are version 1 segments (the older torn-tail rule).
     let mut bytes = Vec::new();
-    if data.first().is_some_and(|b| b & 1 == 1) {
-        bytes.extend_from_slice(&encode_segment_header(1));
+    if let Some(&b) = data.first().filter(|b| *b & 1 == 1) {
+        let version = if b & 2 == 2 { 1 } else { 2 };
+        bytes.extend_from_slice(&encode_segment_header_version(1, version));
         bytes.extend_from_slice(&data[1..]);
     } else {
         bytes.extend_from_slice(data);

@@ -38,21 +38,15 @@ impl Flusher {
                     // Take the file under the lock, sync it outside: writers
                     // go on while the disk works. A roll syncs the segment it
                     // seals itself, so syncing an older tail here is harmless.
-                    let (file, path, synced_to, written) = match commit.lock() {
-                        Ok(state) => (
-                            state.tail.file(),
-                            state.tail.path().to_path_buf(),
-                            state.tail.synced_to(),
-                            state.tail.offset(),
-                        ),
+                    let tail = match commit.lock() {
+                        Ok(state) => state.tail.sync_handle(),
                         Err(_) => return,
                     };
-                    if let Err(e) = file.sync_data() {
-                        tracing::error!(path = %path.display(), error = %e, "background fdatasync failed; poisoning");
-                        health.poison(format!("fdatasync {}: {e}", path.display()));
+                    if let Err(e) = tail.sync() {
+                        tracing::error!(path = %tail.path().display(), error = %e, "background fdatasync failed; poisoning");
+                        health.poison(e.to_string());
                         return;
                     }
-                    synced_to.fetch_max(written, Ordering::AcqRel);
                     health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 }
             })?;

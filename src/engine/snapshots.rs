@@ -100,7 +100,7 @@ impl Inner {
                 clones,
                 index.stream_versions(),
                 self.committed_lsn.load(Ordering::Acquire),
-                (state.tail.file(), state.tail.path().to_path_buf()),
+                state.tail.sync_handle(),
                 (
                     self.since_snapshot_records.load(Ordering::Relaxed),
                     self.since_snapshot_bytes.load(Ordering::Relaxed),
@@ -109,10 +109,7 @@ impl Inner {
         };
         // A snapshot must never cover events the log could still lose.
         if matches!(self.options.durability, Durability::Buffered { .. }) {
-            tail.0.sync_data().map_err(|e| {
-                self.poison(format!("fdatasync {}: {e}", tail.1.display()));
-                Error::io("fdatasync before snapshot", &tail.1, e)
-            })?;
+            tail.sync().inspect_err(|e| self.poison(e.to_string()))?;
         }
         let mut usable = self
             .usable_generations

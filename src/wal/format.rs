@@ -46,9 +46,15 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 
 /// Encodes a segment header for a segment whose first record has `first_lsn`.
 pub fn encode_segment_header(first_lsn: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    encode_segment_header_version(first_lsn, SEGMENT_FORMAT_VERSION)
+}
+
+/// Encodes a segment header of format `version` (tests and fuzzing of
+/// older formats; the writer always uses [`encode_segment_header`]).
+pub fn encode_segment_header_version(first_lsn: u64, version: u32) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[SH_MAGIC..SH_MAGIC + 8].copy_from_slice(&SEGMENT_MAGIC);
-    h[SH_VERSION..SH_VERSION + 4].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
+    h[SH_VERSION..SH_VERSION + 4].copy_from_slice(&version.to_le_bytes());
     h[SH_FLAGS..SH_FLAGS + 4].copy_from_slice(&0u32.to_le_bytes());
     h[SH_FIRST_LSN..SH_FIRST_LSN + 8].copy_from_slice(&first_lsn.to_le_bytes());
     h[SH_RESERVED..SH_RESERVED + 4].copy_from_slice(&0u32.to_le_bytes());

@@ -276,8 +276,10 @@ pub fn open_log(
                 file.sync_all()
                     .map_err(|e| Error::io("fsync truncated segment", path, e))?;
             }
-            file.allocate(segment_bytes_max)
-                .map_err(|e| Error::io("extend tail segment", path, e))?;
+            // Best effort, as for a new segment.
+            if let Err(e) = file.allocate(segment_bytes_max) {
+                tracing::warn!(segment = %path.display(), error = %e, "could not preallocate the tail segment");
+            }
             // What a crashed process left in the page cache reads back as
             // valid records but may never have reached the disk: make it
             // durable before records claim the segment is synced to `end`.
@@ -316,6 +318,40 @@ pub fn open_log(
             (tail, map)
         }
     };
+    let (mut tail, mut map) = (tail, map);
+    if tail.segment_version() < format::SEGMENT_FORMAT_VERSION {
+        // Appends go to a segment of the current format, so that what a
+        // power cut leaves is judged by the current rule (FORMAT.md).
+        if tail.offset() > SEGMENT_HEADER_BYTES as u64 {
+            let rolled = tail.roll_to(scanned.next_lsn)?;
+            scanned
+                .index
+                .remap_segment(rolled.sealed_first_lsn, rolled.sealed_map);
+            scanned.index.add_segment(
+                rolled.first_lsn,
+                rolled.path.clone(),
+                rolled.map.clone(),
+                SEGMENT_HEADER_BYTES as u64,
+            );
+            map = rolled.map;
+        } else {
+            // No records: replace it (atomically, by rename) with an empty
+            // segment of the current format.
+            let first_lsn = tail.segment_first_lsn();
+            let (file, path) =
+                segment::create_segment(fs.as_ref(), wal_dir, first_lsn, segment_bytes_max)?;
+            map = segment::map_segment(file.as_ref(), &path)?;
+            tail = TailWriter::new(
+                fs.clone(),
+                wal_dir.to_path_buf(),
+                file,
+                path,
+                (first_lsn, format::SEGMENT_FORMAT_VERSION),
+                SEGMENT_HEADER_BYTES as u64,
+                segment_bytes_max,
+            );
+        }
+    }
     scanned.index.remap_segment(tail.segment_first_lsn(), map);
     scanned.report.duration = started.elapsed();
     Ok(OpenedLog {

@@ -133,10 +133,17 @@ pub fn scan_segment(
             "a zeroed record header followed by non-zero bytes".to_string()
         } else {
             match format::decode_record(rest, record_bytes_max) {
-                Ok(record) if !synced_to_fits(header.version, &record, offset) => format!(
-                    "record says its segment was synced to byte {}, impossible for a record at byte {offset}",
-                    record.synced_to
-                ),
+                // CRC-valid but impossible: a writer's bug or a forgery,
+                // never a tear.
+                Ok(record) if !synced_to_fits(header.version, &record, offset) => {
+                    break SegmentEnd::Corrupt {
+                        offset,
+                        reason: format!(
+                            "record says its segment was synced to byte {}, impossible for a version {} record at byte {offset}",
+                            record.synced_to, header.version
+                        ),
+                    };
+                }
                 Ok(record) if record.first_lsn == next_lsn => {
                     visit(offset, &record)?;
                     records += 1;
@@ -201,10 +208,25 @@ fn classify_bad(
     record_bytes_max: u64,
     reason: String,
 ) -> SegmentEnd {
+    // The search stops at the last non-zero byte, found once.
+    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let bytes_written = bytes.get(..written).unwrap_or(&[]);
     let mut from = offset + 1;
+    let mut lsn_min = next_lsn;
     let mut unsynced_after = 0u64;
-    while let Some(valid_at) = find_valid_record(bytes, from, next_lsn, record_bytes_max) {
-        let Some(record) = bytes
+    loop {
+        // After a record, the next one most likely starts right behind it.
+        let direct = bytes_written
+            .get(from as usize..)
+            .and_then(|rest| format::decode_record(rest, record_bytes_max).ok())
+            .filter(|r| r.first_lsn >= lsn_min && unsynced_after > 0)
+            .map(|_| from);
+        let Some(valid_at) =
+            direct.or_else(|| find_valid_record(bytes_written, from, lsn_min, record_bytes_max))
+        else {
+            break;
+        };
+        let Some(record) = bytes_written
             .get(valid_at as usize..)
             .and_then(|rest| format::decode_record(rest, record_bytes_max).ok())
         else {
@@ -216,7 +238,7 @@ fn classify_bad(
                 reason: format!("{reason}; a valid record follows at byte {valid_at}"),
             };
         }
-        if u64::from(record.synced_to) > offset {
+        if !synced_to_fits(version, &record, valid_at) || u64::from(record.synced_to) > offset {
             return SegmentEnd::Corrupt {
                 offset,
                 reason: format!(
@@ -226,6 +248,7 @@ fn classify_bad(
             };
         }
         unsynced_after += 1;
+        lsn_min = record.last_lsn() + 1;
         from = valid_at + record.total_bytes;
     }
     let rest = bytes.get(offset as usize..).unwrap_or(&[]);
@@ -252,12 +275,10 @@ fn classify_bad(
 /// first LSN is at least `lsn_min`. Only on the error path: it tries every
 /// byte offset, with cheap field checks before the CRC.
 ///
-/// The search ends at the last non-zero byte, and an LSN can be at most
-/// one per remaining byte ahead (an event takes at least a byte), which
+/// `bytes` ends at the last non-zero byte (the caller cuts it there, once),
+/// and an LSN can be at most one per remaining byte ahead (an event takes at least a byte), which
 /// rules out nearly every false candidate before its CRC is computed.
 fn find_valid_record(bytes: &[u8], from: u64, lsn_min: u64, record_bytes_max: u64) -> Option<u64> {
-    let written = bytes.iter().rposition(|&b| b != 0)? + 1;
-    let bytes = bytes.get(..written)?;
     let last = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
     (from as usize..=last)
         .find(|&pos| {

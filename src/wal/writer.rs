@@ -2,8 +2,8 @@
 //! new one at the size limit. Owned by whoever holds the commit lock.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::storage::{Mapping, Storage, StorageFile};
@@ -45,8 +45,77 @@ pub struct RolledSegment {
 pub type OutRecord<'a> = (&'a EncodedBatch, u64, u64);
 
 /// How far a segment is known durable: raised after each fdatasync (by
-/// the committing leader or the flusher) to the offset written before it.
+/// the committing leader, the flusher, `Db::sync` or a snapshot) to the
+/// offset written before it.
 pub type SyncedTo = Arc<AtomicU64>;
+
+/// Shared by every fdatasync of the tail, whoever makes it. Linux reports
+/// a writeback error to one fdatasync only, so two running at once could
+/// see one fail and the other succeed over the same lost pages: they take
+/// turns, and after one failure every later one fails too.
+#[derive(Debug, Clone, Default)]
+struct SyncGate {
+    turn: Arc<Mutex<()>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl SyncGate {
+    /// fdatasyncs `file`, then raises `synced_to` to `written`.
+    fn sync(
+        &self,
+        file: &dyn StorageFile,
+        path: &Path,
+        synced_to: &AtomicU64,
+        written: u64,
+    ) -> Result<()> {
+        let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let failed = || {
+            Error::io(
+                "fdatasync segment",
+                path,
+                std::io::Error::other("an earlier fdatasync of the log failed"),
+            )
+        };
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed());
+        }
+        if let Err(e) = file.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            return Err(Error::io("fdatasync segment", path, e));
+        }
+        synced_to.fetch_max(written, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// An fdatasync of the tail to make without the commit lock: taken under
+/// it (so `written` covers every committed record), used after.
+#[derive(Debug)]
+pub struct TailSync {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    synced_to: SyncedTo,
+    written: u64,
+    gate: SyncGate,
+}
+
+impl TailSync {
+    /// fdatasyncs the segment that was the tail, making everything
+    /// written to it before this handle was taken durable.
+    pub fn sync(&self) -> Result<()> {
+        self.gate.sync(
+            self.file.as_ref(),
+            &self.path,
+            &self.synced_to,
+            self.written,
+        )
+    }
+
+    /// The segment's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// Appends to the tail segment.
 #[derive(Debug)]
@@ -62,6 +131,7 @@ pub struct TailWriter {
     /// its own format).
     segment_version: u32,
     synced_to: SyncedTo,
+    gate: SyncGate,
     buf: Vec<u8>,
 }
 
@@ -87,19 +157,21 @@ impl TailWriter {
             segment_bytes_max,
             segment_version,
             synced_to: Arc::new(AtomicU64::new(offset)),
+            gate: SyncGate::default(),
             buf: Vec::new(),
         }
     }
 
-    /// How far the tail segment is durable, for a flusher to raise after
-    /// its fdatasync.
-    pub fn synced_to(&self) -> SyncedTo {
-        self.synced_to.clone()
-    }
-
-    /// The tail segment's file, for a flusher to fsync without the lock.
-    pub fn file(&self) -> Arc<dyn StorageFile> {
-        self.file.clone()
+    /// An fdatasync of everything written so far, to make after letting
+    /// go of the commit lock (the flusher, `Db::sync`, a snapshot).
+    pub fn sync_handle(&self) -> TailSync {
+        TailSync {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            synced_to: self.synced_to.clone(),
+            written: self.offset,
+            gate: self.gate.clone(),
+        }
     }
 
     /// The tail segment's path.
@@ -144,7 +216,11 @@ impl TailWriter {
             // Version 1 segments carry zero; segment sizes are validated
             // to fit a u32, and a record starts below the size limit.
             let synced_to = if self.segment_version >= 2 {
-                u32::try_from(self.synced_to.load(Ordering::Acquire)).unwrap_or(u32::MAX)
+                let synced = self.synced_to.load(Ordering::Acquire);
+                debug_assert!(synced <= self.offset + self.buf.len() as u64);
+                // Never above the record's own offset, which is below the
+                // segment size limit (u32::MAX): the conversion holds.
+                u32::try_from(synced).unwrap_or(SEGMENT_HEADER_BYTES as u32)
             } else {
                 0
             };
@@ -170,12 +246,20 @@ impl TailWriter {
 
     /// fdatasyncs the tail segment.
     pub fn sync(&self) -> Result<()> {
-        let written = self.offset;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("fdatasync segment", &self.path, e))?;
-        self.synced_to.fetch_max(written, Ordering::AcqRel);
-        Ok(())
+        self.gate
+            .sync(self.file.as_ref(), &self.path, &self.synced_to, self.offset)
+    }
+
+    /// Format version of the tail segment.
+    pub fn segment_version(&self) -> u32 {
+        self.segment_version
+    }
+
+    /// Seals the tail, which must hold a record, and starts a new segment
+    /// at `first_lsn` (the next LSN): what open does to a tail of an older
+    /// format.
+    pub fn roll_to(&mut self, first_lsn: u64) -> Result<RolledSegment> {
+        self.roll(first_lsn)
     }
 
     /// Seals the tail (fsync, cut the preallocated rest, fsync) and opens a
