@@ -366,7 +366,7 @@ impl Run<'_> {
                 _ => 25,
             },
             snapshot_every_bytes: 0,
-            storage: Arc::new(self.disk.clone()),
+            storage: Arc::new(self.disk.handle()),
             ..Options::default()
         };
         self.open("open")?;
@@ -568,6 +568,8 @@ impl Run<'_> {
                 .restart(seed)
                 .map_err(|e| Stop::Failed(format!("restart the simulated disk: {e}")))?;
             self.trace.push(format!("restart: {outcome:?}"));
+            // A handle for this boot: anything left from before is dead.
+            self.options.storage = Arc::new(self.disk.handle());
             self.report.power_cuts += 1;
             let c = &mut self.report.crash;
             c.writes_dropped += outcome.writes_dropped;

@@ -81,17 +81,25 @@ pub struct CrashOutcome {
 /// use replaydb::storage::{OpenMode, SimDisk, Storage};
 /// let root = tempfile::tempdir().unwrap();
 /// let disk = SimDisk::new(root.path()).unwrap();
+/// let boot = disk.handle();
 /// let path = root.path().join("f");
-/// let f = disk.open(&path, OpenMode::CreateNew).unwrap();
+/// let f = boot.open(&path, OpenMode::CreateNew).unwrap();
 /// f.write_all_at(b"hello", 0).unwrap();
 /// disk.power_cut();
+/// assert!(f.write_all_at(b"more", 5).is_err());
 /// // Neither the file's bytes nor its directory entry were synced.
 /// disk.restart(7).unwrap();
 /// assert_eq!(disk.file_len(&path).unwrap(), None);
+/// // What was opened before the cut stays dead.
+/// assert!(f.len().is_err());
+/// assert!(boot.open(&path, OpenMode::CreateNew).is_err());
 /// ```
 #[derive(Clone, Debug)]
 pub struct SimDisk {
     inner: Arc<Inner>,
+    /// `Some`: a handle from [`SimDisk::handle`], dead after the next
+    /// restart; `None`: the disk itself, which lives on.
+    epoch: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -168,6 +176,7 @@ impl SimDisk {
         let mut state = State::default();
         adopt(&root, &mut state)?;
         Ok(SimDisk {
+            epoch: None,
             inner: Arc::new(Inner {
                 root,
                 state: Mutex::new(state),
@@ -178,6 +187,17 @@ impl SimDisk {
     /// The directory the disk sits over.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// A handle for one boot of the disk: give it to a database; after the
+    /// next restart everything done through it fails, as through the files
+    /// it opened, so a database left over from before the cut cannot touch
+    /// the disk that came back.
+    pub fn handle(&self) -> SimDisk {
+        SimDisk {
+            inner: self.inner.clone(),
+            epoch: Some(self.lock().epoch),
+        }
     }
 
     /// Cuts the power now: every later operation fails until
@@ -468,9 +488,9 @@ impl Storage for SimDisk {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         let (parent, name) = self.split(path)?;
         let mut s = match mode {
-            OpenMode::CreateNew => self.operate(None)?,
+            OpenMode::CreateNew => self.operate(self.epoch)?,
             _ => {
-                self.read(None)?;
+                self.read(self.epoch)?;
                 self.lock()
             }
         };
@@ -499,7 +519,7 @@ impl Storage for SimDisk {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.read(None)?;
+        self.read(self.epoch)?;
         if self.is_dir(path) {
             return Ok(());
         }
@@ -507,7 +527,7 @@ impl Storage for SimDisk {
             self.create_dir_all(parent)?;
         }
         let (parent, name) = self.split(path)?;
-        let mut s = self.operate(None)?;
+        let mut s = self.operate(self.epoch)?;
         OsStorage.create_dir_all(path)?;
         let dir = s.dirs.entry(parent).or_default();
         dir.current.insert(name.clone(), Node::Dir);
@@ -517,23 +537,23 @@ impl Storage for SimDisk {
     }
 
     fn is_dir(&self, path: &Path) -> bool {
-        self.read(None).is_ok() && path.is_dir()
+        self.read(self.epoch).is_ok() && path.is_dir()
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<Option<String>>> {
-        self.read(None)?;
+        self.read(self.epoch)?;
         OsStorage.list_dir(path)
     }
 
     fn file_len(&self, path: &Path) -> io::Result<Option<u64>> {
-        self.read(None)?;
+        self.read(self.epoch)?;
         OsStorage.file_len(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let (from_dir, from_name) = self.split(from)?;
         let (to_dir, to_name) = self.split(to)?;
-        let mut s = self.operate(None)?;
+        let mut s = self.operate(self.epoch)?;
         fs::rename(from, to)?;
         if from_dir == to_dir {
             let dir = s.dirs.entry(from_dir).or_default();
@@ -560,7 +580,7 @@ impl Storage for SimDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let (parent, name) = self.split(path)?;
-        let mut s = self.operate(None)?;
+        let mut s = self.operate(self.epoch)?;
         fs::remove_file(path)?;
         let dir = s.dirs.entry(parent).or_default();
         dir.current.remove(&name);
@@ -570,7 +590,7 @@ impl Storage for SimDisk {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let path = path.canonicalize()?;
-        let mut s = self.operate(None)?;
+        let mut s = self.operate(self.epoch)?;
         if let Some(dir) = s.dirs.get_mut(&path) {
             dir.durable = dir.current.clone();
             dir.pending.clear();
