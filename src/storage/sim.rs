@@ -115,6 +115,9 @@ struct State {
     dead: bool,
     /// Operations left before the power is cut (`None`: never).
     ops_until_cut: Option<u64>,
+    /// Writes, size changes, syncs, creates, renames and deletes carried
+    /// out since the disk was made (not reset by restarts).
+    ops_done: u64,
     next_id: u64,
     files: HashMap<u64, FileState>,
     dirs: HashMap<PathBuf, DirState>,
@@ -221,6 +224,13 @@ impl SimDisk {
     /// fallen yet.
     pub fn disarm(&self) {
         self.lock().ops_until_cut = None;
+    }
+
+    /// Mutating operations (the ones [`SimDisk::power_cut_after`] counts)
+    /// attempted so far, across restarts: run a scenario once to learn how
+    /// many I/O calls it makes, then cut the power before each in turn.
+    pub fn operations(&self) -> u64 {
+        self.lock().ops_done
     }
 
     /// Whether the power is off.
@@ -330,6 +340,7 @@ impl SimDisk {
         let epoch = s.epoch + 1;
         *s = State {
             epoch,
+            ops_done: s.ops_done,
             ..State::default()
         };
         adopt(&root, &mut s)?;
@@ -350,6 +361,7 @@ impl SimDisk {
         if s.dead || epoch.is_some_and(|e| e != s.epoch) {
             return Err(power_is_off());
         }
+        s.ops_done += 1;
         if let Some(left) = s.ops_until_cut.as_mut() {
             *left -= 1;
             if *left == 0 {
