@@ -8,8 +8,13 @@
 //!
 //! - [`Db`]: [`Db::open`], [`Db::append`] / [`Db::append_async`],
 //!   [`Db::read`], [`Db::read_stream`], [`Db::replay`], [`Db::subscribe`],
-//!   [`Db::stats`], [`Db::recovery_report`].
+//!   [`Db::sync`], [`Db::snapshot`], [`Db::stats`], [`Db::recovery_report`].
 //! - [`Options`] and [`Durability`]: what a crash can lose.
+//! - [`storage`]: the file-system seam under the log and the snapshots,
+//!   with [`storage::OsStorage`] and [`storage::SimDisk`], a disk that
+//!   loses, keeps or tears unsynced writes at a simulated power cut.
+//! - `simulation` (feature `simulation`): the seeded power-loss simulation
+//!   against a model that the tests and `fuzz/` run.
 //! - [`ExpectedVersion`], [`Event`], [`EventRef`], [`Appended`].
 //! - [`Subscription`]: blocking iterator, async `next_async`, `Stream`.
 //! - [`verify`] and [`Repair`]: offline checks and explicit repair.
