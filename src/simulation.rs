@@ -124,6 +124,9 @@ pub struct SimReport {
     pub buffered_lost: u64,
     /// Times a `Buffered` subscriber had seen events a cut took back.
     pub subscriber_rewound: u64,
+    /// Events whose LSN, stream and data were compared with the model
+    /// (log reads after every open, and subscriber deliveries).
+    pub events_checked: u64,
     /// Torn tails recovery cut after a power cut.
     pub torn_tails_cut: u64,
     /// Of those, unsynced runs that reached the disk out of order (valid
@@ -409,6 +412,8 @@ impl Run<'_> {
             }
             if self.disk.is_off() {
                 self.restart(None)?;
+            } else {
+                self.credit_snapshots()?;
             }
         }
         // End on a disk with the power on and no cut armed (a restart may
@@ -420,7 +425,13 @@ impl Run<'_> {
             }
             self.restart(None)?;
         }
+        // Read back what the last open has not seen: sync, close, open.
         self.drain()?;
+        if self.sync()? {
+            self.close();
+            self.open("final reopen")?;
+            self.drain()?;
+        }
         self.close();
         self.verify()
     }
@@ -437,6 +448,12 @@ impl Run<'_> {
             self.options.clone(),
             vec![Box::new(Tally::default())],
         ) {
+            Ok(db) if self.disk.is_off() => {
+                self.db = Some(db);
+                self.trace
+                    .push(format!("  {why} finished, but the power went during it"));
+                self.restart(None)
+            }
             Ok(db) => {
                 self.db = Some(db);
                 self.check_log()?;
@@ -488,10 +505,11 @@ impl Run<'_> {
                     )));
                 }
                 let want = self.model.events.len() as u64 + 1;
-                if a.first_lsn != want {
+                let want_version = self.model.version(&batch.0) + count;
+                if (a.first_lsn, a.last_lsn, a.version) != (want, want + count - 1, want_version) {
                     return Err(Stop::Failed(format!(
-                        "append acknowledged at LSN {} but the model's next LSN is {want}",
-                        a.first_lsn
+                        "append acknowledged as {a:?}; the model says LSNs {want}..={} at version {want_version}",
+                        want + count - 1
                     )));
                 }
                 self.model.push(&batch);
@@ -508,6 +526,21 @@ impl Run<'_> {
             }
             Err(e) => Err(Stop::Failed(format!("append failed: {e}"))),
         }
+    }
+
+    /// A snapshot (automatic ones too) syncs the log up to what it covers
+    /// first, so that much is durable in `Buffered` mode as well.
+    fn credit_snapshots(&mut self) -> std::result::Result<(), Stop> {
+        let Some(db) = self.db.as_ref() else {
+            return Ok(());
+        };
+        let newest = db
+            .snapshots()
+            .map_err(|e| Stop::Failed(format!("list snapshots: {e}")))?
+            .first()
+            .map_or(0, |s| s.covered_lsn);
+        self.model.durable = self.model.durable.max(newest);
+        Ok(())
     }
 
     /// `Db::sync`: everything acknowledged is durable once it returns.
@@ -558,7 +591,7 @@ impl Run<'_> {
     /// expected version was wrong (then it must not survive).
     fn restart(&mut self, in_doubt: Option<(Batch, bool)>) -> std::result::Result<(), Stop> {
         // What the subscriber saw before the cut must survive it.
-        self.drain_what_is_left();
+        self.drain_what_is_left()?;
         self.disk.power_cut();
         self.close();
         loop {
@@ -590,6 +623,13 @@ impl Run<'_> {
                 self.options.clone(),
                 vec![Box::new(Tally::default())],
             ) {
+                // Open may succeed past a failed best-effort step (say,
+                // preallocation) at which the power went: a cut all the same.
+                Ok(_) if self.disk.is_off() => {
+                    self.trace
+                        .push("  open finished, but the power went during it".into());
+                    self.report.cuts_during_recovery += 1;
+                }
                 Ok(db) => {
                     if let Some(t) = &db.recovery_report().torn_tail {
                         self.report.torn_tails_cut += 1;
@@ -672,10 +712,8 @@ impl Run<'_> {
 
     /// Drains the subscriber as far as it goes with the power off: what
     /// it hands out from memory it must have been allowed to.
-    fn drain_what_is_left(&mut self) {
-        if let Err(Stop::Failed(why)) = self.drain() {
-            self.trace.push(format!("  subscriber stopped: {why}"));
-        }
+    fn drain_what_is_left(&mut self) -> std::result::Result<(), Stop> {
+        self.drain_with(true)
     }
 
     /// `verify` on the closed database (before reopening it, so that it
@@ -691,6 +729,10 @@ impl Run<'_> {
             };
         }
         match crate::verify(&self.dir, &self.options) {
+            Ok(report) if report.last_lsn < self.model.durable => Err(Stop::Failed(format!(
+                "verify finds the log ending at LSN {}, but LSN {} was durable",
+                report.last_lsn, self.model.durable
+            ))),
             Ok(_) => Ok(()),
             // A wal directory whose creation was lost with everything in it.
             Err(Error::Io { source, .. })
@@ -720,6 +762,17 @@ impl Run<'_> {
             }) => oldest_available,
             Err(e) => return Err(Stop::Failed(format!("read: {e}"))),
         };
+        // Compaction only ever drops what a kept snapshot covers.
+        let newest_snapshot = db
+            .snapshots()
+            .map_err(|e| Stop::Failed(format!("list snapshots: {e}")))?
+            .first()
+            .map_or(0, |s| s.covered_lsn);
+        if first > newest_snapshot + 1 {
+            return Err(Stop::Failed(format!(
+                "the log starts at LSN {first}, but the newest snapshot covers only up to LSN {newest_snapshot}"
+            )));
+        }
         let events = db
             .read(first, usize::MAX)
             .map_err(|e| Stop::Failed(format!("read from LSN {first}: {e}")))?;
@@ -728,6 +781,7 @@ impl Run<'_> {
             self.check_event(e, lsn)?;
             lsn += 1;
         }
+        let checked = events.len() as u64;
         if lsn != last + 1 {
             return Err(Stop::Failed(format!(
                 "reading from LSN {first} gave events up to LSN {}, not {last}",
@@ -755,6 +809,7 @@ impl Run<'_> {
                 tally.lsn, tally.value, self.model.tally
             )));
         }
+        self.report.events_checked += checked;
         Ok(())
     }
 
@@ -814,6 +869,13 @@ impl Run<'_> {
     /// Takes what the subscriber has: each event must be the next LSN and
     /// equal the log's.
     fn drain(&mut self) -> std::result::Result<(), Stop> {
+        self.drain_with(false)
+    }
+
+    /// Drains the subscriber. With `power_off`, the subscription failing
+    /// (it cannot read a dead disk, or the handle is poisoned) ends the
+    /// drain quietly; what it does hand out is checked all the same.
+    fn drain_with(&mut self, power_off: bool) -> std::result::Result<(), Stop> {
         let Some(mut sub) = self.sub.take() else {
             return Ok(());
         };
@@ -822,7 +884,11 @@ impl Run<'_> {
                 Ok(e) => e,
                 Err(Error::Compacted {
                     oldest_available, ..
-                }) => return self.skip_compacted(oldest_available),
+                }) if !power_off => return self.skip_compacted(oldest_available),
+                Err(e) if power_off => {
+                    self.trace.push(format!("  subscriber stopped: {e}"));
+                    return Ok(());
+                }
                 Err(e) => return Err(Stop::Failed(format!("subscriber: {e}"))),
             };
             let want = self.seen_lsn + 1;
@@ -835,6 +901,7 @@ impl Run<'_> {
             self.check_event(&e, want)?;
             self.seen_lsn = want;
             self.report.events_seen += 1;
+            self.report.events_checked += 1;
         }
         self.sub = Some(sub);
         Ok(())

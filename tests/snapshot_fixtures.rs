@@ -91,5 +91,9 @@ fn a_truncated_newest_snapshot_is_damage_and_the_older_one_is_used() {
     assert_eq!(report.damaged_snapshots.len(), 1, "{report:?}");
     assert_eq!(report.damaged_snapshots[0].0, newest);
     assert_eq!(report.snapshot.as_ref().map(|s| s.1), Some(10));
+    assert_eq!(report.replayed_events, 15);
     assert_eq!(db.stream_version("s").unwrap(), 25);
+    let events = db.read(1, usize::MAX).unwrap();
+    assert_eq!(events.len(), 25);
+    assert_eq!(events[24].data, 4u64.to_le_bytes());
 }

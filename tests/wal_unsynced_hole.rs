@@ -46,12 +46,17 @@ fn a_hole_in_an_unsynced_run_is_a_torn_tail_cut_with_its_bytes_kept() {
     assert_eq!(torn.offset, ends[1]);
     assert!(torn.reason.contains("out of order"), "{}", torn.reason);
     assert_eq!(db.last_lsn(), 2);
+    let events = db.read(1, 10).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].data, b"event-1");
     let kept = report.torn_tail_kept_in.expect("cut bytes kept");
     let original_tail = std::fs::read(&kept).unwrap();
     assert_eq!(original_tail.len() as u64, ends[5] - ends[1]);
     // The log goes on after the cut, and verifies clean.
-    db.append("s", ExpectedVersion::Exact(2), &[b"after"])
+    let after = db
+        .append("s", ExpectedVersion::Exact(2), &[b"after"])
         .unwrap();
+    assert_eq!(after.first_lsn, 3);
     drop(db);
     replaydb::verify(&dir, &opts).unwrap();
 }
@@ -77,6 +82,10 @@ fn a_hole_below_what_a_later_record_says_was_synced_is_corruption() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     assert_eq!(std::fs::read(&seg).unwrap(), before, "open changed nothing");
+    assert!(matches!(
+        replaydb::verify(&dir, &opts),
+        Err(Error::Corrupt { offset, .. }) if offset == ends[1]
+    ));
 }
 
 fn fixture_v1(dir: &Path) -> std::path::PathBuf {

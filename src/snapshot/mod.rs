@@ -80,9 +80,10 @@ pub fn list(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub fn remove_temporary(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = layout::snapshot_dir(db_dir);
     let mut removed = Vec::new();
-    let Ok(names) = fs.list_dir(&dir) else {
+    let Ok(mut names) = fs.list_dir(&dir) else {
         return Ok(removed);
     };
+    names.sort();
     for name in names.into_iter().flatten() {
         if name.ends_with(layout::SNAPSHOT_TMP_SUFFIX) {
             let path = dir.join(name);

@@ -103,6 +103,9 @@ fn list_wal_dir(fs: &dyn Storage, wal_dir: &Path) -> Result<(SegmentList, Vec<Pa
         }
     }
     segments.sort();
+    // In name order, so what recovery does does not depend on the order
+    // the file system lists entries in.
+    temps.sort();
     Ok((segments, temps))
 }
 
