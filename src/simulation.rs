@@ -730,7 +730,7 @@ impl Run<'_> {
         }
         match crate::verify(&self.dir, &self.options) {
             Ok(report) if report.last_lsn < self.model.durable => Err(Stop::Failed(format!(
-                "verify finds the log ending at LSN {}, but LSN {} was durable",
+                "verify finds the log ending at LSN {}, but LSN {} was acknowledged and durable",
                 report.last_lsn, self.model.durable
             ))),
             Ok(_) => Ok(()),
