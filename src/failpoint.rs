@@ -28,6 +28,9 @@ pub(crate) fn hit(name: &'static str) {
 pub enum PlantedBug {
     /// Acknowledge an append in `Immediate` mode without its fdatasync.
     AckBeforeFsync = 1,
+    /// Create a segment without fsyncing the WAL directory after its
+    /// rename: its name may vanish at a power cut with the records in it.
+    SkipSegmentDirSync = 2,
 }
 
 #[cfg(feature = "failpoints")]
