@@ -192,15 +192,20 @@ pub fn end_of_nonzero(file: &dyn StorageFile, path: &Path, from: u64) -> Result<
 
 /// A path beside `path` with `suffix` appended that does not exist yet
 /// (`x.cut`, then `x.cut.1`, `x.cut.2`, ...), so nothing is overwritten.
-pub fn fresh_side_path(fs: &dyn Storage, path: &Path, suffix: &str) -> PathBuf {
+/// A failure to tell is an error, never a guess.
+pub fn fresh_side_path(fs: &dyn Storage, path: &Path, suffix: &str) -> Result<PathBuf> {
     let base = format!("{}{suffix}", path.display());
     let mut candidate = PathBuf::from(&base);
     let mut n = 1u32;
-    while fs.file_len(&candidate).is_ok_and(|len| len.is_some()) {
+    while fs
+        .file_len(&candidate)
+        .map_err(|e| Error::io("look for a free side file name", &candidate, e))?
+        .is_some()
+    {
         candidate = PathBuf::from(format!("{base}.{n}"));
         n += 1;
     }
-    candidate
+    Ok(candidate)
 }
 
 #[cfg(test)]

@@ -136,6 +136,47 @@ pub struct SimReport {
     pub crash: CrashOutcome,
 }
 
+impl SimReport {
+    /// Adds `other`'s counts to these (totals over many runs).
+    pub fn add(&mut self, other: &SimReport) {
+        // Destructured, so that a new field cannot be forgotten here.
+        let SimReport {
+            steps,
+            events_acked,
+            in_doubt_kept,
+            in_doubt_lost,
+            power_cuts,
+            reopens,
+            snapshots,
+            events_seen,
+            subscriber_compacted,
+            cuts_during_recovery,
+            buffered_lost,
+            subscriber_rewound,
+            events_checked,
+            torn_tails_cut,
+            out_of_order_runs_cut,
+            crash,
+        } = other;
+        self.steps += steps;
+        self.events_acked += events_acked;
+        self.in_doubt_kept += in_doubt_kept;
+        self.in_doubt_lost += in_doubt_lost;
+        self.power_cuts += power_cuts;
+        self.reopens += reopens;
+        self.snapshots += snapshots;
+        self.events_seen += events_seen;
+        self.subscriber_compacted += subscriber_compacted;
+        self.cuts_during_recovery += cuts_during_recovery;
+        self.buffered_lost += buffered_lost;
+        self.subscriber_rewound += subscriber_rewound;
+        self.events_checked += events_checked;
+        self.torn_tails_cut += torn_tails_cut;
+        self.out_of_order_runs_cut += out_of_order_runs_cut;
+        self.crash.add(crash);
+    }
+}
+
 /// A failed check: the step, what was wrong, and the operations leading
 /// to it.
 #[derive(Debug, Clone)]
@@ -442,12 +483,17 @@ impl Run<'_> {
             .ok_or_else(|| Stop::Failed("no open database".into()))
     }
 
-    fn open(&mut self, why: &str) -> std::result::Result<(), Stop> {
-        match Db::open_with_views(
+    /// The database with the simulation's view, on this boot's handle.
+    fn open_db(&self) -> Result<Db> {
+        Db::open_with_views(
             &self.dir,
             self.options.clone(),
             vec![Box::new(Tally::default())],
-        ) {
+        )
+    }
+
+    fn open(&mut self, why: &str) -> std::result::Result<(), Stop> {
+        match self.open_db() {
             Ok(db) if self.disk.is_off() => {
                 self.db = Some(db);
                 self.trace
@@ -604,12 +650,7 @@ impl Run<'_> {
             // A handle for this boot: anything left from before is dead.
             self.options.storage = Arc::new(self.disk.handle());
             self.report.power_cuts += 1;
-            let c = &mut self.report.crash;
-            c.writes_dropped += outcome.writes_dropped;
-            c.writes_kept += outcome.writes_kept;
-            c.writes_torn += outcome.writes_torn;
-            c.entries_dropped += outcome.entries_dropped;
-            c.entries_kept += outcome.entries_kept;
+            self.report.crash.add(&outcome);
             self.verify()?;
             if self.pick(4) == 0 {
                 let ops = 1 + self.pick(30);
@@ -618,11 +659,7 @@ impl Run<'_> {
                 ));
                 self.disk.power_cut_after(ops);
             }
-            match Db::open_with_views(
-                &self.dir,
-                self.options.clone(),
-                vec![Box::new(Tally::default())],
-            ) {
+            match self.open_db() {
                 // Open may succeed past a failed best-effort step (say,
                 // preallocation) at which the power went: a cut all the same.
                 Ok(_) if self.disk.is_off() => {

@@ -160,3 +160,22 @@ fn default_directory_comes_from_the_environment() {
     assert!(out.status.success());
     assert!(dir.join("wal").is_dir());
 }
+
+#[test]
+fn read_to_a_full_disk_fails_instead_of_stopping_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let out = common::cli(&dir, &["append", "--stream", "s", "{\"a\":1}"]);
+    assert!(out.status.success());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["--db", dir.to_str().unwrap(), "read"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write to standard output"));
+}

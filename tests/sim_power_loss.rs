@@ -31,26 +31,7 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
         let root = tempfile::tempdir().unwrap();
         match run_seed(root.path(), seed, &config) {
             Ok(r) => {
-                total.steps += r.steps;
-                total.subscriber_compacted += r.subscriber_compacted;
-                total.cuts_during_recovery += r.cuts_during_recovery;
-                total.buffered_lost += r.buffered_lost;
-                total.torn_tails_cut += r.torn_tails_cut;
-                total.events_checked += r.events_checked;
-                total.out_of_order_runs_cut += r.out_of_order_runs_cut;
-                total.subscriber_rewound += r.subscriber_rewound;
-                total.events_acked += r.events_acked;
-                total.power_cuts += r.power_cuts;
-                total.in_doubt_kept += r.in_doubt_kept;
-                total.in_doubt_lost += r.in_doubt_lost;
-                total.snapshots += r.snapshots;
-                total.reopens += r.reopens;
-                total.events_seen += r.events_seen;
-                total.crash.writes_dropped += r.crash.writes_dropped;
-                total.crash.writes_kept += r.crash.writes_kept;
-                total.crash.writes_torn += r.crash.writes_torn;
-                total.crash.entries_dropped += r.crash.entries_dropped;
-                total.crash.entries_kept += r.crash.entries_kept;
+                total.add(&r);
             }
             Err(failure) => panic!(
                 "simulation seed {seed} failed at {failure}\nreplay it with:\n  REPLAYDB_SIM_SEED={seed} REPLAYDB_SIM_STEPS={} cargo test --test sim_power_loss -- --nocapture",

@@ -53,20 +53,25 @@ fn a_record_larger_than_a_segment_is_readable_at_once_and_after_reopen() {
     check(&Db::open(tmp.path(), opts).unwrap());
 }
 
-#[test]
-fn a_valid_record_above_a_smaller_limit_refuses_open_and_is_never_cut() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A log of two records, the second 4 000 bytes, written under a 1 MiB
+/// record limit: the options used and the segment.
+fn small_then_large_record(dir: &std::path::Path) -> (Options, std::path::PathBuf) {
     let big = Options {
         record_bytes_max: 1 << 20,
         ..common::small_segments(64 * 1024)
     };
-    {
-        let db = Db::open(tmp.path(), big.clone()).unwrap();
-        db.append("s", ExpectedVersion::Any, &[b"first"]).unwrap();
-        db.append("s", ExpectedVersion::Any, &[vec![1u8; 4000]])
-            .unwrap();
-    }
-    let seg = common::segments(tmp.path())[0].clone();
+    let db = Db::open(dir, big.clone()).unwrap();
+    db.append("s", ExpectedVersion::Any, &[b"first"]).unwrap();
+    db.append("s", ExpectedVersion::Any, &[vec![1u8; 4000]])
+        .unwrap();
+    drop(db);
+    (big, common::segments(dir)[0].clone())
+}
+
+#[test]
+fn a_valid_record_above_a_smaller_limit_refuses_open_and_is_never_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (big, seg) = small_then_large_record(tmp.path());
     let before = std::fs::read(&seg).unwrap();
     let small = Options {
         record_bytes_max: 1024,
@@ -83,4 +88,24 @@ fn a_valid_record_above_a_smaller_limit_refuses_open_and_is_never_cut() {
     assert_eq!(std::fs::read(&seg).unwrap(), before, "nothing was cut");
     let db = Db::open(tmp.path(), big).unwrap();
     assert_eq!(db.read(1, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn damage_before_a_synced_record_above_a_smaller_limit_is_corruption_not_a_tear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (big, seg) = small_then_large_record(tmp.path());
+    // Flip a bit in the first record's payload: the second, written after
+    // the first was synced, says so even though it is above the limit.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 40] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let small = Options {
+        record_bytes_max: 1024,
+        ..big
+    };
+    match Db::open(tmp.path(), small) {
+        Err(Error::Corrupt { offset: 32, .. }) => {}
+        other => panic!("expected Corrupt at byte 32, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
 }

@@ -12,6 +12,10 @@ use crate::cli::{CmdResult, Failure, json};
 
 /// Events taken from stdin into one batch at most.
 const STDIN_BATCH_EVENTS_MAX: usize = 4096;
+/// A JSON line may take this many times `record_bytes_max` (escapes make
+/// JSON longer than the MessagePack stored); longer lines are refused
+/// before they are read whole.
+const STDIN_LINE_BYTES_PER_RECORD_BYTE: u64 = 8;
 
 #[derive(Debug, Args)]
 pub struct AppendArgs {
@@ -67,18 +71,35 @@ enum Line {
 /// Reads JSON lines on a thread of its own, so that lines arriving while
 /// a group is being synced make up the next group.
 fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdResult {
+    let record_bytes_max = db.options().record_bytes_max;
+    let line_bytes_max = record_bytes_max.saturating_mul(STDIN_LINE_BYTES_PER_RECORD_BYTE);
     let (tx, rx) = mpsc::sync_channel::<Line>(STDIN_BATCH_EVENTS_MAX * 4);
     std::thread::spawn(move || {
-        let stdin = std::io::stdin().lock();
-        for (n, line) in stdin.lines().enumerate() {
-            let msg = match line {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = Vec::new();
+        for n in 1u64.. {
+            buf.clear();
+            let read =
+                std::io::Read::take(&mut stdin, line_bytes_max + 1).read_until(b'\n', &mut buf);
+            let msg = match read {
                 Err(e) => Line::ReadFailed(e.to_string()),
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => Line::Event(json::encode(&v)),
+                Ok(0) => return,
+                Ok(_) if buf.len() as u64 > line_bytes_max => Line::Invalid {
+                    line: n,
+                    error: format!("longer than {line_bytes_max} bytes"),
+                },
+                Ok(_) => match std::str::from_utf8(&buf) {
                     Err(e) => Line::Invalid {
-                        line: n as u64 + 1,
+                        line: n,
                         error: e.to_string(),
+                    },
+                    Ok(text) if text.trim().is_empty() => continue,
+                    Ok(text) => match serde_json::from_str::<Value>(text) {
+                        Ok(v) => Line::Event(json::encode(&v)),
+                        Err(e) => Line::Invalid {
+                            line: n,
+                            error: e.to_string(),
+                        },
                     },
                 },
             };
@@ -91,12 +112,26 @@ fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdRe
     let mut expected = first_expected;
     let mut out = std::io::stdout().lock();
     let mut pending_failure: Option<Failure> = None;
-    while let Ok(first) = rx.recv() {
+    // A line read but left for the next batch, which it would not fit.
+    let mut carried: Option<Line> = None;
+    while let Some(first) = carried.take().or_else(|| rx.recv().ok()) {
         let mut batch = Vec::new();
+        // The encoded batch (see docs/FORMAT.md) must stay within the
+        // record limit: the array headers, the stream, and per event its
+        // bytes plus a bin header of at most 5.
+        let mut batch_bytes = 16 + stream.len() as u64;
         let mut next = Some(first);
         while let Some(line) = next.take() {
             match line {
-                Line::Event(data) => batch.push(data),
+                Line::Event(data) => {
+                    let size = data.len() as u64 + 5;
+                    if !batch.is_empty() && batch_bytes + size > record_bytes_max {
+                        carried = Some(Line::Event(data));
+                        break;
+                    }
+                    batch_bytes += size;
+                    batch.push(data);
+                }
                 Line::Invalid { line, error } => {
                     pending_failure =
                         Some(format!("stdin line {line}: invalid JSON: {error}").into());

@@ -60,13 +60,23 @@ pub fn run_read(dir: &Path, options: &Options, args: &ReadArgs) -> CmdResult {
         from = last.lsn + 1;
         left -= page.len();
         for e in &page {
-            if print_event(&mut out, e, args.json).is_err() {
-                return Ok(()); // stdout closed (e.g. piped to `head`)
+            if let Err(e) = print_event(&mut out, e, args.json) {
+                return stdout_failed(e);
             }
         }
     }
-    let _ = out.flush();
-    Ok(())
+    out.flush().or_else(stdout_failed)
+}
+
+/// A write to stdout failed: a reader that went away (piped to `head`) is
+/// the normal end; anything else (a full disk) is an error, not a
+/// silently short output.
+fn stdout_failed(e: std::io::Error) -> CmdResult {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(format!("write to standard output: {e}").into())
+    }
 }
 
 pub fn run_tail(dir: &Path, options: &Options, args: &TailArgs) -> CmdResult {
@@ -75,11 +85,8 @@ pub fn run_tail(dir: &Path, options: &Options, args: &TailArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     for event in db.subscribe(from)? {
         let event = event?;
-        if print_event(&mut out, &event, true)
-            .and_then(|_| out.flush())
-            .is_err()
-        {
-            return Ok(());
+        if let Err(e) = print_event(&mut out, &event, true).and_then(|_| out.flush()) {
+            return stdout_failed(e);
         }
     }
     Ok(())

@@ -249,10 +249,7 @@ impl Inner {
                 .counters
                 .fsyncs
                 .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
-            #[cfg(feature = "failpoints")]
             let planted = crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
-            #[cfg(not(feature = "failpoints"))]
-            let planted = false;
             if self.options.durability == Durability::Immediate && !planted {
                 state.tail.sync()?;
                 self.health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);

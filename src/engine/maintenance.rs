@@ -56,25 +56,9 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
     let first_lsn = scanned.index.first_lsn().unwrap_or(1);
     let last_lsn = scanned.next_lsn - 1;
     let mut snapshots = Vec::new();
-    for (_, path) in snapshot::list(fs, dir)? {
+    for (named_lsn, path) in snapshot::list(fs, dir)? {
         let contents = snapshot::check_copy(fs, &path)?;
-        let bad = |reason: String| Error::Corrupt {
-            segment: path.clone(),
-            offset: 0,
-            reason,
-        };
-        if contents.covered_lsn > last_lsn {
-            return Err(bad(format!(
-                "covers LSN {} but the log ends at LSN {last_lsn}",
-                contents.covered_lsn
-            )));
-        }
-        if contents.covered_lsn + 1 < first_lsn {
-            return Err(bad(format!(
-                "covers LSN {} but the log starts at LSN {first_lsn}",
-                contents.covered_lsn
-            )));
-        }
+        snapshot::check_joins_log(&contents, named_lsn, first_lsn, last_lsn)?;
         snapshots.push((path, contents.covered_lsn));
     }
     if first_lsn > 1 && snapshots.is_empty() {

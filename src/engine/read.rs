@@ -16,7 +16,7 @@ fn for_each_record(
 ) -> Result<bool> {
     let bytes = slice.bytes().ok_or_else(|| {
         Error::corrupt(
-            &slice.path,
+            &*slice.path,
             slice.start,
             format!(
                 "committed bytes up to {} lie outside the segment's mapping",
@@ -29,7 +29,7 @@ fn for_each_record(
         let rest = bytes.get(at..).unwrap_or(&[]);
         let record = format::decode_record(rest, record_bytes_max).map_err(|e| {
             Error::corrupt(
-                &slice.path,
+                &*slice.path,
                 slice.start + at as u64,
                 format!("on read: {e}"),
             )

@@ -60,30 +60,9 @@ pub(crate) fn recover_views(
         report.removed_temp_files.push(tmp);
     }
     let mut chosen: Option<SnapshotContents> = None;
-    for (_, path) in snapshot::list(fs, dir)? {
+    for (named_lsn, path) in snapshot::list(fs, dir)? {
         let tried = try_snapshot(fs, &path, &mut views).and_then(|c| {
-            // A snapshot must join the log: not past its end (the log was
-            // cut, say by repair), not before its start.
-            if c.covered_lsn > log_last_lsn {
-                return Err(Error::corrupt(
-                    &c.path,
-                    0,
-                    format!(
-                        "covers LSN {} but the log ends at LSN {log_last_lsn}",
-                        c.covered_lsn
-                    ),
-                ));
-            }
-            if c.covered_lsn + 1 < log_first {
-                return Err(Error::corrupt(
-                    &c.path,
-                    0,
-                    format!(
-                        "covers LSN {} but the log starts at LSN {log_first}",
-                        c.covered_lsn
-                    ),
-                ));
-            }
+            snapshot::check_joins_log(&c, named_lsn, log_first, log_last_lsn)?;
             Ok(c)
         });
         match tried {
@@ -91,9 +70,9 @@ pub(crate) fn recover_views(
                 chosen = Some(contents);
                 break;
             }
-            // The disk failed, not the file: fail the open and set nothing
-            // aside; the next open may read it fine.
-            Err(e @ Error::Io { .. }) => return Err(e),
+            // The disk failed, not the file, or the file is from a newer
+            // build: fail the open and set nothing aside.
+            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
             Err(e) => {
                 tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable; trying the generation before it");
                 report.damaged_snapshots.push((path, e.to_string()));
@@ -122,7 +101,7 @@ pub(crate) fn recover_views(
     // Recovery will succeed: set unusable snapshots aside (renamed, never
     // deleted) so that they no longer count as a generation.
     for (path, _) in &report.damaged_snapshots {
-        let aside = layout::fresh_side_path(fs, path, layout::DAMAGED_SUFFIX);
+        let aside = layout::fresh_side_path(fs, path, layout::DAMAGED_SUFFIX)?;
         fs.rename(path, &aside)
             .map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
         tracing::warn!(snapshot = %path.display(), to = %aside.display(), "damaged snapshot set aside");

@@ -85,6 +85,20 @@ impl Inner {
             let state = self.commit.lock().map_err(|_| self.poisoned_error())?;
             let views = self.views.read().map_err(|_| self.poisoned_error())?;
             let index = self.index.read().map_err(|_| self.poisoned_error())?;
+            // A group whose write failed may have applied its commands to
+            // the views before poisoning the handle: those views hold
+            // events the log does not. Check under the lock, not before it.
+            self.check_poison()?;
+            let committed = self.committed_lsn.load(Ordering::Acquire);
+            if views.applied_lsn != committed {
+                return Err(Error::InvalidArgument {
+                    op: "snapshot",
+                    reason: format!(
+                        "the views reflect LSN {} but the log is committed to LSN {committed}; no snapshot taken",
+                        views.applied_lsn
+                    ),
+                });
+            }
             let clones = catch_unwind(AssertUnwindSafe(|| {
                 views
                     .views
@@ -209,15 +223,17 @@ impl Inner {
             });
         }
         layout::create_dir(fs, dest)?;
-        // Everything acknowledged before this point is below these ends.
+        // Everything acknowledged before this point is below these ends:
+        // the LSN is read first, and a group reaches the index before its
+        // LSN is published, so the ends read next cover it.
+        let covered = self.committed_lsn.load(Ordering::Acquire);
         let segments: Vec<(PathBuf, u64)> = {
             let index = self.index.read().map_err(|_| self.poisoned_error())?;
             index
                 .segments()
-                .map(|(_, s)| (s.path.clone(), s.end))
+                .map(|(_, s)| (s.path.to_path_buf(), s.end))
                 .collect()
         };
-        let covered = self.committed_lsn.load(Ordering::Acquire);
         if let Some((_, newest)) = snapshot::list(self.fs(), &self.dir)?.first() {
             let dir = layout::snapshot_dir(dest);
             layout::create_dir(fs, &dir)?;

@@ -346,6 +346,42 @@ pub fn check_copy(fs: &dyn Storage, path: &Path) -> Result<SnapshotContents> {
     })
 }
 
+/// Checks that a snapshot read from the file named for `named_lsn` can
+/// join a log holding LSNs `log_first..=log_last`: its meta agrees with
+/// its name (compaction trusts the name, recovery the meta), it is not
+/// past the log's end (the log was cut, say by repair) nor before its
+/// start, and no stream claims more events than the log had by then.
+pub fn check_joins_log(
+    contents: &SnapshotContents,
+    named_lsn: u64,
+    log_first: u64,
+    log_last: u64,
+) -> Result<()> {
+    let covered = contents.covered_lsn;
+    let bad = |reason: String| Err(Error::corrupt(&contents.path, 0, reason));
+    if covered != named_lsn {
+        return bad(format!(
+            "covers LSN {covered} but is named for LSN {named_lsn}"
+        ));
+    }
+    if covered > log_last {
+        return bad(format!(
+            "covers LSN {covered} but the log ends at LSN {log_last}"
+        ));
+    }
+    if covered + 1 < log_first {
+        return bad(format!(
+            "covers LSN {covered} but the log starts at LSN {log_first}"
+        ));
+    }
+    if let Some((stream, version)) = contents.streams.iter().find(|(_, v)| *v > covered) {
+        return bad(format!(
+            "stream {stream:?} at version {version}, more events than the {covered} it covers"
+        ));
+    }
+    Ok(())
+}
+
 /// Loads `view` from an opened snapshot.
 pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
     guarded("load view", path, || load_view_unguarded(db, path, view))

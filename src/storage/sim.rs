@@ -73,6 +73,25 @@ pub struct CrashOutcome {
     pub entries_kept: u64,
 }
 
+impl CrashOutcome {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &CrashOutcome) {
+        // Destructured, so that a new field cannot be forgotten here.
+        let CrashOutcome {
+            writes_dropped,
+            writes_kept,
+            writes_torn,
+            entries_dropped,
+            entries_kept,
+        } = other;
+        self.writes_dropped += writes_dropped;
+        self.writes_kept += writes_kept;
+        self.writes_torn += writes_torn;
+        self.entries_dropped += entries_dropped;
+        self.entries_kept += entries_kept;
+    }
+}
+
 /// A disk whose unsynced writes can be lost, kept or torn at a power cut.
 /// Cloning gives another handle to the same disk.
 ///

@@ -5,7 +5,7 @@
 //! [`SPARSE_INDEX_EVERY_BYTES`] of scanning, however long the history is.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::storage::Mapping;
@@ -17,8 +17,9 @@ pub const SPARSE_INDEX_EVERY_BYTES: u64 = 4096;
 /// One segment as the index knows it.
 #[derive(Debug)]
 pub struct SegmentEntry {
-    /// Path of the file.
-    pub path: PathBuf,
+    /// Path of the file (shared with every slice handed to readers, which
+    /// need it only to name the file in an error).
+    pub path: Arc<Path>,
     /// The file, mapped. For the tail it covers the preallocated size.
     pub map: Arc<Mapping>,
     /// Offset just past the last committed record.
@@ -51,7 +52,7 @@ struct StreamEntry {
 #[derive(Debug, Clone)]
 pub struct SegmentSlice {
     /// The segment's file.
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     /// Its mapping.
     pub map: Arc<Mapping>,
     /// Where to start decoding.
@@ -97,7 +98,7 @@ impl LogIndex {
         self.segments.insert(
             first_lsn,
             SegmentEntry {
-                path,
+                path: Arc::from(path),
                 map,
                 end,
                 last_lsn: first_lsn - 1,
@@ -226,7 +227,7 @@ impl LogIndex {
             if let Some(seg) = self.segments.remove(&first) {
                 self.records -= seg.records;
                 self.events -= (seg.last_lsn + 1).saturating_sub(first);
-                paths.push(seg.path);
+                paths.push(seg.path.to_path_buf());
             }
         }
         if let Some(new_first) = self.first_lsn() {

@@ -262,7 +262,7 @@ pub fn open_log(
                 );
                 // Unacknowledged bytes, but bytes: kept beside the segment.
                 if torn.garbage_bytes > 0 {
-                    let side = layout::fresh_side_path(fs.as_ref(), path, layout::CUT_SUFFIX);
+                    let side = layout::fresh_side_path(fs.as_ref(), path, layout::CUT_SUFFIX)?;
                     repair::keep_bytes(
                         fs.as_ref(),
                         wal_dir,

@@ -88,14 +88,14 @@ pub fn plan_repair(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> R
     let mut actions = Vec::new();
     if offset < SEGMENT_HEADER_BYTES as u64 {
         actions.push(RepairAction::SetAside {
-            to: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX),
+            to: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX)?,
             segment: segment.clone(),
         });
     } else {
         let file = layout::open(fs, &segment, OpenMode::Read, "open segment")?;
         let kept = layout::end_of_nonzero(file.as_ref(), &segment, offset)? - offset;
         actions.push(RepairAction::Cut {
-            cut_file: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX),
+            cut_file: layout::fresh_side_path(fs, &segment, layout::CUT_SUFFIX)?,
             segment: segment.clone(),
             offset,
             bytes: kept,
@@ -113,7 +113,7 @@ pub fn plan_repair(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> R
     later.sort();
     for seg in later {
         actions.push(RepairAction::SetAside {
-            to: layout::fresh_side_path(fs, &seg, layout::CUT_SUFFIX),
+            to: layout::fresh_side_path(fs, &seg, layout::CUT_SUFFIX)?,
             segment: seg,
         });
     }

@@ -15,6 +15,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::options::RECORD_BYTES_LIMIT;
 use crate::wal::format::{
     self, HeaderError, RECORD_HEADER_BYTES, RecordError, RecordView, SEGMENT_FORMAT_VERSION,
     SEGMENT_HEADER_BYTES, SegmentHeader,
@@ -124,7 +125,7 @@ pub fn scan_segment(
         let rest = bytes.get(offset as usize..).unwrap_or(&[]);
         let zero_header = rest
             .get(..RECORD_HEADER_BYTES)
-            .map_or(all_zero(rest), all_zero);
+            .map_or_else(|| all_zero(rest), all_zero);
         if zero_header && is_zero_from(offset) {
             // Nothing, or only the preallocated zeros, remains.
             break SegmentEnd::Clean { end: offset };
@@ -170,12 +171,16 @@ pub fn scan_segment(
                 Err(e) => e.to_string(),
             }
         };
+        // The search after bad bytes accepts records of any size the
+        // format allows: a synced record written under a larger
+        // `record_bytes_max` still proves that what lies before it was
+        // synced. Decoding borrows, so a large length costs no memory.
         break classify_bad(
             bytes,
             header.version,
             offset,
             next_lsn,
-            record_bytes_max,
+            RECORD_BYTES_LIMIT,
             bad,
         );
     };

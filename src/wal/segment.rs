@@ -38,7 +38,6 @@ pub fn create_segment(
     crate::failpoint::hit("segment.before_rename");
     fs.rename(&tmp, &path)
         .map_err(|e| Error::io("rename new segment into place", &path, e))?;
-    #[cfg(feature = "failpoints")]
     if crate::failpoint::planted(crate::failpoint::PlantedBug::SkipSegmentDirSync) {
         return Ok((file, path));
     }
