@@ -97,7 +97,44 @@ pub enum Error {
         reason: String,
     },
 
-    /// A snapshot file could not be written or read.
+    /// The store holds something that fails a check (a value's CRC, its
+    /// meta, redb's own checks), or redb failed otherwise.
+    #[error("{op} {path}: {reason}")]
+    Store {
+        /// What replaydb was doing.
+        op: &'static str,
+        /// The store file.
+        path: PathBuf,
+        /// What went wrong, and where in it.
+        reason: String,
+    },
+
+    /// The store cannot be used (damaged, or missing), no earlier checkpoint
+    /// in it is usable, and the log no longer starts at LSN 1 to rebuild
+    /// it. Nothing has been changed.
+    #[error(
+        "the store {path} cannot be used ({reason}), and the log starts at LSN {log_first_lsn}, so it cannot be rebuilt; restore a backup"
+    )]
+    StoreUnusable {
+        /// The store file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+        /// The first LSN the log holds.
+        log_first_lsn: u64,
+    },
+
+    /// The log's last LSN is not the one an append expected: another
+    /// writer appended first.
+    #[error("the log ends at LSN {actual_last_lsn}, not at the expected {expected_last_lsn}")]
+    LogConflict {
+        /// What the append expected.
+        expected_last_lsn: u64,
+        /// Where the log ends.
+        actual_last_lsn: u64,
+    },
+
+    /// A snapshot file of release 0.1 could not be read.
     #[error("{op} {path}: {reason}")]
     Snapshot {
         /// What replaydb was doing.
@@ -108,10 +145,11 @@ pub enum Error {
         reason: String,
     },
 
-    /// A view's state in every usable snapshot has another schema version
-    /// than the code, and the log no longer holds the history to rebuild it.
+    /// A view's state in the store has another schema version than the
+    /// code (or the view is new, or far behind), and the store's history no
+    /// longer starts at LSN 1 to rebuild it.
     #[error(
-        "view {view:?}: snapshot holds schema version {snapshot_version}, the code has {code_version}, and the log no longer starts at LSN 1 to rebuild it (it starts at {log_first_lsn})"
+        "view {view:?}: the store holds schema version {snapshot_version}, the code has {code_version}, and the history no longer starts at LSN 1 to rebuild it (it starts at {log_first_lsn})"
     )]
     ViewVersion {
         /// The view.
@@ -134,9 +172,10 @@ pub enum Error {
         details: String,
     },
 
-    /// The log no longer holds the requested position: it was compacted
-    /// into a snapshot. Restart from the views, or from `oldest_available`.
-    #[error("{what} was compacted away; the oldest available is {oldest_available}")]
+    /// The history no longer holds the requested position: a stream's
+    /// retention removed it, or the database was migrated from a compacted
+    /// one. Restart from the views, or from `oldest_available`.
+    #[error("{what} was removed from the history; the oldest available is {oldest_available}")]
     Compacted {
         /// What was asked for ("LSN 5", "stream s version 3").
         what: String,

@@ -3,13 +3,16 @@
 //! ```text
 //! DIR/                 0700
 //!   LOCK               0600  record-locked by the owner; holds its pid
+//!   store.redb         0600  the store: state and history (docs/FORMAT.md)
+//!   store.redb.tmp           a store being created (removed on open)
+//!   store.redb.damaged[.N]   a store set aside as unusable (never deleted)
 //!   wal/               0700
+//!     SETTINGS                       the log's format settings
 //!     <20-digit first LSN>.wal       a segment (docs/FORMAT.md)
 //!     <20-digit first LSN>.wal.tmp   a segment being created (removed on open)
 //!     <name>.cut[.N]                 bytes cut away by `replaydb repair` or a torn tail
-//!   snapshots/         0700
-//!     <20-digit covered LSN>.redb    a snapshot generation (the two newest are kept)
-//!     <...>.redb.tmp                 a snapshot being written (removed on open)
+//!   snapshots/         0700  written by release 0.1 only: migrated into the
+//!                            store on open, then removed
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -30,6 +33,18 @@ pub const SEGMENT_EXT: &str = "wal";
 pub const SEGMENT_TMP_SUFFIX: &str = ".wal.tmp";
 /// Suffix of bytes cut away by repair.
 pub const CUT_SUFFIX: &str = ".cut";
+/// The log's format settings, in the WAL directory.
+pub const SETTINGS_FILE: &str = "SETTINGS";
+/// The store, relative to the database directory.
+pub const STORE_FILE: &str = "store.redb";
+/// Suffix of a store being created (removed on open).
+pub const STORE_TMP_SUFFIX: &str = ".tmp";
+
+/// `DIR/store.redb`.
+pub fn store_path(db_dir: &Path) -> PathBuf {
+    db_dir.join(STORE_FILE)
+}
+
 /// Digits in a segment's file name.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 

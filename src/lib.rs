@@ -1,16 +1,25 @@
 //! replaydb: an embedded, event-sourced database.
 //!
-//! Events are appended to named streams in an append-only write-ahead log
-//! of CRC-checked records, group-committed with one fdatasync for every
-//! writer waiting; state is derived by replaying the log.
+//! Events are appended to named streams in a log of CRC-checked records,
+//! group-committed with one fdatasync for every writer waiting. A store
+//! (one redb database) holds everything the log derives: stream versions,
+//! the history of every stream, and each view's tables, kept up to date
+//! incrementally and checkpointed durably; the log is its redo log.
 //!
 //! The public API at a glance:
 //!
 //! - [`Db`]: [`Db::open`], [`Db::append`] / [`Db::append_async`],
-//!   [`Db::read`], [`Db::read_stream`], [`Db::replay`], [`Db::subscribe`],
-//!   [`Db::sync`], [`Db::snapshot`], [`Db::stats`], [`Db::recovery_report`].
+//!   [`Db::execute`] (commands), [`Db::read`], [`Db::read_stream`],
+//!   [`Db::replay`], [`Db::subscribe`], [`Db::view`] / [`Db::view_tables`],
+//!   [`Db::set_retention`], [`Db::sync`], [`Db::checkpoint`],
+//!   [`Db::backup`], [`Db::stats`], [`Db::recovery_report`].
 //! - [`Options`] and [`Durability`]: what a crash can lose.
-//! - [`storage`]: the file-system seam under the log and the snapshots,
+//! - [`View`], [`ViewTables`], [`ViewSet`]: your own folds, with tables in
+//!   the store; [`registry`] is one, opt-in like any other.
+//! - [`Retention`]: what a stream's history keeps.
+//! - [`log::Log`]: the seam between the engine and the log, with the
+//!   local [`wal::WalLog`] and [`log::MemoryLog`].
+//! - [`storage`]: the file-system seam under the log and the store,
 //!   with [`storage::OsStorage`] and [`storage::SimDisk`], a disk that
 //!   loses, keeps or tears unsynced writes at a simulated power cut.
 //! - `simulation` (feature `simulation`): the seeded power-loss simulation
@@ -31,25 +40,32 @@ mod error;
 #[doc(hidden)]
 pub mod failpoint;
 pub mod layout;
+pub mod log;
 mod options;
 pub mod registry;
+mod retention;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod snapshot;
 pub mod storage;
+mod store;
 mod stream;
 mod views;
 pub mod wal;
 
 pub use engine::maintenance::{Repair, VerifyReport, verify};
-pub use engine::{Db, Stats, Subscription};
+pub use engine::{CheckpointOutcome, Db, Stats, Subscription};
 pub use error::{Error, Result};
 pub use options::{
-    Durability, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_LIMIT, SEGMENT_BYTES_MIN,
+    Durability, LogKind, Options, RECORD_BYTES_LIMIT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_LIMIT,
+    SEGMENT_BYTES_MIN,
 };
+pub use retention::{RETENTION_STREAM, Retention};
+pub use store::StoreReport;
 pub use stream::{
-    Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX, validate_stream_name,
+    Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX,
+    validate_internal_stream_name, validate_stream_name,
 };
-pub use views::{AtLsn, View, ViewReader, ViewSet, ViewWriter};
+pub use views::{AtLsn, View, ViewSet, ViewTables, ViewTablesRead};
 pub use wal::recovery::{RecoveryReport, TornTail};
 pub use wal::repair::{RepairAction, RepairPlan};

@@ -22,6 +22,17 @@ pub enum Durability {
     },
 }
 
+/// Where the log lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogKind {
+    /// The local write-ahead log in `DIR/wal` (the default).
+    #[default]
+    Wal,
+    /// A log and a store in memory: nothing touches the disk and nothing
+    /// survives the process. For tests of the engine, and scratch data.
+    Memory,
+}
+
 /// Options for [`Db::open`](crate::Db::open).
 ///
 /// ```
@@ -30,32 +41,46 @@ pub enum Durability {
 ///     durability: Durability::Buffered { interval: std::time::Duration::from_millis(10) },
 ///     ..Options::default()
 /// };
-/// assert_eq!(opts.segment_bytes_max, 64 << 20);
+/// assert_eq!(opts.segment_bytes_max, None); // the database's own, 64 MiB when new
 /// ```
 #[derive(Clone, Debug)]
 pub struct Options {
     /// When appends are acknowledged.
     pub durability: Durability,
-    /// A segment is sealed and a new one started once the next record
-    /// would take it past this size. Default 64 MiB.
-    pub segment_bytes_max: u64,
+    /// For a new database only: a segment is sealed and a new one started
+    /// once the next record would take it past this size. `None`: 64 MiB.
+    /// A database keeps the size it was created with; another value at a
+    /// later open is ignored with a warning.
+    pub segment_bytes_max: Option<u64>,
     /// Largest encoded batch accepted on append and read back from disk.
     /// Default 16 MiB.
     pub record_bytes_max: u64,
-    /// Committed batches buffered in memory for live subscribers; one that
-    /// falls further behind continues from disk. Default 4096.
-    pub subscriber_buffer_batches: usize,
-    /// Take a snapshot (and compact) once this many records were committed
-    /// since the last one; 0: never by count. Default 100 000.
-    pub snapshot_every_records: u64,
-    /// Take a snapshot (and compact) once this many WAL bytes were written
-    /// since the last one; 0: never by size. Default 256 MiB.
-    pub snapshot_every_bytes: u64,
+    /// Take a checkpoint (one durable commit of the store, then the log
+    /// behind the previous checkpoint is deleted) once this many records
+    /// were applied since the last one; 0: never by count. Default 100 000.
+    pub checkpoint_every_records: u64,
+    /// The same, once this many bytes of records were applied; 0: never by
+    /// size. Default 64 MiB, so the log stays within a few segments.
+    pub checkpoint_every_bytes: u64,
+    /// The same, once this long has passed since the last one with
+    /// something applied; `None`: never by time. Default 30 s.
+    pub checkpoint_every: Option<Duration>,
+    /// Memory the store's page cache may use. Default 32 MiB.
+    pub store_cache_bytes: usize,
+    /// A store up to this size is checked whole at open (redb's integrity
+    /// check, run against an overlay so the file is never changed); a
+    /// larger one only by `replaydb verify`, since the check reads every
+    /// page (about 190 ms for a 285 MB store). Default 64 MiB.
+    pub store_check_on_open_bytes_max: u64,
+    /// Where the log lives: the local WAL (default) or memory.
+    pub log: LogKind,
     /// The file system under the database: the operating system's by
     /// default; a [`SimDisk`](crate::storage::SimDisk) in crash tests.
     pub storage: Arc<dyn Storage>,
 }
 
+/// The segment size of a new database unless its options say otherwise.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
 /// Smallest segment size accepted: a header and one small record.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment size accepted: offsets in record headers are `u32`.
@@ -67,11 +92,14 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             durability: Durability::Immediate,
-            segment_bytes_max: 64 << 20,
+            segment_bytes_max: None,
             record_bytes_max: 16 << 20,
-            subscriber_buffer_batches: 4096,
-            snapshot_every_records: 100_000,
-            snapshot_every_bytes: 256 << 20,
+            checkpoint_every_records: 100_000,
+            checkpoint_every_bytes: 64 << 20,
+            checkpoint_every: Some(Duration::from_secs(30)),
+            store_cache_bytes: 32 << 20,
+            store_check_on_open_bytes_max: 64 << 20,
+            log: LogKind::Wal,
             storage: crate::storage::os(),
         }
     }
@@ -81,7 +109,9 @@ impl Options {
     /// Checks the options are usable.
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let bad = |reason: String| Err(crate::Error::InvalidArgument { op: "open", reason });
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&self.segment_bytes_max) {
+        if let Some(n) = self.segment_bytes_max
+            && !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_LIMIT).contains(&n)
+        {
             return bad(format!(
                 "segment_bytes_max must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_LIMIT}"
             ));
@@ -91,8 +121,11 @@ impl Options {
                 "record_bytes_max must be between 1 and {RECORD_BYTES_LIMIT}"
             ));
         }
-        if self.subscriber_buffer_batches == 0 {
-            return bad("subscriber_buffer_batches must be at least 1".into());
+        if self.checkpoint_every.is_some_and(|d| d.is_zero()) {
+            return bad("checkpoint_every must be above zero (None: never by time)".into());
+        }
+        if self.store_cache_bytes < (1 << 20) {
+            return bad("store_cache_bytes must be at least 1 MiB".into());
         }
         if let Durability::Buffered { interval } = self.durability
             && interval.is_zero()

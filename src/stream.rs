@@ -76,6 +76,23 @@ pub fn validate_stream_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks a stream name that may be internal: `$` followed by a valid
+/// name (`$registry`), or a valid name. Internal streams are written only
+/// by commands ([`Db::execute`](crate::Db::execute)), never by plain
+/// appends.
+pub fn validate_internal_stream_name(name: &str) -> Result<()> {
+    match name.strip_prefix('$') {
+        Some(rest) => validate_stream_name(rest).map_err(|e| match e {
+            Error::InvalidStreamName { reason, .. } => Error::InvalidStreamName {
+                name: name.to_string(),
+                reason,
+            },
+            other => other,
+        }),
+        None => validate_stream_name(name),
+    }
+}
+
 /// One committed event, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -90,10 +107,22 @@ pub struct Event {
     pub data: Vec<u8>,
 }
 
-/// One committed event, borrowed from the log's mapped segments.
+impl Event {
+    /// The event, borrowed.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            lsn: self.lsn,
+            stream: &self.stream,
+            version: self.version,
+            data: &self.data,
+        }
+    }
+}
+
+/// One committed event, borrowed from the store (or the log).
 ///
 /// Handed to [`Db::replay`](crate::Db::replay) visitors so that a full replay
-/// allocates nothing per event.
+/// allocates nothing per event, and to [`View::apply`](crate::View::apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventRef<'a> {
     /// Its position in the global log.

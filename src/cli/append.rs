@@ -50,7 +50,7 @@ pub fn run(dir: &Path, options: &Options, args: &AppendArgs) -> CmdResult {
                 .map_err(|e| format!("argument {}: invalid JSON: {e}", i + 1))?;
             values.push(json::encode(&v));
         }
-        let db = Db::open(dir, options.clone())?;
+        let db = crate::cli::open_db(dir, options)?;
         let done = db.append(&args.stream, args.expect_version, &values)?;
         let mut out = std::io::stdout().lock();
         for lsn in done.first_lsn..=done.last_lsn {
@@ -58,7 +58,7 @@ pub fn run(dir: &Path, options: &Options, args: &AppendArgs) -> CmdResult {
         }
         return Ok(());
     }
-    let db = Db::open(dir, options.clone())?;
+    let db = crate::cli::open_db(dir, options)?;
     append_stdin(&db, &args.stream, args.expect_version)
 }
 

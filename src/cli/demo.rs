@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use replaydb::{Db, Error, ExpectedVersion, Options};
+use replaydb::{Error, ExpectedVersion, Options};
 use serde_json::json;
 
 use crate::cli::{CmdResult, json as j};
@@ -41,7 +41,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     println!("replaydb demo on {}", dir.display());
-    let db = Db::open(dir, options.clone())?;
+    let db = crate::cli::open_db(dir, options)?;
     let before = db.stats()?;
     let run_tag = before.last_lsn;
     println!(
@@ -183,26 +183,29 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
             j::decode(&e.data).unwrap_or_default()
         );
     }
-    let snap = db.snapshot()?;
+    let done = db.checkpoint()?;
+    let s = db.stats()?;
     println!(
-        "\nsnapshot at LSN {} ({}); {} old generation(s) and {} WAL segment(s) compacted away",
-        snap.covered_lsn,
-        snap.path.display(),
-        snap.deleted_snapshots.len(),
-        snap.deleted_segments.len()
+        "\ncheckpoint at LSN {}: {} WAL segment(s) deleted, the log kept from LSN {}; the history still holds every event from LSN {} ({} batches, store {} KiB)",
+        done.covered_lsn,
+        done.log_removed.len(),
+        done.log_first_lsn,
+        s.first_lsn,
+        s.history_batches,
+        s.store_bytes / 1024
     );
     drop(db);
 
     let t = Instant::now();
-    let db = Db::open(dir, options.clone())?;
+    let db = crate::cli::open_db(dir, options)?;
     let reopen = t.elapsed();
     let r = db.recovery_report();
     println!(
-        "reopen (recovery): {:.1} ms: {} segments ({} records) checked, snapshot at LSN {} loaded, {} events replayed{}",
+        "reopen (recovery): {:.1} ms: {} segments ({} records) checked, store at checkpoint LSN {}, {} events replayed{}",
         reopen.as_secs_f64() * 1e3,
         r.segments,
         r.records,
-        r.snapshot.as_ref().map_or(0, |s| s.1),
+        r.checkpoint_lsn,
         r.replayed_events,
         if r.torn_tail.is_some() {
             ", torn tail cut"
@@ -213,12 +216,12 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     drop(db);
     let v = replaydb::verify(dir, options)?;
     println!(
-        "verify: ok, {} records, {} events, LSNs {}..={} gapless, every CRC checked, {} snapshot(s) checked",
+        "verify: ok, {} records, {} events, LSNs {}..={} gapless, every CRC checked, store checked page by page, {} history rows match the log",
         v.records,
         v.events,
         v.first_lsn,
         v.last_lsn,
-        v.snapshots.len()
+        v.history_rows_checked
     );
     Ok(())
 }

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use clap::Args;
-use replaydb::{Db, Options, Repair};
+use clap::{Args, Subcommand};
+use replaydb::{Options, Repair, Retention};
 
-use crate::cli::CmdResult;
+use crate::cli::{CmdResult, open_db};
 
 #[derive(Debug, Args)]
 pub struct RepairArgs {
@@ -27,18 +27,74 @@ pub struct StatsArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    #[command(subcommand)]
+    command: RetentionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Print what STREAM's history keeps.
+    Show {
+        /// The stream.
+        stream: String,
+    },
+    /// Set what STREAM's history keeps; with no limit, everything.
+    Set {
+        /// The stream.
+        stream: String,
+        /// Keep the newest N events (0: none, state only).
+        #[arg(long, value_name = "N")]
+        max_count: Option<u64>,
+        /// Keep events for MS milliseconds after they were stored (applied
+        /// at checkpoints).
+        #[arg(long, value_name = "MS")]
+        max_age_ms: Option<u64>,
+        /// Remove every event below stream version V.
+        #[arg(long, value_name = "V")]
+        truncate_before: Option<u64>,
+    },
+}
+
+pub fn run_retention(dir: &Path, options: &Options, args: &RetentionArgs) -> CmdResult {
+    let db = open_db(dir, options)?;
+    match &args.command {
+        RetentionCommand::Show { stream } => println!("{}", db.retention(stream)?),
+        RetentionCommand::Set {
+            stream,
+            max_count,
+            max_age_ms,
+            truncate_before,
+        } => {
+            let r = Retention {
+                max_count: *max_count,
+                max_age_ms: *max_age_ms,
+                truncate_before: *truncate_before,
+            };
+            let done = db.set_retention(stream, r)?;
+            println!("{stream}: {r} (LSN {})", done.first_lsn);
+        }
+    }
+    Ok(())
+}
+
 pub fn run_verify(dir: &Path, options: &Options) -> CmdResult {
     let report = replaydb::verify(dir, options)?;
     println!(
         "ok: {} segments, {} records, {} events, last LSN {}",
         report.segments, report.records, report.events, report.last_lsn
     );
-    for (path, lsn) in &report.snapshots {
-        println!(
-            "ok: snapshot {} covers LSN {lsn}; the log holds LSN {} on",
+    match &report.store {
+        Some((path, lsn)) => println!(
+            "ok: store {} reflects LSN {lsn}, every page checked, {} history rows match the log; the log holds LSN {} on",
             path.display(),
+            report.history_rows_checked,
             report.first_lsn
-        );
+        ),
+        None => println!(
+            "note: no store yet (a database of release 0.1); the next open migrates its snapshots"
+        ),
     }
     if let Some(t) = report.torn_tail {
         println!(
@@ -72,54 +128,53 @@ pub fn run_repair(dir: &Path, options: &Options, args: &RepairArgs) -> CmdResult
 }
 
 pub fn run_stats(dir: &Path, options: &Options, args: &StatsArgs) -> CmdResult {
-    let db = Db::open(dir, options.clone())?;
+    let db = open_db(dir, options)?;
     let s = db.stats()?;
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        println!("records     {}", s.records);
-        println!("events      {}", s.events);
-        println!("streams     {}", s.streams);
-        println!("segments    {}", s.segments);
-        println!("wal bytes   {}", s.wal_bytes);
-        println!("first LSN   {}", s.first_lsn);
-        println!("last LSN    {}", s.last_lsn);
+        println!("records       {}", s.records);
+        println!("events        {}", s.events);
+        println!("streams       {}", s.streams);
+        println!("segments      {}", s.segments);
+        println!("wal bytes     {}", s.wal_bytes);
+        println!("log first LSN {}", s.log_first_lsn);
+        println!("first LSN     {}", s.first_lsn);
+        println!("last LSN      {}", s.last_lsn);
+        println!("history       {} batches", s.history_batches);
         println!(
-            "snapshot    LSN {}, {} bytes, {} generations",
-            s.snapshot_lsn, s.snapshot_bytes, s.snapshot_generations
+            "store         {} bytes, checkpoint at LSN {}",
+            s.store_bytes, s.checkpoint_lsn
         );
     }
     Ok(())
 }
 
-pub fn run_snapshot(dir: &Path, options: &Options, name_deletions: bool) -> CmdResult {
-    let db = Db::open(dir, options.clone())?;
-    let done = db.snapshot()?;
+pub fn run_checkpoint(dir: &Path, options: &Options) -> CmdResult {
+    let db = open_db(dir, options)?;
+    let done = db.checkpoint()?;
     if done.written {
-        println!(
-            "snapshot at LSN {}: {}",
-            done.covered_lsn,
-            done.path.display()
-        );
+        println!("checkpoint at LSN {}", done.covered_lsn);
     } else {
-        println!("nothing new since the snapshot at LSN {}", done.covered_lsn);
+        println!("nothing new since the checkpoint at LSN {}", done.covered_lsn);
     }
-    if name_deletions {
-        for p in done.deleted_snapshots.iter().chain(&done.deleted_segments) {
-            println!("deleted {}", p.display());
-        }
+    for p in &done.log_removed {
+        println!("deleted {p}");
     }
     println!(
-        "deleted {} old snapshot(s) and {} WAL segment(s); the log now starts at LSN {}",
-        done.deleted_snapshots.len(),
-        done.deleted_segments.len(),
-        db.stats()?.first_lsn
+        "deleted {} WAL segment(s); the log now starts at LSN {} (kept from the previous checkpoint, at LSN {})",
+        done.log_removed.len(),
+        done.log_first_lsn,
+        done.previous_lsn
     );
+    if done.aged_out_events > 0 {
+        println!("{} event(s) aged out of the history", done.aged_out_events);
+    }
     Ok(())
 }
 
 pub fn run_backup(dir: &Path, options: &Options, args: &BackupArgs) -> CmdResult {
-    let db = Db::open(dir, options.clone())?;
+    let db = open_db(dir, options)?;
     let lsn = db.backup(&args.dest)?;
     println!(
         "backup in {} holds every event up to LSN {lsn}",

@@ -27,19 +27,20 @@ pub struct Cli {
     )]
     pub db: PathBuf,
 
-    /// Segment size limit in bytes (new segments only).
-    #[arg(long, global = true, default_value_t = Options::default().segment_bytes_max, hide_default_value = false)]
-    pub segment_bytes_max: u64,
+    /// Segment size limit in bytes, for a new database (default 64 MiB); a
+    /// database keeps the size it was created with.
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub segment_bytes_max: Option<u64>,
 
     /// Acknowledge after write and fdatasync every MS milliseconds instead
     /// of after each group's fdatasync (power loss can lose up to MS).
     #[arg(long, global = true, value_name = "MS")]
     pub buffered_ms: Option<u64>,
 
-    /// Take a snapshot (and compact the log) every N records; 0: never by
-    /// count.
-    #[arg(long, global = true, value_name = "N", default_value_t = Options::default().snapshot_every_records)]
-    pub snapshot_every_records: u64,
+    /// Take a checkpoint (and truncate the log behind the previous one)
+    /// every N records; 0: never by count.
+    #[arg(long, global = true, value_name = "N", default_value_t = Options::default().checkpoint_every_records)]
+    pub checkpoint_every_records: u64,
 
     #[command(subcommand)]
     pub command: Command,
@@ -61,15 +62,15 @@ pub enum Command {
     /// Cut the log at its first bad record, keeping the cut bytes in `.cut`
     /// files beside the segment.
     Repair(maintenance::RepairArgs),
-    /// Counts: records, streams, segments, bytes, first and last LSN,
-    /// snapshots.
+    /// Counts: records, streams, segments, bytes, first and last LSN, the
+    /// store and its checkpoint.
     Stats(maintenance::StatsArgs),
-    /// Take a snapshot now, keep two generations, compact the log behind
-    /// the older one.
-    Snapshot,
-    /// Same as `snapshot`: compaction follows every snapshot; this names
-    /// what was deleted.
-    Compact,
+    /// Take a checkpoint now (one durable commit of the store) and delete
+    /// the log behind the previous one, naming what was deleted.
+    #[command(visible_aliases = ["snapshot", "compact"])]
+    Checkpoint,
+    /// Show or set what a stream's history keeps.
+    Retention(maintenance::RetentionArgs),
     /// Copy the database consistently to DEST while it stays in use.
     Backup(maintenance::BackupArgs),
     /// The pod-registry table: ls, show, history, reclaim.
@@ -82,7 +83,7 @@ impl Cli {
     fn options(&self) -> Options {
         let mut o = Options {
             segment_bytes_max: self.segment_bytes_max,
-            snapshot_every_records: self.snapshot_every_records,
+            checkpoint_every_records: self.checkpoint_every_records,
             ..Options::default()
         };
         if let Some(ms) = self.buffered_ms {
@@ -111,6 +112,16 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CmdResult = Result<(), Failure>;
 
+/// Opens the database with the built-in views, so every command keeps
+/// them up to date.
+pub fn open_db(dir: &std::path::Path, options: &Options) -> replaydb::Result<replaydb::Db> {
+    replaydb::Db::open_with_views(
+        dir,
+        options.clone(),
+        vec![Box::new(replaydb::registry::RegistryView::default())],
+    )
+}
+
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -128,8 +139,8 @@ pub fn main() -> ExitCode {
         Command::Verify => maintenance::run_verify(&cli.db, &options),
         Command::Repair(args) => maintenance::run_repair(&cli.db, &options, args),
         Command::Stats(args) => maintenance::run_stats(&cli.db, &options, args),
-        Command::Snapshot => maintenance::run_snapshot(&cli.db, &options, false),
-        Command::Compact => maintenance::run_snapshot(&cli.db, &options, true),
+        Command::Checkpoint => maintenance::run_checkpoint(&cli.db, &options),
+        Command::Retention(args) => maintenance::run_retention(&cli.db, &options, args),
         Command::Backup(args) => maintenance::run_backup(&cli.db, &options, args),
         Command::Demo(args) => demo::run(&cli.db, &options, args),
         Command::Registry(args) => registry::run(&cli.db, &options, args),

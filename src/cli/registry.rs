@@ -4,7 +4,7 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 use replaydb::registry::{Allocation, Registry};
-use replaydb::{Db, Options};
+use replaydb::Options;
 
 use crate::cli::{CmdResult, Failure};
 
@@ -58,7 +58,7 @@ fn line(a: &Allocation) -> String {
 }
 
 pub fn run(dir: &Path, options: &Options, args: &RegistryArgs) -> CmdResult {
-    let registry = Registry::new(Db::open(dir, options.clone())?);
+    let registry = Registry::new(crate::cli::open_db(dir, options)?);
     match &args.command {
         RegistryCommand::Ls { json } => {
             for a in registry.allocations()? {

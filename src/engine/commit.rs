@@ -4,27 +4,29 @@
 //! An appender pushes its batch on the queue. If no leader is at work it
 //! becomes the leader; otherwise it sleeps on its own slot. The leader
 //! drains the whole queue, decides each batch against current stream
-//! versions, writes all records with one `pwrite` per segment, fdatasyncs
-//! once, publishes to the index and to live subscribers, and completes
-//! (wakes) every slot of the group. Then it hands leadership to the first
-//! appender that queued meanwhile, which takes everything queued during
-//! the fsync as the next group, or marks the queue leaderless.
+//! versions, appends all records to the log (one `pwrite` per segment for
+//! the WAL), syncs once, publishes the committed LSN, hands the group to
+//! the store's applier, and completes (wakes) every slot of the group.
+//! Then it hands leadership to the first appender that queued meanwhile,
+//! which takes everything queued during the fsync as the next group, or
+//! marks the queue leaderless. A group with commands is decided by the
+//! applier, against the store as every earlier commit left it.
 //!
 //! A lone writer thus does its own fsync with no thread switch (a probe
 //! here measured ~40% over handing off to a flusher thread), and waiters
 //! never convoy on a lock: each is woken exactly once.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use crate::engine::Inner;
+use crate::engine::applier::{CommittedBatch, DecideItem, Job};
 use crate::error::{Error, Result};
+use crate::log::LogRecord;
 use crate::options::Durability;
-use crate::stream::{Appended, Event, EventRef, ExpectedVersion};
+use crate::stream::{Appended, ExpectedVersion};
 use crate::views::ViewSet;
-use crate::wal::format::{self, EncodedBatch};
-use crate::wal::writer::TailWriter;
+use crate::wal::format::EncodedBatch;
 
 /// Where an appender waits: for its result, or to be told to lead.
 #[derive(Debug, Default)]
@@ -132,319 +134,258 @@ impl std::fmt::Debug for Pending {
 /// What the leader owns.
 #[derive(Debug)]
 pub(crate) struct CommitState {
-    pub tail: TailWriter,
+    /// LSN the next accepted event gets.
     pub next_lsn: u64,
-    /// Length of the tail's current mapping in the index.
-    pub tail_map_len: u64,
 }
 
 impl Inner {
+    /// Fails every slot of `group` with the poison error.
+    fn fail_all<'a>(&self, slots: impl IntoIterator<Item = &'a Arc<Slot>>) {
+        for slot in slots {
+            slot.complete_if_waiting(Err(self.poisoned_error()));
+        }
+    }
+
     /// Leads one group: everything queued right now.
-    pub(crate) fn commit_group(&self, state: &mut CommitState, mut group: Vec<Pending>) {
+    pub(crate) fn commit_group(&self, state: &mut CommitState, group: Vec<Pending>) {
         if self.check_poison().is_err() {
-            for p in &group {
-                p.slot.complete(Err(self.poisoned_error()));
-            }
+            self.fail_all(group.iter().map(|p| &p.slot));
             return;
         }
-        // A group with commands holds the views from the first decision to
-        // the publish: each command sees the state every batch before it in
-        // the group leaves, and readers never see undurable state.
-        let has_commands = group.iter().any(|p| p.decide.is_some());
-        let mut views_guard = if has_commands {
-            match self.views.write() {
-                Ok(g) => Some(g),
-                Err(_) => {
-                    self.poison("views lock poisoned by a panic".into());
-                    for p in &group {
-                        p.slot.complete(Err(self.poisoned_error()));
-                    }
-                    return;
-                }
-            }
+        // Never more queued for the store than it can take: memory stays
+        // bounded however far the applier falls behind.
+        self.applier.backlog.wait_for_room(&self.health);
+        if group.iter().any(|p| p.decide.is_some()) {
+            self.commit_commands(state, group);
         } else {
-            None
-        };
-        let views_applied = views_guard.is_some();
-        // Decide: run commands, then check each batch against the stream's
-        // version, counting earlier batches of this same group.
-        let mut decided: Vec<Option<(u64, u64)>> = Vec::with_capacity(group.len());
-        {
-            let index = match self.index.read() {
-                Ok(i) => i,
-                Err(_) => {
-                    self.poison("index lock poisoned by a panic".into());
-                    for p in &group {
-                        p.slot.complete(Err(self.poisoned_error()));
-                    }
-                    return;
-                }
-            };
-            let mut versions: HashMap<String, u64> = HashMap::new();
-            let mut next_lsn = state.next_lsn;
-            for p in group.iter_mut() {
-                if let Some(decide) = p.decide.take() {
-                    // Held since has_commands is true.
-                    let Some(views) = views_guard.as_deref() else {
-                        p.slot.complete(Err(self.poisoned_error()));
-                        decided.push(None);
-                        continue;
+            self.commit_batches(state, group);
+        }
+    }
+
+    /// Writes `records` to the log and, in `Immediate` mode, makes them
+    /// durable. A failure poisons the handle: the bytes may or may not be
+    /// on disk, and the views may not match the log.
+    fn write_to_log(&self, state: &CommitState, records: &[LogRecord<'_>]) -> Result<()> {
+        let written = self.log.append(state.next_lsn - 1, records).and_then(|()| {
+            let planted = crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
+            if self.options.durability == Durability::Immediate && !planted {
+                self.log.sync()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "write or fsync failed; poisoning the database handle");
+            self.poison(e.to_string());
+        }
+        written
+    }
+
+    /// A group of plain batches: decided against stream versions here,
+    /// written, acknowledged, then handed to the store.
+    fn commit_batches(&self, state: &mut CommitState, group: Vec<Pending>) {
+        let mut versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Opened after the cache is locked: a stream the cache does not
+        // hold was last written at or below the LSN the store has applied
+        // (and published), so this reader sees its version.
+        let mut reader = None;
+        let mut accepted: Vec<(Pending, u64, u64)> = Vec::with_capacity(group.len());
+        let mut next_lsn = state.next_lsn;
+        for p in group {
+            let current = match versions.get(&p.stream) {
+                Some(v) => v,
+                None => {
+                    let r = match reader.as_ref() {
+                        Some(r) => r,
+                        None => match self.store.begin_read() {
+                            Ok(r) => reader.insert(r),
+                            Err(e) => {
+                                p.slot.complete(Err(e));
+                                continue;
+                            }
+                        },
                     };
-                    match run_command(decide, views, &p.stream, self.options.record_bytes_max) {
-                        Ok(Some(batch)) => p.batch = batch,
-                        Ok(None) => {
-                            // Decided to append nothing: an empty result.
-                            p.slot.complete(Ok(Appended {
-                                first_lsn: next_lsn,
-                                last_lsn: next_lsn - 1,
-                                version: 0,
-                            }));
-                            decided.push(None);
-                            continue;
-                        }
+                    match r.stream_meta(&p.stream) {
+                        Ok(m) => m.map_or(0, |m| m.version),
                         Err(e) => {
                             p.slot.complete(Err(e));
-                            decided.push(None);
                             continue;
                         }
                     }
                 }
-                let current = match versions.get(p.stream.as_str()) {
-                    Some(v) => *v,
-                    None => index.stream_version(&p.stream),
-                };
-                if !p.expected.admits(current) {
-                    p.slot.complete(Err(Error::WrongExpectedVersion {
-                        stream: p.stream.clone(),
-                        expected: p.expected,
-                        actual: current,
-                    }));
-                    decided.push(None);
-                    continue;
-                }
-                decided.push(Some((next_lsn, current + 1)));
-                if let Some(views) = views_guard.as_deref_mut() {
-                    apply_batch(views, p, next_lsn, current + 1);
-                }
-                next_lsn += u64::from(p.batch.count);
-                versions.insert(p.stream.clone(), current + u64::from(p.batch.count));
+            };
+            if !p.expected.admits(current) {
+                p.slot.complete(Err(Error::WrongExpectedVersion {
+                    stream: p.stream.clone(),
+                    expected: p.expected,
+                    actual: current,
+                }));
+                continue;
             }
+            let count = u64::from(p.batch.count);
+            versions.set(&p.stream, current + count, next_lsn + count - 1);
+            accepted.push((p, next_lsn, current + 1));
+            next_lsn += count;
         }
-        let accepted: Vec<(&Pending, u64, u64)> = group
-            .iter()
-            .zip(&decided)
-            .filter_map(|(p, d)| d.map(|(lsn, version)| (p, lsn, version)))
-            .collect();
+        drop(reader);
         if accepted.is_empty() {
             return;
         }
-
-        // Write and sync.
-        let records: Vec<_> = accepted
+        let records: Vec<LogRecord<'_>> = accepted
             .iter()
-            .map(|(p, lsn, version)| (&p.batch, *lsn, *version))
+            .map(|(p, lsn, version)| LogRecord {
+                batch: &p.batch,
+                first_lsn: *lsn,
+                first_version: *version,
+            })
             .collect();
-        let written = state.tail.write(&records).and_then(|(placed, rolled)| {
-            self.health
-                .counters
-                .fsyncs
-                .fetch_add(2 * rolled.len() as u64, Ordering::Relaxed);
-            let planted = crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
-            if self.options.durability == Durability::Immediate && !planted {
-                state.tail.sync()?;
-                self.health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok((placed, rolled))
+        if self.write_to_log(state, &records).is_err() {
+            drop(versions);
+            self.fail_all(accepted.iter().map(|(p, _, _)| &p.slot));
+            return;
+        }
+        drop(records);
+        let last_lsn = next_lsn - 1;
+        state.next_lsn = next_lsn;
+        versions.trim(self.health.applied_lsn());
+        drop(versions);
+        self.committed_lsn.store(last_lsn, Ordering::Release);
+        self.count_group(accepted.len());
+        let mut bytes = 0u64;
+        let mut batches = Vec::with_capacity(accepted.len());
+        let mut done = Vec::with_capacity(accepted.len());
+        for (p, lsn, version) in accepted {
+            let count = u64::from(p.batch.count);
+            bytes += p.batch.payload.len() as u64;
+            done.push((
+                p.slot,
+                Appended {
+                    first_lsn: lsn,
+                    last_lsn: lsn + count - 1,
+                    version: version + count - 1,
+                },
+            ));
+            batches.push(CommittedBatch {
+                stream: p.stream,
+                first_lsn: lsn,
+                first_version: version,
+                count: p.batch.count,
+                payload: p.batch.payload,
+            });
+        }
+        self.applier.backlog.add(bytes);
+        if !self.applier.send(Job::Apply(batches, bytes)) {
+            self.poison("the store applier stopped".into());
+        }
+        for (slot, appended) in done {
+            slot.complete(Ok(appended));
+        }
+    }
+
+    /// A group with commands: decided in the applier, against the store
+    /// transaction that holds every earlier commit; written here; then
+    /// the applier may commit it.
+    fn commit_commands(&self, state: &mut CommitState, group: Vec<Pending>) {
+        let mut slots = Vec::with_capacity(group.len());
+        let mut streams = Vec::with_capacity(group.len());
+        let mut items = Vec::with_capacity(group.len());
+        for p in group {
+            slots.push(p.slot);
+            streams.push(p.stream.clone());
+            items.push(DecideItem {
+                stream: p.stream,
+                expected: p.expected,
+                batch: p.batch,
+                decide: p.decide,
+            });
+        }
+        let (reply, decided) = mpsc::channel();
+        let (written_tx, written) = mpsc::channel();
+        let sent = self.applier.send(Job::Decide {
+            items,
+            next_lsn: state.next_lsn,
+            reply,
+            written,
         });
-        let (placed, rolled) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                // The bytes may or may not be on disk, and views may not
-                // match the file: never retry, refuse all further work.
-                tracing::error!(error = %e, "write or fsync failed; poisoning the database handle");
-                self.poison(e.to_string());
-                for (p, _, _) in &accepted {
-                    p.slot.complete(Err(self.poisoned_error()));
-                }
+        let decided = match decided.recv() {
+            Ok(d) if sent && d.len() == slots.len() => d,
+            _ => {
+                self.poison("the store applier stopped".into());
+                self.fail_all(&slots);
                 return;
             }
         };
-        let last_lsn = accepted.last().map_or(state.next_lsn, |(p, lsn, _)| {
-            lsn + u64::from(p.batch.count) - 1
-        });
-        state.next_lsn = last_lsn + 1;
-
-        // Publish: index first, then the committed LSN, then live
-        // subscribers, then the appenders.
-        if let Some(r) = rolled.last() {
-            state.tail_map_len = r.map.len() as u64;
-        }
-        let mut tail_map = None;
-        if state.tail.offset() > state.tail_map_len {
-            // A record larger than the preallocated segment grew the file.
-            match state.tail.map() {
-                Ok(map) => {
-                    state.tail_map_len = map.len() as u64;
-                    tail_map = Some(map);
-                }
-                Err(e) => {
-                    self.poison(e.to_string());
-                    for (p, _, _) in &accepted {
-                        p.slot.complete(Err(self.poisoned_error()));
-                    }
-                    return;
-                }
-            }
-        }
-        let published = self.index.write().map(|mut index| {
-            for r in rolled {
-                index.remap_segment(r.sealed_first_lsn, r.sealed_map);
-                index.add_segment(
-                    r.first_lsn,
-                    r.path,
-                    r.map,
-                    format::SEGMENT_HEADER_BYTES as u64,
-                );
-            }
-            if let Some(map) = tail_map {
-                index.remap_segment(state.tail.segment_first_lsn(), map);
-            }
-            accepted.iter().zip(&placed).all(|((p, lsn, version), at)| {
-                index
-                    .add_record(
-                        at.segment,
-                        at.offset,
-                        at.total_bytes,
-                        &p.stream,
-                        *lsn,
-                        *version,
-                        p.batch.count,
-                    )
-                    .is_ok()
+        let mut outcomes: Vec<(Arc<Slot>, Result<Option<(EncodedBatch, u64, u64)>>)> =
+            slots.into_iter().zip(decided).collect();
+        let records: Vec<LogRecord<'_>> = outcomes
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().ok().and_then(|o| o.as_ref()))
+            .map(|(batch, lsn, version)| LogRecord {
+                batch,
+                first_lsn: *lsn,
+                first_version: *version,
             })
-        });
-        if !matches!(published, Ok(true)) {
-            self.poison("index update failed after a write".into());
-            for (p, _, _) in &accepted {
-                p.slot.complete(Err(self.poisoned_error()));
+            .collect();
+        let last_lsn = records.last().map(|r| r.last_lsn());
+        if let Some(last_lsn) = last_lsn {
+            let ok = self.write_to_log(state, &records).is_ok();
+            drop(records);
+            let _ = written_tx.send(ok);
+            if !ok {
+                self.fail_all(outcomes.iter().map(|(s, _)| s));
+                return;
             }
-            return;
-        }
-        let bytes: u64 = placed.iter().map(|p| p.total_bytes).sum();
-        self.since_snapshot_records
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        self.since_snapshot_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        if !views_applied {
-            match self.views.write() {
-                Ok(mut views) => {
-                    for (p, lsn, version) in &accepted {
-                        apply_batch(&mut views, p, *lsn, *version);
-                    }
-                }
-                Err(_) => {
-                    self.poison("views lock poisoned by a panic".into());
-                    for (p, _, _) in &accepted {
-                        p.slot.complete(Err(self.poisoned_error()));
-                    }
-                    return;
+            state.next_lsn = last_lsn + 1;
+            let mut versions = self
+                .versions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (stream, (_, d)) in streams.iter().zip(&outcomes) {
+                if let Ok(Some((batch, lsn, version))) = d {
+                    let count = u64::from(batch.count);
+                    versions.set(stream, version + count - 1, lsn + count - 1);
                 }
             }
+            drop(versions);
+            self.committed_lsn.store(last_lsn, Ordering::Release);
+            self.count_group(outcomes.iter().filter(|(_, d)| matches!(d, Ok(Some(_)))).count());
+        } else {
+            drop(records);
+            let _ = written_tx.send(true);
         }
-        drop(views_guard);
-        self.committed_lsn.store(last_lsn, Ordering::Release);
+        let next_lsn = state.next_lsn;
+        for (slot, outcome) in outcomes.drain(..) {
+            slot.complete(match outcome {
+                Ok(Some((batch, lsn, version))) => {
+                    let count = u64::from(batch.count);
+                    Ok(Appended {
+                        first_lsn: lsn,
+                        last_lsn: lsn + count - 1,
+                        version: version + count - 1,
+                    })
+                }
+                // Decided to append nothing: an empty result.
+                Ok(None) => Ok(Appended {
+                    first_lsn: next_lsn,
+                    last_lsn: next_lsn - 1,
+                    version: 0,
+                }),
+                Err(e) => Err(e),
+            });
+        }
+    }
+
+    fn count_group(&self, appends: usize) {
         self.health.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.health
             .counters
             .appends
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        if self.health.live.receiver_count() > 0 {
-            let events: Vec<Event> = accepted
-                .iter()
-                .flat_map(|(p, lsn, version)| {
-                    let batch = &p.batch;
-                    decode_events(batch, &p.stream, *lsn, *version)
-                })
-                .collect();
-            let _ = self.health.live.send(Arc::from(events));
-        }
-        for (p, lsn, version) in &accepted {
-            let count = u64::from(p.batch.count);
-            p.slot.complete(Ok(Appended {
-                first_lsn: *lsn,
-                last_lsn: lsn + count - 1,
-                version: version + count - 1,
-            }));
-        }
+            .fetch_add(appends as u64, Ordering::Relaxed);
     }
 }
 
-/// A command's decision, run in the leader. A panic in it fails that
-/// command alone.
-pub(crate) type Decide = Box<dyn FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send>;
-
-/// Runs a command's decision and encodes what it decided.
-fn run_command(
-    decide: Decide,
-    views: &ViewSet,
-    stream: &str,
-    record_bytes_max: u64,
-) -> Result<Option<EncodedBatch>> {
-    let _inside = crate::engine::reentry::Inside::enter();
-    let events = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decide(views)))
-        .map_err(|_| Error::InvalidArgument {
-            op: "execute",
-            reason: "the command's decision panicked; nothing was appended".into(),
-        })??;
-    if events.is_empty() {
-        return Ok(None);
-    }
-    let batch = format::encode_batch(stream, &events);
-    if batch.payload.len() as u64 > record_bytes_max {
-        return Err(Error::RecordTooLarge {
-            stream: stream.to_string(),
-            size_bytes: batch.payload.len() as u64,
-            limit_bytes: record_bytes_max,
-        });
-    }
-    Ok(Some(batch))
-}
-
-/// Applies a batch's events to every view.
-fn apply_batch(views: &mut ViewSet, p: &Pending, first_lsn: u64, first_version: u64) {
-    if views.is_empty() {
-        return;
-    }
-    for (i, data) in format::payload_events(&p.batch.payload, p.batch.count)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        views.apply(&EventRef {
-            lsn: first_lsn + i as u64,
-            stream: &p.stream,
-            version: first_version + i as u64,
-            data,
-        });
-    }
-}
-
-/// The events of an encoded batch, owned, for live subscribers.
-fn decode_events(
-    batch: &EncodedBatch,
-    stream: &str,
-    first_lsn: u64,
-    first_version: u64,
-) -> Vec<Event> {
-    format::payload_events(&batch.payload, batch.count)
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, data)| Event {
-            lsn: first_lsn + i as u64,
-            stream: stream.to_string(),
-            version: first_version + i as u64,
-            data: data.to_vec(),
-        })
-        .collect()
-}
+/// A command's decision, run in the applier against the views as every
+/// earlier commit left them. A panic in it fails that command alone.
+pub(crate) type Decide = Box<dyn FnOnce(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send>;

@@ -1,17 +1,16 @@
 //! The background fdatasync of `Durability::Buffered`.
 //!
-//! The thread holds the commit state and the health record, never the
-//! database itself: closing the last handle closes the database (and
-//! releases its lock) at once, and joins this thread.
+//! The thread holds the log and the health record, never the database
+//! itself: closing the last handle closes the database (and releases its
+//! lock) at once, and joins this thread.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::engine::commit::CommitState;
 use crate::engine::health::Health;
+use crate::log::Log;
 
 /// The running flusher.
 #[derive(Debug)]
@@ -21,9 +20,9 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    /// Starts a thread that fdatasyncs the tail every `interval`.
+    /// Starts a thread that makes the log durable every `interval`.
     pub(crate) fn start(
-        commit: Arc<Mutex<CommitState>>,
+        log: Arc<dyn Log>,
         health: Arc<Health>,
         interval: Duration,
     ) -> std::io::Result<Flusher> {
@@ -35,19 +34,13 @@ impl Flusher {
                     if health.is_poisoned() {
                         return;
                     }
-                    // Take the file under the lock, sync it outside: writers
-                    // go on while the disk works. A roll syncs the segment it
-                    // seals itself, so syncing an older tail here is harmless.
-                    let tail = match commit.lock() {
-                        Ok(state) => state.tail.sync_handle(),
-                        Err(_) => return,
-                    };
-                    if let Err(e) = tail.sync() {
-                        tracing::error!(path = %tail.path().display(), error = %e, "background fdatasync failed; poisoning");
+                    // The log takes what covers every record written, and
+                    // syncs it without holding the writer.
+                    if let Err(e) = log.sync() {
+                        tracing::error!(error = %e, "background fdatasync failed; poisoning");
                         health.poison(e.to_string());
                         return;
                     }
-                    health.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 }
             })?;
         Ok(Flusher { stop, thread })

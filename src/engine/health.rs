@@ -1,39 +1,47 @@
-//! Whether the handle may still work, and what it has done: shared with
-//! the flusher thread, which must never keep the database itself alive.
+//! Whether the handle may still work, what it has done, and how far the
+//! store has applied the log: shared with the flusher and applier threads,
+//! which must never keep the database itself alive.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::stream::Event;
 
 /// Counters of what the engine did since open.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub appends: AtomicU64,
     pub groups: AtomicU64,
-    pub fsyncs: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// The LSN the store's last durable checkpoint covers.
+    pub checkpoint_lsn: AtomicU64,
 }
 
-/// Poison state, counters and the live channel.
+/// Poison state, counters and the applied LSN.
 #[derive(Debug)]
 pub(crate) struct Health {
     poisoned: AtomicBool,
     cause: Mutex<String>,
     pub counters: Counters,
-    /// Committed groups, to live subscribers.
-    pub live: broadcast::Sender<Arc<[Event]>>,
+    /// LSN of the last event the store (and every view) reflects.
+    applied: Mutex<u64>,
+    applied_changed: Condvar,
+    /// The same, for async waiters; also bumped when the handle is poisoned.
+    applied_watch: watch::Sender<u64>,
 }
 
 impl Health {
-    pub(crate) fn new(live_capacity: usize) -> Self {
+    pub(crate) fn new(applied_lsn: u64) -> Self {
         Health {
             poisoned: AtomicBool::new(false),
             cause: Mutex::new(String::new()),
             counters: Counters::default(),
-            live: broadcast::channel(live_capacity).0,
+            applied: Mutex::new(applied_lsn),
+            applied_changed: Condvar::new(),
+            applied_watch: watch::channel(applied_lsn).0,
         }
     }
 
@@ -57,7 +65,8 @@ impl Health {
         Error::Poisoned { cause }
     }
 
-    /// Refuses all further work; the first cause is kept.
+    /// Refuses all further work; the first cause is kept. Wakes everyone
+    /// waiting for the store, so they see it.
     pub(crate) fn poison(&self, cause: String) {
         if let Ok(mut c) = self.cause.lock()
             && c.is_empty()
@@ -65,8 +74,50 @@ impl Health {
             *c = cause;
         }
         self.poisoned.store(true, Ordering::Release);
-        // Wake waiting subscribers: an empty batch carries no events, and
-        // their next step sees the poison.
-        let _ = self.live.send(Arc::from(Vec::new()));
+        let _g = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        self.applied_changed.notify_all();
+        self.applied_watch.send_modify(|_| {});
+    }
+
+    /// LSN of the last event the store reflects.
+    pub(crate) fn applied_lsn(&self) -> u64 {
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The store now reflects everything up to `lsn`.
+    pub(crate) fn publish_applied(&self, lsn: u64) {
+        let mut a = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        *a = (*a).max(lsn);
+        self.applied_changed.notify_all();
+        drop(a);
+        self.applied_watch.send_if_modified(|v| {
+            let changed = *v < lsn;
+            *v = (*v).max(lsn);
+            changed
+        });
+    }
+
+    /// Waits until the store reflects `lsn` (read-your-writes: what was
+    /// acknowledged before a read is in it), or the handle is poisoned.
+    pub(crate) fn wait_applied(&self, lsn: u64) -> Result<()> {
+        let mut a = self.applied.lock().unwrap_or_else(PoisonError::into_inner);
+        while *a < lsn {
+            if self.is_poisoned() {
+                return Err(self.error());
+            }
+            a = self
+                .applied_changed
+                .wait_timeout(a, Duration::from_secs(1))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(a);
+        self.check()
+    }
+
+    /// A receiver that wakes when the applied LSN moves or the handle is
+    /// poisoned.
+    pub(crate) fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied_watch.subscribe()
     }
 }

@@ -1,35 +1,41 @@
-//! The database handle: open, append, read, subscribe.
+//! The database handle: open, append, read, subscribe, checkpoint.
 
+mod applier;
 mod commit;
 mod flusher;
 mod health;
-mod known_views;
 pub(crate) mod lock;
 pub mod maintenance;
-mod read;
 mod recover;
 mod reentry;
-mod snapshots;
 pub mod subscribe;
+mod versions;
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::options::{Durability, Options};
-use crate::stream::{Appended, Event, EventRef, ExpectedVersion, validate_stream_name};
-use crate::views::{AtLsn, View, ViewSet};
+use crate::log::{Log, LogStats};
+use crate::options::{Durability, LogKind, Options};
+use crate::retention::{RETENTION_STREAM, Retention, RetentionChange};
+use crate::store::Store;
+use crate::stream::{
+    Appended, Event, EventRef, ExpectedVersion, validate_internal_stream_name,
+    validate_stream_name,
+};
+use crate::views::{AtLsn, TablesAt, View, ViewSet, ViewStates, ViewTablesRead};
 use crate::wal::format;
-use crate::wal::index::LogIndex;
-use crate::wal::recovery::{self, RecoveryReport};
+use crate::wal::recovery::RecoveryReport;
 
+use applier::{Applier, Job};
 use commit::{CommitState, Pending, Queue, Slot, Wakeup};
 use health::Health;
 use lock::DirLock;
-pub use snapshots::{SnapshotFile, SnapshotOutcome};
+use versions::VersionCache;
+
+pub use applier::CheckpointOutcome;
 pub use subscribe::Subscription;
 
 /// Shared state behind every [`Db`] clone.
@@ -37,29 +43,22 @@ pub use subscribe::Subscription;
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub options: Options,
-    pub index: RwLock<LogIndex>,
-    pub commit: Arc<Mutex<CommitState>>,
+    pub log: Arc<dyn Log>,
+    pub store: Arc<Store>,
+    /// The views, and the LSN they reflect (written by the applier).
+    pub views: Arc<RwLock<ViewStates>>,
+    pub commit: Mutex<CommitState>,
     pub queue: Mutex<Queue>,
-    /// LSN of the last event visible to readers (0: none).
+    pub versions: Mutex<VersionCache>,
+    /// LSN of the last event acknowledged (0: none).
     pub committed_lsn: AtomicU64,
     pub health: Arc<Health>,
-    /// The views, and the LSN they reflect.
-    pub views: RwLock<ViewSet>,
-    /// One snapshot, compaction or backup at a time.
-    pub snapshot_lock: Mutex<()>,
-    /// Views the loaded snapshot holds that this handle does not register.
-    pub foreign_views: Vec<String>,
-    /// Snapshot generations known to hold every registered view at its
-    /// version: the only ones compaction may rely on.
-    pub usable_generations: Mutex<std::collections::BTreeSet<u64>>,
-    /// Records and bytes committed since the last snapshot.
-    pub since_snapshot_records: AtomicU64,
-    pub since_snapshot_bytes: AtomicU64,
-    /// An automatic snapshot has been claimed by an appender.
-    pub snapshot_claimed: std::sync::atomic::AtomicBool,
+    pub applier: Applier,
+    /// Held by a backup; checkpoints (which truncate the log) wait for it.
+    pub maintenance: Arc<Mutex<()>>,
     pub report: RecoveryReport,
     pub flusher: Mutex<Option<flusher::Flusher>>,
-    pub lock: DirLock,
+    pub lock: Option<DirLock>,
 }
 
 /// An open database. Cheap to clone; every clone is the same database.
@@ -82,63 +81,71 @@ pub struct Db {
 /// Counts describing the database, from [`Db::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
-    /// Records (batches) in the log.
+    /// Records (batches) the log holds.
     pub records: u64,
-    /// Events in the log.
+    /// Events the log holds.
     pub events: u64,
-    /// Streams with at least one event.
+    /// Streams ever written.
     pub streams: u64,
-    /// Segment files.
+    /// Files the log keeps (WAL segments).
     pub segments: u64,
-    /// Bytes of records and headers in all segments (not preallocation).
+    /// Bytes of records and headers in the log (not preallocation).
     pub wal_bytes: u64,
-    /// First LSN the log holds (0 if empty).
+    /// First LSN the log holds (what a checkpoint has not truncated).
+    pub log_first_lsn: u64,
+    /// First LSN the history holds (1, unless retention or a migration
+    /// from a compacted database says otherwise; 0 if empty).
     pub first_lsn: u64,
     /// Last LSN committed (0 if empty).
     pub last_lsn: u64,
+    /// Batches the history holds.
+    pub history_batches: u64,
+    /// LSN the store reflects.
+    pub applied_lsn: u64,
+    /// LSN the store's last durable checkpoint covers.
+    pub checkpoint_lsn: u64,
+    /// Size of the store file.
+    pub store_bytes: u64,
     /// Appends acknowledged since open.
     pub appends_since_open: u64,
     /// Commit groups written since open.
     pub groups_since_open: u64,
-    /// fsync and fdatasync calls on segments since open.
+    /// fsync and fdatasync calls on the log since open.
     pub fsyncs_since_open: u64,
-    /// LSN the newest snapshot covers (0: no snapshot).
-    pub snapshot_lsn: u64,
-    /// Size of the newest snapshot file.
-    pub snapshot_bytes: u64,
-    /// Snapshot generations on disk (at most 2).
-    pub snapshot_generations: u64,
+    /// Checkpoints taken since open.
+    pub checkpoints_since_open: u64,
 }
 
 impl Db {
     /// Opens (creating if needed, mode 0700) the database at `dir`, takes
-    /// its lock and recovers the log.
+    /// its lock and recovers: the log, then the store at its last
+    /// checkpoint plus the log after it.
     ///
     /// Fails with [`Error::Locked`] if another handle holds it,
     /// [`Error::Corrupt`] if the log is damaged anywhere but a torn tail,
-    /// and [`Error::UnsupportedVersion`] for files of another format.
+    /// [`Error::StoreUnusable`] if the store is damaged and the log no
+    /// longer holds what rebuilding it needs, and
+    /// [`Error::UnsupportedVersion`] for files of another format.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         Db::open_with_views(dir, options, Vec::new())
     }
 
-    /// [`Db::open`] with views: each is recovered from the newest good
-    /// snapshot plus the log after it, then kept up to date with every
-    /// commit. View names must be unique.
-    ///
-    /// The built-in views (the registry) are registered too, unless a view
-    /// of the same name is given.
+    /// A database whose log and store are in memory: nothing touches the
+    /// disk, nothing survives the handle.
+    pub fn open_in_memory(mut options: Options, views: Vec<Box<dyn View>>) -> Result<Db> {
+        options.log = LogKind::Memory;
+        Db::open_with_views("<memory>", options, views)
+    }
+
+    /// [`Db::open`] with views: each is loaded from the store (or rebuilt
+    /// from the history if it is new or its schema changed), caught up,
+    /// then kept up to date with every commit. View names must be unique.
     pub fn open_with_views(
         dir: impl AsRef<Path>,
         options: Options,
-        mut views: Vec<Box<dyn View>>,
+        views: Vec<Box<dyn View>>,
     ) -> Result<Db> {
         options.validate()?;
-        if !views
-            .iter()
-            .any(|v| v.name() == crate::registry::REGISTRY_VIEW)
-        {
-            views.insert(0, Box::new(crate::registry::RegistryView::default()));
-        }
         let mut names = std::collections::HashSet::new();
         for v in &views {
             if !crate::views::validate_view_name(v.name()) || !names.insert(v.name().to_string()) {
@@ -149,64 +156,55 @@ impl Db {
             }
         }
         let dir = dir.as_ref().to_path_buf();
-        let fs = options.storage.clone();
-        layout::create_dir(fs.as_ref(), &dir)?;
-        let lock = DirLock::acquire(&dir)?;
-        let started = std::time::Instant::now();
-        let mut opened = recovery::open_log(
-            &fs,
-            &layout::wal_dir(&dir),
-            options.record_bytes_max,
-            options.segment_bytes_max,
-        )?;
-        let recorded_views = known_views::read(fs.as_ref(), &dir)?;
-        known_views::record(fs.as_ref(), &dir, &views, &recorded_views)?;
-        let recovered = recover::recover_views(
-            fs.as_ref(),
-            &dir,
-            &mut opened.index,
-            opened.next_lsn - 1,
-            options.record_bytes_max,
-            views,
-            &mut opened.report,
-        )?;
-        opened.report.duration = started.elapsed();
-        // Views the database's programs use that this handle lacks: it must
-        // not snapshot (and so compact) for them.
-        let mut foreign_views = recovered.foreign.clone();
-        for (name, _) in &recorded_views {
-            if !recovered.set.views.iter().any(|v| v.name() == name)
-                && !foreign_views.contains(name)
-            {
-                foreign_views.push(name.clone());
+        let lock = match options.log {
+            LogKind::Wal => {
+                layout::create_dir(options.storage.as_ref(), &dir)?;
+                Some(DirLock::acquire(&dir)?)
             }
-        }
-
+            LogKind::Memory => None,
+        };
+        let started = std::time::Instant::now();
+        let mut opened = recover::open(&dir, &options, views)?;
+        opened.report.duration = started.elapsed();
         if let Some(t) = &opened.report.torn_tail {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
         }
-        let tail_map_len = opened
-            .index
-            .segments()
-            .last()
-            .map_or(0, |(_, s)| s.map.len() as u64);
+        let last_lsn = opened.log.last_lsn();
+        let applied_lsn = opened.views.applied_lsn;
+        let health = Arc::new(Health::new(applied_lsn));
+        health
+            .counters
+            .checkpoint_lsn
+            .store(opened.checkpoint_lsn, Ordering::Release);
+        let views = Arc::new(RwLock::new(opened.views));
+        let maintenance = Arc::new(Mutex::new(()));
+        let applier = Applier::start(
+            applier::Start {
+                store: opened.store.clone(),
+                views: views.clone(),
+                log: opened.log.clone(),
+                health: health.clone(),
+                maintenance: maintenance.clone(),
+                checkpoint_lsn: opened.checkpoint_lsn,
+                applied_lsn,
+                since: opened.since,
+            },
+            &options,
+        )
+        .map_err(|e| Error::io("start the store applier", &dir, e))?;
         let inner = Arc::new(Inner {
-            committed_lsn: AtomicU64::new(opened.next_lsn - 1),
-            views: RwLock::new(recovered.set),
-            usable_generations: Mutex::new(recovered.usable_lsn.into_iter().collect()),
-            snapshot_lock: Mutex::new(()),
-            foreign_views,
-            since_snapshot_records: AtomicU64::new(recovered.replayed_events),
-            since_snapshot_bytes: AtomicU64::new(0),
-            snapshot_claimed: std::sync::atomic::AtomicBool::new(false),
-            index: RwLock::new(opened.index),
-            commit: Arc::new(Mutex::new(CommitState {
-                tail: opened.tail,
-                next_lsn: opened.next_lsn,
-                tail_map_len,
-            })),
+            committed_lsn: AtomicU64::new(last_lsn),
+            log: opened.log,
+            store: opened.store,
+            views,
+            commit: Mutex::new(CommitState {
+                next_lsn: last_lsn + 1,
+            }),
             queue: Mutex::new(Queue::default()),
-            health: Arc::new(Health::new(options.subscriber_buffer_batches)),
+            versions: Mutex::new(VersionCache::default()),
+            health,
+            applier,
+            maintenance,
             report: opened.report,
             flusher: Mutex::new(None),
             lock,
@@ -214,7 +212,7 @@ impl Db {
             options,
         });
         if let Durability::Buffered { interval } = inner.options.durability {
-            let f = flusher::Flusher::start(inner.commit.clone(), inner.health.clone(), interval)
+            let f = flusher::Flusher::start(inner.log.clone(), inner.health.clone(), interval)
                 .map_err(|e| Error::io("start flusher thread", &inner.dir, e))?;
             if let Ok(mut slot) = inner.flusher.lock() {
                 *slot = Some(f);
@@ -285,25 +283,18 @@ impl Db {
     /// pass a check only one should pass. An error, or no events, appends
     /// nothing: `Ok(None)` for no events.
     ///
-    /// `decide` runs on the committing thread while other writers wait:
-    /// keep it to a check against the views.
+    /// `stream` may be internal (`$...`): that is how a view writes the
+    /// stream it owns, which plain appends cannot. `decide` runs on the
+    /// store's thread while other writers wait: keep it to a check
+    /// against the views.
     pub fn execute(
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        decide: impl FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send + 'static,
+        decide: impl FnOnce(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send + 'static,
     ) -> Result<Option<Appended>> {
-        validate_stream_name(stream)?;
-        self.execute_internal(stream, expected, decide)
-    }
-
-    /// [`Db::execute`] on any stream, internal ones (`$...`) included.
-    pub(crate) fn execute_internal(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        decide: impl FnOnce(&ViewSet) -> Result<Vec<Vec<u8>>> + Send + 'static,
-    ) -> Result<Option<Appended>> {
+        reentry::check("execute")?;
+        validate_internal_stream_name(stream)?;
         self.inner.check_poison()?;
         let done = self.submit(Pending {
             stream: stream.to_string(),
@@ -313,6 +304,39 @@ impl Db {
             slot: Arc::new(Slot::default()),
         })?;
         Ok((done.last_lsn >= done.first_lsn).then_some(done))
+    }
+
+    /// Sets what `stream`'s history keeps (see [`Retention`]). The change
+    /// is an event on `$retention`, so it survives like any other; it
+    /// removes at once what a count or truncate limit no longer keeps,
+    /// and what an age limit no longer keeps at each checkpoint. The
+    /// stream's version never changes.
+    pub fn set_retention(&self, stream: &str, retention: Retention) -> Result<Appended> {
+        validate_internal_stream_name(stream)?;
+        retention.validate()?;
+        let change = RetentionChange {
+            stream: stream.to_string(),
+            retention,
+        };
+        let data = rmp_serde::to_vec(&change).map_err(|e| Error::InvalidArgument {
+            op: "set_retention",
+            reason: e.to_string(),
+        })?;
+        let batch = format::encode_batch(RETENTION_STREAM, &[data]);
+        self.submit(Pending {
+            stream: RETENTION_STREAM.to_string(),
+            expected: ExpectedVersion::Any,
+            batch,
+            decide: None,
+            slot: Arc::new(Slot::default()),
+        })
+    }
+
+    /// What `stream`'s history keeps.
+    pub fn retention(&self, stream: &str) -> Result<Retention> {
+        validate_internal_stream_name(stream)?;
+        let r = self.inner.read_store("retention")?;
+        Ok(r.stream_meta(stream)?.map(|m| m.retention).unwrap_or_default())
     }
 
     /// Queues a batch or command and waits for its group to commit; leads
@@ -331,20 +355,14 @@ impl Db {
         };
         if !lead {
             match slot.wait() {
-                Some(Wakeup::Done(result)) => {
-                    self.inner.maybe_snapshot();
-                    return result;
-                }
+                Some(Wakeup::Done(result)) => return result,
                 Some(Wakeup::Lead) => {}
                 None => return Err(self.inner.poisoned_error()),
             }
         }
         self.inner.lead();
-        let result = slot
-            .take()
-            .unwrap_or_else(|| Err(self.inner.poisoned_error()));
-        self.inner.maybe_snapshot();
-        result
+        slot.take()
+            .unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
     /// [`Db::append`] for async callers: runs on tokio's blocking pool.
@@ -363,15 +381,12 @@ impl Db {
             })?
     }
 
-    /// The stream's version: the number of events in it (0 if none).
+    /// The stream's version: the number of events ever appended to it (0
+    /// if none), whatever its retention removed.
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
-        reentry::check("stream_version")?;
-        let index = self
-            .inner
-            .index
-            .read()
-            .map_err(|_| self.inner.poisoned_error())?;
-        Ok(index.stream_version(stream))
+        validate_internal_stream_name(stream)?;
+        let r = self.inner.read_store("stream_version")?;
+        Ok(r.stream_meta(stream)?.map_or(0, |m| m.version))
     }
 
     /// LSN of the last committed event (0 for an empty log).
@@ -379,7 +394,8 @@ impl Db {
         self.inner.committed_lsn.load(Ordering::Acquire)
     }
 
-    /// Up to `limit` events of the global log from `from_lsn` on.
+    /// Up to `limit` events of the global log from `from_lsn` on, as the
+    /// history holds them (events retention removed are skipped).
     pub fn read(&self, from_lsn: u64, limit: usize) -> Result<Vec<Event>> {
         let mut out = Vec::with_capacity(limit.min(4096));
         if limit == 0 {
@@ -393,11 +409,14 @@ impl Db {
     }
 
     /// Up to `limit` events of `stream` from version `from_version` on.
+    /// Versions its retention removed are [`Error::Compacted`].
     pub fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
-        reentry::check("read_stream")?;
-        self.inner.check_poison()?;
-        validate_stream_name(stream)?;
-        read::read_stream(&self.inner, stream, from_version, limit)
+        validate_internal_stream_name(stream)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let r = self.inner.read_store("read_stream")?;
+        r.read_stream(stream, from_version, limit)
     }
 
     /// Up to `limit` events of `stream` whose LSN is at least `from_lsn`.
@@ -407,42 +426,24 @@ impl Db {
         from_lsn: u64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        validate_stream_name(stream)?;
-        self.read_stream_internal_from_lsn(stream, from_lsn, limit)
-    }
-
-    /// [`Db::read_stream_from_lsn`] on any stream, internal ones included.
-    pub(crate) fn read_stream_internal_from_lsn(
-        &self,
-        stream: &str,
-        from_lsn: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>> {
-        reentry::check("read_stream")?;
-        self.inner.check_poison()?;
-        let from_version = {
-            let index = self
-                .inner
-                .index
-                .read()
-                .map_err(|_| self.inner.poisoned_error())?;
-            read::check_not_compacted(&index, from_lsn)?;
-            index.stream_version_at_lsn(stream, from_lsn)
-        };
+        validate_internal_stream_name(stream)?;
+        let r = self.inner.read_store("read_stream")?;
+        let from_version = r.stream_version_at_lsn(stream, from_lsn)?;
         let mut out = Vec::new();
-        let mut version = from_version;
-        while out.len() < limit {
-            let page = read::read_stream(&self.inner, stream, version, limit)?;
-            let Some(last) = page.last() else { break };
-            version = last.version + 1;
-            out.extend(page.into_iter().filter(|e| e.lsn >= from_lsn));
+        if limit == 0 {
+            return Ok(out);
         }
-        out.truncate(limit);
+        r.visit_stream(stream, from_version, |e| {
+            if e.lsn >= from_lsn {
+                out.push(e.to_owned());
+            }
+            out.len() < limit
+        })?;
         Ok(out)
     }
 
     /// Calls `visit` with every committed event from `from_lsn` on, borrowed
-    /// from the mapped log: no allocation per event. Returns the number of
+    /// from the store: no allocation per event. Returns the number of
     /// events visited.
     pub fn replay(&self, from_lsn: u64, mut visit: impl FnMut(EventRef<'_>)) -> Result<u64> {
         self.replay_until(from_lsn, |e| {
@@ -457,57 +458,111 @@ impl Db {
         from_lsn: u64,
         visit: impl FnMut(EventRef<'_>) -> bool,
     ) -> Result<u64> {
-        reentry::check("replay_until")?;
-        self.inner.check_poison()?;
-        read::replay(&self.inner, from_lsn, visit)
+        let r = self.inner.read_store("replay_until")?;
+        r.replay(from_lsn, visit)
     }
 
-    /// A subscription to every committed event from `from_lsn` on: first
-    /// what is on disk, then live, with no gap and no duplicate.
+    /// A subscription to every committed event from `from_lsn` on: what the
+    /// history holds, then each event as the store takes it in, with no gap
+    /// and no duplicate.
     pub fn subscribe(&self, from_lsn: u64) -> Result<Subscription> {
         reentry::check("subscribe")?;
         self.inner.check_poison()?;
+        let from_lsn = from_lsn.max(1);
+        let history_from = self.inner.read_store("subscribe")?.history_from_lsn();
+        if from_lsn < history_from {
+            return Err(Error::Compacted {
+                what: format!("LSN {from_lsn}"),
+                oldest_available: history_from,
+            });
+        }
         Ok(Subscription::new(
             self.clone(),
-            self.inner.health.live.subscribe(),
-            from_lsn.max(1),
+            self.inner.health.watch_applied(),
+            from_lsn,
         ))
     }
 
-    /// Reads the registered view of type `V` through `read`, consistently:
-    /// the views reflect whole batches only, up to the returned LSN.
-    /// `None` if no view of that type is registered.
+    /// Reads the in-memory part of the registered view of type `V` through
+    /// `read`, consistently: the views reflect whole batches only, up to
+    /// the returned LSN. `None` if no view of that type is registered.
     ///
     /// `read` must not call back into the database (append, execute or
-    /// view): that would wait for itself, and returns an error instead.
+    /// view): that returns an error instead of waiting for itself.
     pub fn view<V: View, R>(&self, read: impl FnOnce(&V) -> R) -> Result<Option<AtLsn<R>>> {
         reentry::check("view")?;
+        self.inner
+            .health
+            .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
         let views = self
             .inner
             .views
             .read()
             .map_err(|_| self.inner.poisoned_error())?;
-        // Checked with the lock held: a group that failed its fsync after
-        // applying a command's events poisons before it lets readers in.
         self.inner.check_poison()?;
         let _inside = reentry::Inside::enter();
-        Ok(views.get::<V>().map(|v| AtLsn {
-            value: read(v),
+        Ok(views
+            .slots
+            .iter()
+            .find_map(|s| s.view.as_any().downcast_ref::<V>())
+            .map(|v| AtLsn {
+                value: read(v),
+                lsn: views.applied_lsn,
+            }))
+    }
+
+    /// Reads the registered view of type `V` with its tables, at one commit
+    /// of the store (an MVCC read: it never blocks the writer).
+    pub fn view_tables<V: View, R>(
+        &self,
+        read: impl FnOnce(&V, &ViewTablesRead<'_>) -> Result<R>,
+    ) -> Result<Option<AtLsn<R>>> {
+        reentry::check("view")?;
+        self.inner
+            .health
+            .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
+        let views = self
+            .inner
+            .views
+            .read()
+            .map_err(|_| self.inner.poisoned_error())?;
+        self.inner.check_poison()?;
+        // Begun under the views' lock: the tables are at the same commit
+        // as the views' memory.
+        let r = self.inner.store.begin_read()?;
+        let _inside = reentry::Inside::enter();
+        let set = ViewSet {
+            slots: &views.slots,
+            applied_lsn: views.applied_lsn,
+            at: TablesAt::Read(&r.tx),
+            path: &self.inner.store.path,
+        };
+        let Some(view) = set.get::<V>() else {
+            return Ok(None);
+        };
+        let Some(tables) = set.tables::<V>() else {
+            return Ok(None);
+        };
+        Ok(Some(AtLsn {
+            value: read(view, &tables)?,
             lsn: views.applied_lsn,
         }))
     }
 
-    /// Takes a snapshot now (if anything was committed since the last),
-    /// keeps the newest two generations, and deletes the WAL segments the
-    /// older one covers. Writers wait only while the views are copied.
-    pub fn snapshot(&self) -> Result<SnapshotOutcome> {
-        reentry::check("snapshot")?;
-        self.inner
-            .take_snapshot(true)?
-            .ok_or_else(|| Error::InvalidArgument {
-                op: "snapshot",
-                reason: "another snapshot is running".into(),
-            })
+    /// Takes a checkpoint now: one durable commit of the store covering
+    /// everything committed before the call, then deletes the log behind
+    /// the previous checkpoint (kept for the fallback). Writers never wait
+    /// for it.
+    pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
+        reentry::check("checkpoint")?;
+        self.inner.check_poison()?;
+        let (reply, outcome) = std::sync::mpsc::channel();
+        if !self.inner.applier.send(Job::Checkpoint(reply)) {
+            return Err(self.inner.poisoned_error());
+        }
+        outcome
+            .recv()
+            .unwrap_or_else(|_| Err(self.inner.poisoned_error()))
     }
 
     /// Makes every append acknowledged so far durable and returns the last
@@ -528,72 +583,66 @@ impl Db {
             // Published only after its group's fdatasync.
             return Ok(self.inner.committed_lsn.load(Ordering::Acquire));
         }
-        let (tail, lsn) = {
-            let state = self
-                .inner
-                .commit
-                .lock()
-                .map_err(|_| self.inner.poisoned_error())?;
-            (
-                state.tail.sync_handle(),
-                self.inner.committed_lsn.load(Ordering::Acquire),
-            )
-        };
-        if let Err(e) = tail.sync() {
-            self.inner.poison(e.to_string());
-            return Err(e);
+        // Every group acknowledged by now was appended to the log before
+        // its LSN was published, so the sync covers it.
+        let lsn = self.inner.committed_lsn.load(Ordering::Acquire);
+        match self.inner.log.sync() {
+            Ok(_) => Ok(lsn),
+            Err(e) => {
+                self.inner.poison(e.to_string());
+                Err(e)
+            }
         }
-        self.inner
-            .health
-            .counters
-            .fsyncs
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(lsn)
-    }
-
-    /// The snapshot generations on disk, newest first.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotFile>> {
-        self.inner.snapshot_files()
     }
 
     /// Writes a consistent copy of the database to `dest` (which must not
-    /// exist or be empty) while writers go on: the newest snapshot and the
-    /// log. Returns the last LSN the copy is certain to hold; it opens as
-    /// a database of its own.
+    /// exist or be empty) while writers go on: the store at one commit and
+    /// the log from before it to now. Returns the last LSN the copy is
+    /// certain to hold; it opens as a database of its own.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<u64> {
         reentry::check("backup")?;
-        self.inner.backup(dest.as_ref())
+        maintenance::backup(&self.inner, dest.as_ref())
     }
 
     /// Counts describing the database.
     pub fn stats(&self) -> Result<Stats> {
         reentry::check("stats")?;
-        let snapshots = self.inner.snapshot_files()?;
-        let index = self
-            .inner
-            .index
-            .read()
-            .map_err(|_| self.inner.poisoned_error())?;
+        let log: LogStats = self.inner.log.stats();
+        let r = self.inner.read_store("stats")?;
+        let (history_batches, first_held) = r.history_extent()?;
+        let store_bytes = match self.inner.options.log {
+            LogKind::Wal => self
+                .inner
+                .fs()
+                .file_len(&self.inner.store.path)
+                .map_err(|e| Error::io("stat store", &self.inner.store.path, e))?
+                .unwrap_or(0),
+            LogKind::Memory => 0,
+        };
         let c = &self.inner.health.counters;
         Ok(Stats {
-            records: index.records,
-            events: index.events,
-            streams: index.stream_count() as u64,
-            segments: index.segments().count() as u64,
-            wal_bytes: index.segments().map(|(_, s)| s.end).sum(),
-            first_lsn: if index.last_lsn == 0 {
-                0
-            } else {
-                index.first_lsn().unwrap_or(0)
-            },
-            last_lsn: index.last_lsn,
+            records: log.records,
+            events: log.events,
+            streams: r.stream_count()?,
+            segments: log.files,
+            wal_bytes: log.bytes,
+            log_first_lsn: log.first_lsn,
+            first_lsn: first_held.unwrap_or(0),
+            last_lsn: self.last_lsn(),
+            history_batches,
+            applied_lsn: r.applied_lsn(),
+            checkpoint_lsn: c.checkpoint_lsn.load(Ordering::Acquire),
+            store_bytes,
             appends_since_open: c.appends.load(Ordering::Relaxed),
             groups_since_open: c.groups.load(Ordering::Relaxed),
-            fsyncs_since_open: c.fsyncs.load(Ordering::Relaxed),
-            snapshot_lsn: snapshots.first().map_or(0, |s| s.covered_lsn),
-            snapshot_bytes: snapshots.first().map_or(0, |s| s.bytes),
-            snapshot_generations: snapshots.len() as u64,
+            fsyncs_since_open: log.syncs,
+            checkpoints_since_open: c.checkpoints.load(Ordering::Relaxed),
         })
+    }
+
+    /// The log's own counts.
+    pub fn log_stats(&self) -> LogStats {
+        self.inner.log.stats()
     }
 }
 
@@ -601,6 +650,15 @@ impl Inner {
     /// The file system under the database.
     pub(crate) fn fs(&self) -> &dyn crate::storage::Storage {
         self.options.storage.as_ref()
+    }
+
+    /// A read of the store that sees everything acknowledged so far.
+    pub(crate) fn read_store(&self, op: &'static str) -> Result<crate::store::StoreRead> {
+        reentry::check(op)?;
+        self.check_poison()?;
+        self.health
+            .wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
+        self.store.begin_read()
     }
 
     /// Commits one group as leader, then hands leadership on.
@@ -619,10 +677,11 @@ impl Inner {
                 .pending,
         );
         let slots: Vec<Arc<Slot>> = group.iter().map(|p| p.slot.clone()).collect();
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match self.commit.lock() {
-            Ok(mut state) => self.commit_group(&mut state, group),
-            Err(_) => self.poison("commit lock poisoned by a panic".into()),
-        }));
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match self.commit.lock() {
+                Ok(mut state) => self.commit_group(&mut state, group),
+                Err(_) => self.poison("commit lock poisoned by a panic".into()),
+            }));
         if outcome.is_err() {
             self.poison("a panic while committing a group".into());
         }
@@ -643,32 +702,6 @@ impl Inner {
         self.health.check()
     }
 
-    /// Takes a snapshot on this (appending) thread if one is due and no
-    /// one else is taking it, as SQLite's auto-checkpoint does: the
-    /// append is already durable, only its return waits.
-    fn maybe_snapshot(&self) {
-        let o = &self.options;
-        let due = (o.snapshot_every_records > 0
-            && self.since_snapshot_records.load(Ordering::Relaxed) >= o.snapshot_every_records)
-            || (o.snapshot_every_bytes > 0
-                && self.since_snapshot_bytes.load(Ordering::Relaxed) >= o.snapshot_every_bytes);
-        // A handle lacking views the database's programs register never
-        // snapshots on its own (Db::snapshot says why, when asked).
-        if !due
-            || !self.foreign_views.is_empty()
-            || self.snapshot_claimed.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        match self.take_snapshot(false) {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "automatic snapshot failed; the log keeps growing until one succeeds")
-            }
-        }
-        self.snapshot_claimed.store(false, Ordering::Release);
-    }
-
     pub(crate) fn poisoned_error(&self) -> Error {
         self.health.error()
     }
@@ -680,18 +713,21 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Stop the flusher, then make buffered appends durable on a clean
-        // close. (In Immediate mode everything is synced already.)
+        // Stop the flusher; let the applier finish what is queued and take
+        // a last checkpoint, so the next open replays little; then make
+        // buffered appends durable. (In Immediate mode they are already.)
         if let Some(f) = self.flusher.lock().ok().and_then(|mut f| f.take()) {
             f.stop();
         }
+        self.applier.stop();
         if matches!(self.options.durability, Durability::Buffered { .. })
             && !self.health.is_poisoned()
-            && let Ok(state) = self.commit.lock()
-            && let Err(e) = state.tail.sync()
+            && let Err(e) = self.log.sync()
         {
             tracing::error!(error = %e, "final fdatasync on close failed");
         }
-        tracing::debug!(lock = %self.lock.path().display(), "database closed");
+        if let Some(lock) = &self.lock {
+            tracing::debug!(lock = %lock.path().display(), "database closed");
+        }
     }
 }

@@ -1,174 +1,325 @@
-//! Bringing views up to date on open: the newest good snapshot, then the
-//! log after it. A damaged snapshot falls back to the generation before
-//! it; a view whose schema changed is rebuilt from the log if the log
-//! still starts at LSN 1.
+//! Opening a database: the log, then the store at its last durable
+//! checkpoint (created, migrated or fallen back as needed), then every
+//! view brought to the store's LSN, then the log after it replayed into
+//! both.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::engine::read;
+use redb::ReadableTable;
+
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::snapshot::{self, SnapshotContents};
-use crate::storage::Storage;
-use crate::views::{View, ViewSet};
-use crate::wal::index::LogIndex;
+use crate::log::{Log, MemoryLog};
+use crate::options::{LogKind, Options};
+use crate::store::{self, BatchRef, Store, codec};
+use crate::stream::Event;
+use crate::views::{TablesAt, View, ViewSlot, ViewStates, ViewTables, ViewTablesRead};
+use crate::wal::WalLog;
 use crate::wal::recovery::RecoveryReport;
 
-/// Loads the views from `path`: meta, integrity, then each view whose
-/// schema version matches. Views not loaded are left reset.
-fn try_snapshot(
-    fs: &dyn Storage,
-    path: &Path,
-    views: &mut [Box<dyn View>],
-) -> Result<SnapshotContents> {
-    let (db, contents) = snapshot::open(fs, path)?;
-    for view in views.iter_mut() {
-        view.reset();
-        if contents.views.get(view.name()) == Some(&view.schema_version()) {
-            snapshot::load_view(&db, path, view.as_mut())?;
-        }
-    }
-    Ok(contents)
+/// Bytes of records applied in one store transaction while replaying.
+const REPLAY_TRANSACTION_BYTES_MAX: u64 = 16 << 20;
+/// Events read from the history at a time while a view catches up.
+const CATCH_UP_EVENTS: usize = 4096;
+
+/// What open hands the engine.
+pub(crate) struct Opened {
+    pub log: Arc<dyn Log>,
+    pub store: Arc<Store>,
+    pub views: ViewStates,
+    /// The LSN the store's durable state reflects (the last checkpoint).
+    pub checkpoint_lsn: u64,
+    /// Records and bytes replayed after it.
+    pub since: (u64, u64),
+    pub report: RecoveryReport,
 }
 
-/// What view recovery hands the engine.
-pub(crate) struct RecoveredViews {
-    pub set: ViewSet,
-    /// Views the loaded snapshot holds that this handle does not register.
-    pub foreign: Vec<String>,
-    /// The loaded snapshot's LSN, if it matches the registered views.
-    pub usable_lsn: Option<u64>,
-    /// Events replayed after it (counts toward the next snapshot).
-    pub replayed_events: u64,
-}
-
-/// Recovers `views` against the scanned log; seeds stream versions from
-/// the snapshot; fills in the report.
-pub(crate) fn recover_views(
-    fs: &dyn Storage,
-    dir: &Path,
-    index: &mut LogIndex,
-    log_last_lsn: u64,
-    record_bytes_max: u64,
-    mut views: Vec<Box<dyn View>>,
-    report: &mut RecoveryReport,
-) -> Result<RecoveredViews> {
-    let log_first = index.first_lsn().unwrap_or(1);
-    let removed = snapshot::remove_temporary(fs, dir)?;
-    for tmp in removed {
-        tracing::info!(file = %tmp.display(), "removed a snapshot left unfinished by a crash");
-        report.removed_temp_files.push(tmp);
-    }
-    let mut chosen: Option<SnapshotContents> = None;
-    for (named_lsn, path) in snapshot::list(fs, dir)? {
-        let tried = try_snapshot(fs, &path, &mut views).and_then(|c| {
-            snapshot::check_joins_log(&c, named_lsn, log_first, log_last_lsn)?;
-            Ok(c)
-        });
-        match tried {
-            Ok(contents) => {
-                chosen = Some(contents);
-                break;
+/// Opens the log and the store of `dir` (or both in memory) and brings
+/// `views` up to date.
+pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> Result<Opened> {
+    let (log, store, checkpoint_lsn, mut report): (Arc<dyn Log>, Store, u64, RecoveryReport) =
+        match options.log {
+            LogKind::Wal => {
+                let fs = options.storage.clone();
+                let wal = WalLog::open(
+                    fs.clone(),
+                    &layout::wal_dir(dir),
+                    options.record_bytes_max,
+                    options.segment_bytes_max,
+                )?;
+                let mut report = wal.recovery_report().clone();
+                let opened = store::open_store(
+                    &fs,
+                    dir,
+                    &wal,
+                    options.store_cache_bytes,
+                    options.store_check_on_open_bytes_max,
+                )?;
+                report.store = opened.report;
+                report.checkpoint_lsn = opened.applied_lsn;
+                (Arc::new(wal), opened.store, opened.applied_lsn, report)
             }
-            // The disk failed, not the file, or the file is from a newer
-            // build: fail the open and set nothing aside.
-            Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
-            Err(e) => {
-                tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable; trying the generation before it");
-                report.damaged_snapshots.push((path, e.to_string()));
-                for v in views.iter_mut() {
-                    v.reset();
-                }
-            }
-        }
-    }
-    if chosen.is_none() && log_first > 1 {
-        let details = if report.damaged_snapshots.is_empty() {
-            "no snapshot found".to_string()
-        } else {
-            report
-                .damaged_snapshots
-                .iter()
-                .map(|(p, e)| format!("{}: {e}", p.display()))
-                .collect::<Vec<_>>()
-                .join("; ")
+            LogKind::Memory => (
+                Arc::new(MemoryLog::new(options.record_bytes_max)),
+                Store::in_memory()?,
+                0,
+                RecoveryReport::default(),
+            ),
         };
-        return Err(Error::NoUsableSnapshot {
-            log_first_lsn: log_first,
-            details,
-        });
-    }
-    // Recovery will succeed: set unusable snapshots aside (renamed, never
-    // deleted) so that they no longer count as a generation.
-    for (path, _) in &report.damaged_snapshots {
-        let aside = layout::fresh_side_path(fs, path, layout::DAMAGED_SUFFIX)?;
-        fs.rename(path, &aside)
-            .map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
-        tracing::warn!(snapshot = %path.display(), to = %aside.display(), "damaged snapshot set aside");
-    }
-    if !report.damaged_snapshots.is_empty() {
-        layout::sync_dir(fs, &layout::snapshot_dir(dir))?;
-    }
-    let covered = chosen.as_ref().map_or(0, |c| c.covered_lsn);
-    if let Some(c) = &chosen {
-        index.seed_stream_versions(&c.streams);
-        report.snapshot = Some((c.path.clone(), covered));
-    }
+    let meta = store::read_meta(&store.db, &store.path)?;
+    let mut slots = prepare_views(&store, views, checkpoint_lsn, meta.history_from_lsn, &mut report)?;
+    let since = replay_log(&store, log.as_ref(), checkpoint_lsn, &mut slots)?;
+    report.replayed_events = since.2;
+    let applied_lsn = log.last_lsn().max(checkpoint_lsn);
+    Ok(Opened {
+        log,
+        store: Arc::new(store),
+        views: ViewStates {
+            slots,
+            applied_lsn,
+        },
+        checkpoint_lsn,
+        since: (since.0, since.1),
+        report,
+    })
+}
 
-    // Where each view starts replaying.
-    let mut starts = Vec::with_capacity(views.len());
-    for v in &views {
-        let in_snapshot = chosen.as_ref().and_then(|c| c.views.get(v.name()).copied());
-        if in_snapshot == Some(v.schema_version()) {
-            starts.push(covered + 1);
-        } else {
-            if log_first > 1 {
+/// Loads each view the store holds at its schema version; drops and
+/// rebuilds the others from the history; catches every one up to
+/// `applied_lsn` (a view the last handle did not register is behind).
+fn prepare_views(
+    store: &Store,
+    views: Vec<Box<dyn View>>,
+    applied_lsn: u64,
+    history_from_lsn: u64,
+    report: &mut RecoveryReport,
+) -> Result<Vec<ViewSlot>> {
+    let mut slots = Vec::with_capacity(views.len());
+    let mut rebuild = Vec::new();
+    {
+        let r = store.begin_read()?;
+        let recorded = read_view_meta(&r, store)?;
+        for mut view in views {
+            let name = view.name().to_string();
+            let usable = match recorded.iter().find(|(n, _, _)| *n == name) {
+                Some((_, schema, lsn)) if *schema == view.schema_version() => {
+                    if *lsn > applied_lsn {
+                        return Err(store::damaged(
+                            &store.path,
+                            format!("view {name:?} reflects LSN {lsn}, past the store's {applied_lsn}"),
+                        ));
+                    }
+                    Some(*lsn)
+                }
+                _ => None,
+            };
+            let applied = match usable {
+                Some(lsn) => {
+                    let tables = ViewTablesRead {
+                        at: TablesAt::Read(&r.tx),
+                        view: &name,
+                        path: &store.path,
+                    };
+                    view.load(&tables)?;
+                    lsn
+                }
+                None => {
+                    let (snapshot_version, code_version) = (
+                        recorded
+                            .iter()
+                            .find(|(n, _, _)| *n == name)
+                            .map_or(0, |(_, s, _)| *s),
+                        view.schema_version(),
+                    );
+                    view.reset();
+                    rebuild.push(name.clone());
+                    if history_from_lsn > 1 && applied_lsn > 0 {
+                        return Err(Error::ViewVersion {
+                            view: name,
+                            snapshot_version,
+                            code_version,
+                            log_first_lsn: history_from_lsn,
+                        });
+                    }
+                    0
+                }
+            };
+            if applied + 1 < history_from_lsn && applied < applied_lsn {
                 return Err(Error::ViewVersion {
-                    view: v.name().to_string(),
-                    snapshot_version: in_snapshot.unwrap_or(0),
-                    code_version: v.schema_version(),
-                    log_first_lsn: log_first,
+                    view: name,
+                    snapshot_version: view.schema_version(),
+                    code_version: view.schema_version(),
+                    log_first_lsn: history_from_lsn,
                 });
             }
-            report.views_rebuilt.push(v.name().to_string());
-            starts.push(1);
+            slots.push(ViewSlot::new(view, applied));
         }
     }
-    let mut set = ViewSet::new(views);
-    if let Some(from) = starts.iter().copied().min() {
-        let slices = index.slices_from(from);
-        let mut replayed = 0u64;
-        read::replay_slices(&slices, record_bytes_max, from, |event| {
-            for (v, start) in set.views.iter_mut().zip(&starts) {
-                if event.lsn >= *start {
-                    v.apply(&event);
-                }
-            }
-            replayed += 1;
-            true
-        })?;
-        report.replayed_events = replayed;
-    }
-    set.applied_lsn = log_last_lsn;
-    let (foreign, usable_lsn) = match chosen {
-        Some(c) => {
-            let foreign: Vec<String> = c
-                .views
-                .keys()
-                .filter(|n| !set.views.iter().any(|v| v.name() == n.as_str()))
-                .cloned()
-                .collect();
-            // The loaded generation can serve this code again only if it
-            // holds every view, at the registered version.
-            let usable = foreign.is_empty() && report.views_rebuilt.is_empty();
-            (foreign, usable.then_some(c.covered_lsn))
+    if !rebuild.is_empty() {
+        let w = store.begin_write()?;
+        for name in &rebuild {
+            drop_view_tables(&w.tx, name, &store.path)?;
         }
-        None => (Vec::new(), None),
+        w.record_views(&slots)?;
+        w.commit()?;
+        report.views_rebuilt = rebuild;
+    }
+    catch_up(store, &mut slots, applied_lsn)?;
+    Ok(slots)
+}
+
+/// `(name, schema version, applied LSN)` of every view the store records.
+fn read_view_meta(r: &store::StoreRead, store: &Store) -> Result<Vec<(String, u32, u64)>> {
+    let t = match r.tx.open_table(store::VIEWS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(store::redb_err("read view meta", &store.path, e)),
     };
-    Ok(RecoveredViews {
-        set,
-        foreign,
-        usable_lsn,
-        replayed_events: report.replayed_events,
-    })
+    let mut out = Vec::new();
+    for entry in t
+        .iter()
+        .map_err(|e| store::redb_err("read view meta", &store.path, e))?
+    {
+        let (k, v) = entry.map_err(|e| store::redb_err("read view meta", &store.path, e))?;
+        let name = k.value().to_string();
+        let (schema, lsn) = codec::decode_view_meta(&name, v.value())
+            .map_err(|why| store::damaged(&store.path, format!("view {name:?} meta: {why}")))?;
+        out.push((name, schema, lsn));
+    }
+    Ok(out)
+}
+
+/// Deletes every table of view `name`.
+fn drop_view_tables(tx: &redb::WriteTransaction, name: &str, path: &Path) -> Result<()> {
+    let prefix = store::view_table_prefix(name);
+    let doomed: Vec<String> = tx
+        .list_tables()
+        .map_err(|e| store::redb_err("list view tables", path, e))?
+        .map(|h| redb::TableHandle::name(&h).to_string())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    for table in doomed {
+        let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(&table);
+        tx.delete_table(def)
+            .map_err(|e| store::redb_err("drop view table", path, e))?;
+    }
+    Ok(())
+}
+
+/// Folds the history into every view that is behind `applied_lsn`, a page
+/// at a time.
+fn catch_up(store: &Store, slots: &mut [ViewSlot], applied_lsn: u64) -> Result<()> {
+    loop {
+        let Some(from) = slots
+            .iter()
+            .map(|s| s.applied_lsn)
+            .filter(|&lsn| lsn < applied_lsn)
+            .min()
+        else {
+            return Ok(());
+        };
+        let page: Vec<Event> = {
+            let r = store.begin_read()?;
+            let mut page = Vec::new();
+            r.replay(from + 1, |e| {
+                page.push(e.to_owned());
+                page.len() < CATCH_UP_EVENTS
+            })?;
+            page
+        };
+        let w = store.begin_write()?;
+        for e in &page {
+            let event = e.as_ref();
+            for slot in slots.iter_mut().filter(|s| s.applied_lsn < e.lsn) {
+                let mut tables = ViewTables::new(&w.tx, &slot.name, &store.path);
+                slot.view.apply(&event, &mut tables)?;
+                slot.applied_lsn = e.lsn;
+            }
+        }
+        if page.len() < CATCH_UP_EVENTS {
+            // The rest of the history is folded: what retention removed
+            // is gone for every view alike.
+            for slot in slots.iter_mut() {
+                slot.applied_lsn = slot.applied_lsn.max(applied_lsn);
+            }
+        }
+        w.record_views(slots)?;
+        w.commit()?;
+    }
+}
+
+/// Replays the log after `applied_lsn` into the store and every view.
+/// Returns the records, bytes and events replayed.
+fn replay_log(
+    store: &Store,
+    log: &dyn Log,
+    applied_lsn: u64,
+    slots: &mut [ViewSlot],
+) -> Result<(u64, u64, u64)> {
+    let mut w = Some(store.begin_write()?);
+    let (mut records, mut bytes, mut events, mut in_tx) = (0u64, 0u64, 0u64, 0u64);
+    let mut next = applied_lsn + 1;
+    log.read(applied_lsn + 1, &mut |r| {
+        if r.last_lsn() <= applied_lsn {
+            return Ok(true);
+        }
+        if r.first_lsn != next {
+            return Err(Error::corrupt(
+                "<log>",
+                r.first_lsn,
+                format!("the log has LSN {} where LSN {next} was next", r.first_lsn),
+            ));
+        }
+        let Some(tx) = w.as_mut() else {
+            return Err(Error::InvalidArgument {
+                op: "open",
+                reason: "replay lost its store transaction".into(),
+            });
+        };
+        tx.apply_batch(
+            &BatchRef {
+                first_lsn: r.first_lsn,
+                first_version: r.first_version,
+                count: r.count,
+                stream: r.stream,
+                payload: r.payload,
+            },
+            slots,
+        )
+        .map_err(|e| match e {
+            Error::Store { reason, .. } => Error::corrupt(
+                "<log>",
+                r.first_lsn,
+                format!("replaying the log into the store: {reason}"),
+            ),
+            other => other,
+        })?;
+        next = r.last_lsn() + 1;
+        records += 1;
+        events += u64::from(r.count);
+        bytes += r.payload.len() as u64;
+        in_tx += r.payload.len() as u64;
+        if in_tx >= REPLAY_TRANSACTION_BYTES_MAX
+            && let Some(tx) = w.take()
+        {
+            tx.record_views(slots)?;
+            tx.commit()?;
+            w = Some(store.begin_write()?);
+            in_tx = 0;
+        }
+        Ok(true)
+    })?;
+    if let Some(tx) = w {
+        tx.record_views(slots)?;
+        tx.commit()?;
+    }
+    if next <= log.last_lsn() {
+        return Err(Error::corrupt(
+            "<log>",
+            next,
+            format!("the log ends at LSN {} but yields nothing from LSN {next}", log.last_lsn()),
+        ));
+    }
+    Ok((records, bytes, events))
 }

@@ -1,24 +1,23 @@
-//! Subscriptions: catch up from disk, then follow live commits, with no
-//! gap and no duplicate.
+//! Subscriptions: every committed event from an LSN on, in order, with no
+//! gap and no duplicate, read from the store's history a page at a time.
 //!
-//! The receiver of the live channel is created *before* anything is read
-//! from disk, so every batch committed after that moment reaches it (or,
-//! if the subscriber lags past the buffer, is still on disk). The
-//! subscription tracks the next LSN it owes the caller and treats the two
-//! sources alike: events below it are dropped, a live batch that starts
-//! above it means some were missed, and the gap is filled from disk.
+//! A subscription owes its caller the next LSN. When its buffer is empty
+//! it reads the history from that LSN up to what the store has applied;
+//! when the store has nothing more, it waits for the applied LSN to move
+//! (a condition variable for blocking callers, a `watch` channel for
+//! async ones). Nothing is held in memory for a subscriber that falls
+//! behind: it reads on from the store, whatever the distance.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
 
 use crate::engine::Db;
 use crate::error::{Error, Result};
 use crate::stream::Event;
 
-/// Events read from disk at a time while catching up.
-const CATCH_UP_PAGE_EVENTS: usize = 1024;
+/// Events read from the store at a time.
+const PAGE_EVENTS: usize = 1024;
 
 /// A position in the log that yields every committed event from there on.
 ///
@@ -28,7 +27,7 @@ const CATCH_UP_PAGE_EVENTS: usize = 1024;
 #[derive(Debug)]
 pub struct Subscription {
     db: Db,
-    rx: broadcast::Receiver<Arc<[Event]>>,
+    applied: watch::Receiver<u64>,
     next_lsn: u64,
     buffer: VecDeque<Event>,
     failed: bool,
@@ -40,10 +39,10 @@ enum Step {
 }
 
 impl Subscription {
-    pub(crate) fn new(db: Db, rx: broadcast::Receiver<Arc<[Event]>>, from_lsn: u64) -> Self {
+    pub(crate) fn new(db: Db, applied: watch::Receiver<u64>, from_lsn: u64) -> Self {
         Subscription {
             db,
-            rx,
+            applied,
             next_lsn: from_lsn,
             buffer: VecDeque::new(),
             failed: false,
@@ -55,32 +54,24 @@ impl Subscription {
         self.next_lsn
     }
 
-    fn fill_from_disk(&mut self) -> Result<()> {
-        let page = self.db.read(self.next_lsn, CATCH_UP_PAGE_EVENTS)?;
-        if page.first().is_some_and(|e| e.lsn != self.next_lsn) || page.is_empty() {
-            return Err(Error::InvalidArgument {
-                op: "subscribe",
-                reason: format!("the log no longer holds LSN {}", self.next_lsn),
-            });
-        }
-        self.buffer.extend(page);
-        Ok(())
-    }
-
-    fn take_live(&mut self, batch: &[Event]) -> Result<()> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(());
-        };
-        if last.lsn < self.next_lsn {
+    /// Reads the next page from the store, up to what it has applied.
+    /// Events that retention removed are passed over.
+    fn fill(&mut self) -> Result<()> {
+        let r = self.db.inner.store.begin_read()?;
+        let applied = r.applied_lsn();
+        if applied < self.next_lsn {
             return Ok(());
         }
-        if first.lsn > self.next_lsn {
-            // Missed batches (committed before we subscribed, or dropped
-            // while we lagged): they are on disk.
-            return self.fill_from_disk();
+        let mut page = Vec::new();
+        r.replay(self.next_lsn, |e| {
+            page.push(e.to_owned());
+            page.len() < PAGE_EVENTS
+        })?;
+        match page.last() {
+            Some(_) => self.buffer.extend(page),
+            // Nothing held up to `applied`: removed by retention.
+            None => self.next_lsn = applied + 1,
         }
-        self.buffer
-            .extend(batch.iter().filter(|e| e.lsn >= self.next_lsn).cloned());
         Ok(())
     }
 
@@ -89,20 +80,18 @@ impl Subscription {
         self.db.inner.check_poison()?;
         loop {
             if let Some(event) = self.buffer.pop_front() {
+                if event.lsn < self.next_lsn {
+                    continue;
+                }
                 self.next_lsn = event.lsn + 1;
                 return Ok(Step::Ready(event));
             }
-            match self.rx.try_recv() {
-                Ok(batch) => self.take_live(&batch)?,
-                Err(TryRecvError::Lagged(_)) => continue,
-                Err(TryRecvError::Empty) => {
-                    if self.db.last_lsn() >= self.next_lsn {
-                        self.fill_from_disk()?;
-                    } else {
-                        return Ok(Step::Wait);
-                    }
-                }
-                Err(TryRecvError::Closed) => return Err(closed()),
+            if self.db.inner.health.applied_lsn() < self.next_lsn {
+                return Ok(Step::Wait);
+            }
+            self.fill()?;
+            if self.buffer.is_empty() && self.db.inner.health.applied_lsn() < self.next_lsn {
+                return Ok(Step::Wait);
             }
         }
     }
@@ -124,19 +113,14 @@ impl Subscription {
             return None;
         }
         loop {
+            self.applied.borrow_and_update();
             match self.step() {
                 Ok(Step::Ready(e)) => return self.finish(Ok(e)),
                 Ok(Step::Wait) => {}
                 Err(e) => return self.finish(Err(e)),
             }
-            match self.rx.recv().await {
-                Ok(batch) => {
-                    if let Err(e) = self.take_live(&batch) {
-                        return self.finish(Err(e));
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return self.finish(Err(closed())),
+            if self.applied.changed().await.is_err() {
+                return self.finish(Err(closed()));
             }
         }
     }
@@ -153,14 +137,8 @@ impl Subscription {
                 Ok(Step::Wait) => {}
                 Err(e) => return self.finish(Err(e)),
             }
-            match self.rx.blocking_recv() {
-                Ok(batch) => {
-                    if let Err(e) = self.take_live(&batch) {
-                        return self.finish(Err(e));
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return self.finish(Err(closed())),
+            if let Err(e) = self.db.inner.health.wait_applied(self.next_lsn) {
+                return self.finish(Err(e));
             }
         }
     }

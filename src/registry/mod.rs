@@ -10,8 +10,7 @@
 //! ```
 //! use replaydb::registry::{Registry, ScopeRule};
 //! # let tmp = tempfile::tempdir().unwrap();
-//! let db = replaydb::Db::open(tmp.path(), replaydb::Options::default())?;
-//! let registry = Registry::new(db);
+//! let registry = Registry::open(tmp.path(), replaydb::Options::default(), vec![])?;
 //! let pid = std::process::id();
 //! let a = registry.register_pod("a", pid, "/run/a.sock", vec![ScopeRule::write("/src")?], vec![], uuid::Uuid::new_v4())?;
 //! let clash = registry.register_pod("b", pid, "/run/b.sock", vec![ScopeRule::write("/src/core")?], vec![], uuid::Uuid::new_v4());
@@ -36,7 +35,7 @@ pub use state::{Allocation, Change, RegistryState, RemovalReason, SegmentId};
 
 use crate::engine::Db;
 use crate::stream::{EventRef, ExpectedVersion};
-use crate::views::{View, ViewReader, ViewWriter};
+use crate::views::{View, ViewTables, ViewTablesRead};
 
 /// The stream holding registry events. `$` marks it internal: callers
 /// cannot append to it.
@@ -119,20 +118,54 @@ pub struct HistoryEntry {
     pub change: Change,
 }
 
-/// The table, kept up to date from `$registry` events. Registered by
-/// every `Db` (it ignores other streams).
+/// The table, kept up to date from `$registry` events, in memory and in
+/// the view's table `pods` (one row per pod, keyed by its registration
+/// sequence, u64 big-endian, so key order is table order). Register it
+/// at open (`Registry::open` does).
 #[derive(Clone, Debug, Default)]
 pub struct RegistryView {
     state: RegistryState,
+    /// Pod name to the key of its row.
+    rows: std::collections::HashMap<String, u64>,
+    next_row: u64,
     /// Events on the registry stream that did not decode (never written by
     /// this code; counted, not applied).
     pub undecodable_events: u64,
 }
 
+/// The view's table of pods.
+const PODS_TABLE: &str = "pods";
+
 impl RegistryView {
     /// The table.
     pub fn state(&self) -> &RegistryState {
         &self.state
+    }
+
+    /// Writes (or deletes) the row of each pod in `pods`.
+    fn persist(&mut self, pods: &[String], tables: &mut ViewTables<'_>) -> crate::Result<()> {
+        for name in pods {
+            match self.state.find(name) {
+                Some(a) => {
+                    let row = *self.rows.entry(name.clone()).or_insert_with(|| {
+                        self.next_row += 1;
+                        self.next_row - 1
+                    });
+                    let value =
+                        rmp_serde::to_vec(a).map_err(|e| crate::Error::InvalidArgument {
+                            op: "save registry",
+                            reason: e.to_string(),
+                        })?;
+                    tables.put(PODS_TABLE, &row.to_be_bytes(), &value)?;
+                }
+                None => {
+                    if let Some(row) = self.rows.remove(name) {
+                        tables.remove(PODS_TABLE, &row.to_be_bytes())?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -145,45 +178,48 @@ impl View for RegistryView {
         1
     }
 
-    fn apply(&mut self, event: &EventRef<'_>) {
+    fn apply(&mut self, event: &EventRef<'_>, tables: &mut ViewTables<'_>) -> crate::Result<()> {
         if event.stream != REGISTRY_STREAM {
-            return;
+            return Ok(());
         }
-        match rmp_serde::from_slice::<RegistryRecord>(event.data) {
-            Ok(record) => record.changes.iter().for_each(|c| self.state.apply(c)),
-            Err(_) => self.undecodable_events += 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = RegistryView::default();
-    }
-
-    /// Table `pods`: position (u64 big-endian, so key order is table
-    /// order) to the MessagePack allocation.
-    fn save(&self, out: &mut ViewWriter<'_>) -> crate::Result<()> {
-        for (i, a) in self.state.allocations().enumerate() {
-            let value = rmp_serde::to_vec(a).map_err(|e| crate::Error::InvalidArgument {
-                op: "save registry",
-                reason: e.to_string(),
-            })?;
-            out.put("pods", &(i as u64).to_be_bytes(), &value)?;
+        let Ok(record) = rmp_serde::from_slice::<RegistryRecord>(event.data) else {
+            self.undecodable_events += 1;
+            return Ok(());
+        };
+        for change in &record.changes {
+            // A removal reparents the pod's children: their rows change too.
+            let mut touched: Vec<String> = change.pods().iter().map(|p| p.to_string()).collect();
+            if let Change::Removed { pod, .. } = change {
+                touched.extend(
+                    self.state
+                        .allocations()
+                        .filter(|a| a.delegated_from.as_deref() == Some(pod.as_str()))
+                        .map(|a| a.pod_name.clone()),
+                );
+            }
+            self.state.apply(change);
+            self.persist(&touched, tables)?;
         }
         Ok(())
     }
 
-    fn load(&mut self, input: &ViewReader<'_>) -> crate::Result<()> {
+    fn load(&mut self, input: &ViewTablesRead<'_>) -> crate::Result<()> {
         self.reset();
-        input.for_each("pods", |key, value| {
+        input.for_each(PODS_TABLE, |key, value| {
+            let row = <[u8; 8]>::try_from(key)
+                .map(u64::from_be_bytes)
+                .map_err(|_| input.bad_value(PODS_TABLE, key))?;
             let a: Allocation =
-                rmp_serde::from_slice(value).map_err(|_| input.bad_value("pods", key))?;
+                rmp_serde::from_slice(value).map_err(|_| input.bad_value(PODS_TABLE, key))?;
+            self.rows.insert(a.pod_name.clone(), row);
+            self.next_row = self.next_row.max(row + 1);
             self.state.pods.insert(a.pod_name.clone(), a);
             Ok(())
         })
     }
 
-    fn clone_view(&self) -> Box<dyn View> {
-        Box::new(self.clone())
+    fn reset(&mut self) {
+        *self = RegistryView::default();
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -210,9 +246,23 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of `db`.
+    /// The registry of `db`, which must have been opened with a
+    /// [`RegistryView`] (operations fail otherwise).
     pub fn new(db: Db) -> Registry {
         Registry { db }
+    }
+
+    /// Opens the database at `dir` with the registry view (and `views`)
+    /// registered.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: crate::Options,
+        mut views: Vec<Box<dyn View>>,
+    ) -> Result<Registry, RegistryError> {
+        views.insert(0, Box::new(RegistryView::default()));
+        Ok(Registry {
+            db: Db::open_with_views(dir, options, views)?,
+        })
     }
 
     /// The database.
@@ -253,7 +303,7 @@ impl Registry {
         let out = decided.clone();
         let result =
             self.db
-                .execute_internal(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
+                .execute(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
                     let view = views.get::<RegistryView>().ok_or_else(|| {
                         crate::Error::InvalidArgument {
                             op,
@@ -474,15 +524,19 @@ impl Registry {
     }
 
     /// What changed for `pod`, when and by which pid, from the registry
-    /// events the log still holds (a compacted log starts later; the
-    /// table itself is in the snapshot).
+    /// events the history holds (all of them, unless the database was
+    /// migrated from a compacted one).
     pub fn history(&self, pod: &str) -> Result<Vec<HistoryEntry>, RegistryError> {
-        let first = self.db.stats()?.first_lsn.max(1);
+        let events = match self.db.read_stream(REGISTRY_STREAM, 1, usize::MAX) {
+            Err(crate::Error::Compacted {
+                oldest_available, ..
+            }) => self
+                .db
+                .read_stream(REGISTRY_STREAM, oldest_available, usize::MAX)?,
+            other => other?,
+        };
         let mut out = Vec::new();
-        for event in self
-            .db
-            .read_stream_internal_from_lsn(REGISTRY_STREAM, first, usize::MAX)?
-        {
+        for event in events {
             let Ok(record) = rmp_serde::from_slice::<RegistryRecord>(&event.data) else {
                 continue;
             };

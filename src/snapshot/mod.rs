@@ -1,15 +1,17 @@
-//! Snapshots: the views' state and every stream's version at one LSN, in
-//! a redb file of its own per generation.
+//! Snapshots written by release 0.1: the views' state and every stream's
+//! version at one LSN, in a redb file of its own per generation. This
+//! build only reads them, to migrate a database into the store
+//! ([`crate::store`]); it never writes one.
 //!
 //! ```text
 //! DIR/snapshots/<20-digit covered LSN>.redb        a generation
-//! DIR/snapshots/<20-digit covered LSN>.redb.tmp    being written; removed on open
 //! ```
 //!
-//! Tables of a snapshot file (see docs/FORMAT.md):
-//! `replaydb_meta` (magic, format version, covered LSN), `replaydb_views`
-//! (view name to schema version), `replaydb_streams` (stream name to
-//! version), and `view:<view>:<table>` for each view's own tables.
+//! Tables of a snapshot file (see docs/FORMAT.md, "Snapshot, format
+//! version 1"): `replaydb_meta` (magic, format version, covered LSN),
+//! `replaydb_views` (view name to schema version), `replaydb_streams`
+//! (stream name to version), and `view:<view>:<table>` for each view's own
+//! tables.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,37 +20,18 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::storage::{OpenMode, RedbBackend, Storage, StorageFile};
-use crate::views::{View, ViewReader, ViewWriter};
+use crate::storage::{OpenMode, OverlayBackend, Storage};
 
 /// The snapshot format this build reads and writes.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 /// Value of the `magic` key of the meta table.
 pub const SNAPSHOT_MAGIC: &[u8] = b"replaydb-snapshot";
-/// Snapshot generations kept: the newest and the one before it.
-pub const GENERATIONS_KEPT: usize = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta");
 const VIEWS: TableDefinition<&str, u32> = TableDefinition::new("replaydb_views");
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("replaydb_streams");
 
-/// A redb error: an I/O error from the device stays an I/O error (the
-/// file may be fine, so recovery must not set it aside as damaged); a
-/// read past the end (a truncated file) and anything else mean the file
-/// is not a usable snapshot.
-pub(crate) fn redb_err(op: &'static str, path: &Path, e: impl Into<redb::Error>) -> Error {
-    match e.into() {
-        redb::Error::Io(io)
-            if !matches!(
-                io.kind(),
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
-            ) =>
-        {
-            Error::io(op, path, io)
-        }
-        other => err(op, path, other),
-    }
-}
+pub(crate) use crate::store::redb_err;
 
 fn err(op: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Snapshot {
@@ -76,28 +59,6 @@ pub fn list(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Removes `.tmp` snapshot files left by a crash while writing one.
-pub fn remove_temporary(fs: &dyn Storage, db_dir: &Path) -> Result<Vec<PathBuf>> {
-    let dir = layout::snapshot_dir(db_dir);
-    let mut removed = Vec::new();
-    let Ok(mut names) = fs.list_dir(&dir) else {
-        return Ok(removed);
-    };
-    names.sort();
-    for name in names.into_iter().flatten() {
-        if name.ends_with(layout::SNAPSHOT_TMP_SUFFIX) {
-            let path = dir.join(name);
-            fs.remove_file(&path)
-                .map_err(|e| Error::io("remove temporary snapshot", &path, e))?;
-            removed.push(path);
-        }
-    }
-    if !removed.is_empty() {
-        layout::sync_dir(fs, &dir)?;
-    }
-    Ok(removed)
-}
-
 /// What a snapshot holds besides the views' tables.
 #[derive(Debug, Clone)]
 pub struct SnapshotContents {
@@ -111,83 +72,10 @@ pub struct SnapshotContents {
     pub streams: Vec<(String, u64)>,
 }
 
-/// Writes a snapshot of `views` and `streams` at `covered_lsn`: a `.tmp`
-/// redb file committed durably, renamed into place, directory fsynced.
-pub fn write(
-    fs: &dyn Storage,
-    db_dir: &Path,
-    covered_lsn: u64,
-    views: &[Box<dyn View>],
-    streams: &[(String, u64)],
-) -> Result<PathBuf> {
-    let dir = layout::snapshot_dir(db_dir);
-    layout::create_dir(fs, &dir)?;
-    let path = dir.join(layout::snapshot_file_name(covered_lsn));
-    let tmp = dir.join(format!(
-        "{}{}",
-        layout::snapshot_file_name(covered_lsn),
-        ".tmp"
-    ));
-    let _ = fs.remove_file(&tmp);
-    let file = layout::create_new(fs, &tmp, "create snapshot")?;
-    let db = redb_database(file.clone(), "create snapshot", &tmp)?;
-    let tx = db
-        .begin_write()
-        .map_err(|e| redb_err("begin snapshot", &tmp, e))?;
-    {
-        let mut meta = tx
-            .open_table(META)
-            .map_err(|e| redb_err("write snapshot meta", &tmp, e))?;
-        let mut put = |k: &str, v: &[u8]| {
-            meta.insert(k, v)
-                .map(|_| ())
-                .map_err(|e| redb_err("write snapshot meta", &tmp, e))
-        };
-        put("magic", SNAPSHOT_MAGIC)?;
-        put("format_version", &SNAPSHOT_FORMAT_VERSION.to_le_bytes())?;
-        put("covered_lsn", &covered_lsn.to_le_bytes())?;
-        let mut vt = tx
-            .open_table(VIEWS)
-            .map_err(|e| redb_err("write snapshot views", &tmp, e))?;
-        for v in views {
-            vt.insert(v.name(), v.schema_version())
-                .map_err(|e| redb_err("write snapshot views", &tmp, e))?;
-        }
-        let mut st = tx
-            .open_table(STREAMS)
-            .map_err(|e| redb_err("write snapshot streams", &tmp, e))?;
-        for (name, version) in streams {
-            st.insert(name.as_str(), *version)
-                .map_err(|e| redb_err("write snapshot streams", &tmp, e))?;
-        }
-    }
-    for v in views {
-        let mut w = ViewWriter {
-            tx: &tx,
-            view: v.name(),
-            path: &tmp,
-        };
-        v.save(&mut w)?;
-    }
-    crate::failpoint::hit("snapshot.before_commit");
-    tx.commit()
-        .map_err(|e| redb_err("commit snapshot", &tmp, e))?;
-    drop(db);
-    crate::failpoint::hit("snapshot.before_fsync");
-    file.sync_all()
-        .map_err(|e| Error::io("fsync snapshot", &tmp, e))?;
-    crate::failpoint::hit("snapshot.before_rename");
-    fs.rename(&tmp, &path)
-        .map_err(|e| Error::io("rename snapshot into place", &path, e))?;
-    crate::failpoint::hit("snapshot.before_dir_fsync");
-    layout::sync_dir(fs, &dir)?;
-    Ok(path)
-}
-
 /// Runs `f`, turning a panic inside redb (seen on damaged files, found by
 /// the `snapshot_open` fuzz target) into a typed error: bad bytes from
 /// disk never take the process down.
-fn guarded<T>(op: &'static str, path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(op: &'static str, path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -208,26 +96,21 @@ pub fn open(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, SnapshotCo
     guarded("open snapshot", path, || open_unguarded(fs, path))
 }
 
-/// A redb database over `file`, through the storage seam.
-fn redb_database(
-    file: std::sync::Arc<dyn StorageFile>,
-    op: &'static str,
-    path: &Path,
-) -> Result<redb::Database> {
-    redb::Database::builder()
-        .create_with_backend(RedbBackend(file))
-        .map_err(|e| redb_err(op, path, e))
-}
-
 fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, SnapshotContents)> {
-    let file = layout::open(fs, path, OpenMode::ReadWrite, "open snapshot")?;
+    let file = layout::open(fs, path, OpenMode::Read, "open snapshot")?;
     if file
         .is_empty()
         .map_err(|e| Error::io("open snapshot", path, e))?
     {
         return Err(err("open snapshot", path, "empty file"));
     }
-    let mut db = redb_database(file, "open snapshot", path)?;
+    // Over an overlay: redb's integrity check (which repairs what it
+    // checks) never changes the file.
+    let overlay =
+        OverlayBackend::new(file).map_err(|e| Error::io("open snapshot", path, e))?;
+    let mut db = redb::Database::builder()
+        .create_with_backend(overlay)
+        .map_err(|e| redb_err("open snapshot", path, e))?;
     match db.check_integrity() {
         Ok(true) => {}
         Ok(false) => {
@@ -307,45 +190,6 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
     Ok((db, contents))
 }
 
-/// Checks a snapshot without changing it: redb's integrity check may
-/// rewrite a damaged file, so it runs on a copy (`<file>.verify.redb.tmp`,
-/// removed after, and on the next open if a crash leaves it).
-pub fn check_copy(fs: &dyn Storage, path: &Path) -> Result<SnapshotContents> {
-    let copy = PathBuf::from(format!(
-        "{}.verify{}",
-        path.display(),
-        layout::SNAPSHOT_TMP_SUFFIX
-    ));
-    let _ = fs.remove_file(&copy);
-    let src = layout::open(fs, path, OpenMode::Read, "open snapshot to check it")?;
-    let len = src
-        .len()
-        .map_err(|e| Error::io("open snapshot to check it", path, e))?;
-    layout::copy_range(
-        fs,
-        src.as_ref(),
-        path,
-        0,
-        len,
-        &copy,
-        "copy snapshot to check it",
-    )?;
-    let checked = open(fs, &copy).map(|(_, mut contents)| {
-        contents.path = path.to_path_buf();
-        contents
-    });
-    fs.remove_file(&copy)
-        .map_err(|e| Error::io("remove snapshot copy", &copy, e))?;
-    checked.map_err(|e| match e {
-        Error::Snapshot { op, reason, .. } => Error::Snapshot {
-            op,
-            path: path.to_path_buf(),
-            reason,
-        },
-        other => other,
-    })
-}
-
 /// Checks that a snapshot read from the file named for `named_lsn` can
 /// join a log holding LSNs `log_first..=log_last`: its meta agrees with
 /// its name (compaction trusts the name, recovery the meta), it is not
@@ -382,20 +226,39 @@ pub fn check_joins_log(
     Ok(())
 }
 
-/// Loads `view` from an opened snapshot.
-pub fn load_view(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
-    guarded("load view", path, || load_view_unguarded(db, path, view))
-}
-
-fn load_view_unguarded(db: &redb::Database, path: &Path, view: &mut dyn View) -> Result<()> {
-    let tx = db
-        .begin_read()
-        .map_err(|e| redb_err("read snapshot", path, e))?;
-    let name = view.name().to_string();
-    let reader = ViewReader {
-        tx: &tx,
-        view: &name,
-        path,
-    };
-    view.load(&reader)
+/// Calls `f(table, key, value)` for every entry of every table of `view`
+/// in an opened snapshot (`table` without the `view:<view>:` prefix).
+pub fn for_each_view_entry(
+    db: &redb::Database,
+    path: &Path,
+    view: &str,
+    mut f: impl FnMut(&str, &[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    guarded("read snapshot view", path, || {
+        let tx = db
+            .begin_read()
+            .map_err(|e| redb_err("read snapshot", path, e))?;
+        let prefix = format!("view:{view}:");
+        let names: Vec<String> = tx
+            .list_tables()
+            .map_err(|e| redb_err("read snapshot", path, e))?
+            .map(|h| redb::TableHandle::name(&h).to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        for name in names {
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+            let t = tx
+                .open_table(def)
+                .map_err(|e| redb_err("read snapshot view", path, e))?;
+            let table = name.get(prefix.len()..).unwrap_or_default();
+            for entry in t
+                .iter()
+                .map_err(|e| redb_err("read snapshot view", path, e))?
+            {
+                let (k, v) = entry.map_err(|e| redb_err("read snapshot view", path, e))?;
+                f(table, k.value(), v.value())?;
+            }
+        }
+        Ok(())
+    })
 }

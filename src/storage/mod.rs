@@ -10,10 +10,11 @@
 //!
 //! The lock file is not behind the seam: it guards the process, not data.
 //!
-//! A replicated log would sit behind [`crate::wal`]'s writer and reader,
-//! not here; this seam is about one machine's disk.
+//! A replicated log sits behind [`crate::log::Log`], not here; this seam
+//! is about one machine's disk.
 
 mod os;
+mod overlay;
 mod redb_backend;
 mod sim;
 
@@ -24,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use os::OsStorage;
+pub(crate) use overlay::OverlayBackend;
 pub(crate) use redb_backend::RedbBackend;
 pub use sim::{CrashOutcome, SimDisk, SimRng};
 

@@ -1,11 +1,13 @@
 //! Views: state derived by folding the log.
 //!
-//! A view is a named fold over events ([`View::apply`]) that can save its
-//! state to, and load it from, tables of its own in a snapshot. Views are
-//! registered when the database opens; the engine applies every committed
-//! batch to every view, whole, before the batch becomes visible, so a read
-//! through [`Db::view`](crate::Db::view) never sees half a batch and says
-//! which LSN it reflects.
+//! A view is a named fold over events ([`View::apply`]). It keeps its state
+//! in tables of its own in the store ([`ViewTables`]), written inside the
+//! transaction that applies the events, and may also keep a copy in memory
+//! (small views, such as the registry) that [`View::load`] rebuilds from
+//! those tables at open. The engine applies every committed batch to
+//! every view, whole, before it is visible to readers; a read through
+//! [`Db::view`](crate::Db::view) or [`Db::view_tables`](crate::Db::view_tables)
+//! never sees half a batch and says which LSN it reflects.
 
 mod tables;
 
@@ -14,89 +16,103 @@ use std::any::Any;
 use crate::error::Result;
 use crate::stream::EventRef;
 
-pub use tables::{ViewReader, ViewWriter};
+pub(crate) use tables::TablesAt;
+pub use tables::{ViewTables, ViewTablesRead};
 
 /// A user's (or a built-in) fold over the log.
 ///
-/// ```
-/// use replaydb::{EventRef, Result, View, ViewReader, ViewWriter};
+/// State that can grow large belongs in the view's tables; only what is
+/// small should live in the view's own fields. A checkpoint then costs
+/// what changed, whatever the size of the state.
 ///
-/// /// Events per stream.
-/// #[derive(Clone, Default)]
-/// struct Counts(std::collections::BTreeMap<String, u64>);
+/// ```
+/// use replaydb::{EventRef, Result, View, ViewTables, ViewTablesRead};
+///
+/// /// Events per stream, kept in the view's table "counts".
+/// #[derive(Default)]
+/// struct Counts;
 ///
 /// impl View for Counts {
 ///     fn name(&self) -> &str { "counts" }
 ///     fn schema_version(&self) -> u32 { 1 }
-///     fn apply(&mut self, e: &EventRef<'_>) {
-///         *self.0.entry(e.stream.to_string()).or_default() += 1;
+///     fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> Result<()> {
+///         let key = e.stream.as_bytes();
+///         let n = match tables.read().get("counts", key)? {
+///             Some(v) => u64::from_le_bytes(v.try_into().unwrap_or_default()),
+///             None => 0,
+///         };
+///         tables.put("counts", key, &(n + 1).to_le_bytes())
 ///     }
-///     fn reset(&mut self) { self.0.clear() }
-///     fn save(&self, out: &mut ViewWriter<'_>) -> Result<()> {
-///         for (k, v) in &self.0 {
-///             out.put("counts", k.as_bytes(), &v.to_le_bytes())?;
-///         }
-///         Ok(())
-///     }
-///     fn load(&mut self, input: &ViewReader<'_>) -> Result<()> {
-///         self.0.clear();
-///         input.for_each("counts", |k, v| {
-///             let n = u64::from_le_bytes(v.try_into().map_err(|_| input.bad_value("counts", k))?);
-///             self.0.insert(String::from_utf8_lossy(k).into_owned(), n);
-///             Ok(())
-///         })
-///     }
-///     fn clone_view(&self) -> Box<dyn View> { Box::new(self.clone()) }
+///     fn reset(&mut self) {}
 ///     fn as_any(&self) -> &dyn std::any::Any { self }
 /// }
 /// ```
 pub trait View: Send + Sync + 'static {
-    /// A stable name: it names the view's tables in snapshots. ASCII
+    /// A stable name: it names the view's tables in the store. ASCII
     /// letters, digits, `-` and `_`.
     fn name(&self) -> &str;
 
-    /// The version of the state's layout. Change it when `save`/`load` or
-    /// the meaning of the state changes: a snapshot of another version is
-    /// not loaded, and the view is rebuilt from the log instead.
+    /// The version of the state's layout. Change it when the tables or the
+    /// meaning of the state change: the view's tables are then dropped and
+    /// it is rebuilt from the history the store holds.
     fn schema_version(&self) -> u32;
 
-    /// Folds one committed event into the state. Must not fail: an event
-    /// the view does not understand is the view's to ignore or record.
-    fn apply(&mut self, event: &EventRef<'_>);
+    /// Folds one committed event into the state. `tables` write inside the
+    /// transaction that applies it. An event the view does not understand
+    /// is the view's to ignore or record; an error here is a storage
+    /// failure, and poisons the handle.
+    fn apply(&mut self, event: &EventRef<'_>, tables: &mut ViewTables<'_>) -> Result<()>;
 
-    /// Empties the state (before a rebuild from the log).
+    /// Rebuilds what the view keeps in memory from its tables, at open.
+    /// Views that keep everything in their tables need not implement it.
+    fn load(&mut self, tables: &ViewTablesRead<'_>) -> Result<()> {
+        let _ = tables;
+        Ok(())
+    }
+
+    /// Empties what the view keeps in memory (before a rebuild; the engine
+    /// drops its tables itself).
     fn reset(&mut self);
-
-    /// Writes the whole state into the view's own tables.
-    fn save(&self, out: &mut ViewWriter<'_>) -> Result<()>;
-
-    /// Replaces the state with what `save` wrote.
-    fn load(&mut self, input: &ViewReader<'_>) -> Result<()>;
-
-    /// A copy of the state, taken while writers wait; saving it happens
-    /// after they go on. Keep it proportional to live state.
-    fn clone_view(&self) -> Box<dyn View>;
 
     /// For typed access through [`Db::view`](crate::Db::view).
     fn as_any(&self) -> &dyn Any;
 }
 
-/// The registered views, as commands and readers see them.
-pub struct ViewSet {
-    pub(crate) views: Vec<Box<dyn View>>,
-    /// LSN of the last event applied (0: none).
-    pub(crate) applied_lsn: u64,
+/// A registered view and the LSN of the last event it folded.
+pub(crate) struct ViewSlot {
+    pub view: Box<dyn View>,
+    /// The view's name, kept apart so the view can be borrowed mutably
+    /// while its tables are named.
+    pub name: String,
+    pub applied_lsn: u64,
 }
 
-impl std::fmt::Debug for ViewSet {
+impl ViewSlot {
+    pub(crate) fn new(view: Box<dyn View>, applied_lsn: u64) -> ViewSlot {
+        ViewSlot {
+            name: view.name().to_string(),
+            view,
+            applied_lsn,
+        }
+    }
+}
+
+/// The registered views, as the engine keeps them.
+pub(crate) struct ViewStates {
+    pub slots: Vec<ViewSlot>,
+    /// LSN of the last event every view reflects.
+    pub applied_lsn: u64,
+}
+
+impl std::fmt::Debug for ViewStates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewSet")
+        f.debug_struct("ViewStates")
             .field(
                 "views",
                 &self
-                    .views
+                    .slots
                     .iter()
-                    .map(|v| v.name().to_string())
+                    .map(|s| (s.view.name().to_string(), s.applied_lsn))
                     .collect::<Vec<_>>(),
             )
             .field("applied_lsn", &self.applied_lsn)
@@ -104,36 +120,39 @@ impl std::fmt::Debug for ViewSet {
     }
 }
 
-impl ViewSet {
-    pub(crate) fn new(views: Vec<Box<dyn View>>) -> ViewSet {
-        ViewSet {
-            views,
-            applied_lsn: 0,
-        }
-    }
+/// The registered views, as commands and readers see them: each view's
+/// memory, its tables at the same commit, and the LSN they reflect.
+pub struct ViewSet<'a> {
+    pub(crate) slots: &'a [ViewSlot],
+    pub(crate) applied_lsn: u64,
+    pub(crate) at: TablesAt<'a>,
+    pub(crate) path: &'a std::path::Path,
+}
 
+impl ViewSet<'_> {
     /// The registered view of type `V`, if any.
     pub fn get<V: View>(&self) -> Option<&V> {
-        self.views
+        self.slots
             .iter()
-            .find_map(|v| v.as_any().downcast_ref::<V>())
+            .find_map(|s| s.view.as_any().downcast_ref::<V>())
+    }
+
+    /// The tables of the registered view of type `V`, if any.
+    pub fn tables<V: View>(&self) -> Option<ViewTablesRead<'_>> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.view.as_any().downcast_ref::<V>().is_some())?;
+        Some(ViewTablesRead {
+            at: self.at,
+            view: &slot.name,
+            path: self.path,
+        })
     }
 
     /// LSN of the last event the views reflect.
     pub fn applied_lsn(&self) -> u64 {
         self.applied_lsn
-    }
-
-    /// Applies one event to every view.
-    pub(crate) fn apply(&mut self, event: &EventRef<'_>) {
-        for v in &mut self.views {
-            v.apply(event);
-        }
-        self.applied_lsn = event.lsn;
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.views.is_empty()
     }
 }
 

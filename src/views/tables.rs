@@ -1,26 +1,42 @@
-//! A view's own tables inside a snapshot file: byte keys to byte values,
-//! named `view:<view>:<table>` so that views never collide.
+//! A view's own tables in the store: byte keys to byte values, named
+//! `view:<view>:<table>` so that views never collide. Every value is
+//! stored behind a CRC-32 of the table name, the key and the value, and
+//! checked when it is read back.
 
-use redb::{ReadableTable, TableDefinition};
+use std::path::Path;
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::{Error, Result};
+use crate::store::codec;
+use crate::store::redb_err;
 
 fn table_name(view: &str, table: &str) -> String {
     format!("view:{view}:{table}")
 }
 
-fn storage(op: &'static str, path: &std::path::Path, e: impl Into<redb::Error>) -> Error {
-    crate::snapshot::redb_err(op, path, e)
+/// Where a view's tables are read from: a read transaction (readers, at
+/// one commit) or the open write transaction (commands, and a view
+/// reading its own state while it applies).
+#[derive(Clone, Copy)]
+pub(crate) enum TablesAt<'a> {
+    Read(&'a ReadTransaction),
+    Write(&'a WriteTransaction),
 }
 
-/// Where a view saves its state.
-pub struct ViewWriter<'a> {
-    pub(crate) tx: &'a redb::WriteTransaction,
-    pub(crate) view: &'a str,
-    pub(crate) path: &'a std::path::Path,
+/// A view's tables, for writing, inside the transaction that applies the
+/// events (handed to [`View::apply`](crate::View::apply)).
+pub struct ViewTables<'a> {
+    tx: &'a WriteTransaction,
+    view: &'a str,
+    path: &'a Path,
 }
 
-impl ViewWriter<'_> {
+impl<'a> ViewTables<'a> {
+    pub(crate) fn new(tx: &'a WriteTransaction, view: &'a str, path: &'a Path) -> ViewTables<'a> {
+        ViewTables { tx, view, path }
+    }
+
     /// Stores `value` under `key` in the view's table `table`.
     pub fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let name = table_name(self.view, table);
@@ -28,65 +44,111 @@ impl ViewWriter<'_> {
         let mut t = self
             .tx
             .open_table(def)
-            .map_err(|e| storage("open view table", self.path, e))?;
-        t.insert(key, value)
-            .map_err(|e| storage("write view table", self.path, e))?;
+            .map_err(|e| redb_err("open view table", self.path, e))?;
+        t.insert(key, codec::encode_view_value(table, key, value).as_slice())
+            .map_err(|e| redb_err("write view table", self.path, e))?;
         Ok(())
+    }
+
+    /// Removes `key` from the view's table `table`; whether it was there.
+    pub fn remove(&mut self, table: &str, key: &[u8]) -> Result<bool> {
+        let name = table_name(self.view, table);
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let mut t = self
+            .tx
+            .open_table(def)
+            .map_err(|e| redb_err("open view table", self.path, e))?;
+        let removed = t
+            .remove(key)
+            .map_err(|e| redb_err("write view table", self.path, e))?
+            .is_some();
+        Ok(removed)
+    }
+
+    /// The same tables, for reading what this transaction has written.
+    pub fn read(&self) -> ViewTablesRead<'_> {
+        ViewTablesRead {
+            at: TablesAt::Write(self.tx),
+            view: self.view,
+            path: self.path,
+        }
     }
 }
 
-/// Where a view loads its state from.
-pub struct ViewReader<'a> {
-    pub(crate) tx: &'a redb::ReadTransaction,
+/// A view's tables, for reading, at one commit.
+pub struct ViewTablesRead<'a> {
+    pub(crate) at: TablesAt<'a>,
     pub(crate) view: &'a str,
-    pub(crate) path: &'a std::path::Path,
+    pub(crate) path: &'a Path,
 }
 
-impl ViewReader<'_> {
-    /// Calls `f(key, value)` for every entry of the view's table `table`, in
-    /// key order. A table never written reads as empty.
+impl ViewTablesRead<'_> {
+    /// The value under `key` in the view's table `table`.
+    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let name = table_name(self.view, table);
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        match self.at {
+            TablesAt::Read(tx) => match tx.open_table(def) {
+                Ok(t) => self.get_in(&t, table, key),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(e) => Err(redb_err("open view table", self.path, e)),
+            },
+            TablesAt::Write(tx) => {
+                if !self.exists_in_write(tx, &name)? {
+                    return Ok(None);
+                }
+                let t = tx
+                    .open_table(def)
+                    .map_err(|e| redb_err("open view table", self.path, e))?;
+                self.get_in(&t, table, key)
+            }
+        }
+    }
+
+    /// Calls `f(key, value)` for every entry of the view's table `table`
+    /// from `from` on (the start if `None`), in key order, until it
+    /// returns `false`. A table never written reads as empty.
+    pub fn for_each_from(
+        &self,
+        table: &str,
+        from: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let name = table_name(self.view, table);
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        match self.at {
+            TablesAt::Read(tx) => match tx.open_table(def) {
+                Ok(t) => self.each_in(&t, table, from, &mut f),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(()),
+                Err(e) => Err(redb_err("open view table", self.path, e)),
+            },
+            TablesAt::Write(tx) => {
+                if !self.exists_in_write(tx, &name)? {
+                    return Ok(());
+                }
+                let t = tx
+                    .open_table(def)
+                    .map_err(|e| redb_err("open view table", self.path, e))?;
+                self.each_in(&t, table, from, &mut f)
+            }
+        }
+    }
+
+    /// Calls `f(key, value)` for every entry of the view's table `table`,
+    /// in key order.
     pub fn for_each(
         &self,
         table: &str,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let name = table_name(self.view, table);
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-        let t = match self.tx.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(storage("open view table", self.path, e)),
-        };
-        for entry in t
-            .iter()
-            .map_err(|e| storage("read view table", self.path, e))?
-        {
-            let (k, v) = entry.map_err(|e| storage("read view table", self.path, e))?;
-            f(k.value(), v.value())?;
-        }
-        Ok(())
+        self.for_each_from(table, None, |k, v| f(k, v).map(|()| true))
     }
 
-    /// The value under `key` in the view's table `table`.
-    pub fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let name = table_name(self.view, table);
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-        let t = match self.tx.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage("open view table", self.path, e)),
-        };
-        let v = t
-            .get(key)
-            .map_err(|e| storage("read view table", self.path, e))?;
-        Ok(v.map(|v| v.value().to_vec()))
-    }
-
-    /// An error for a value the view cannot decode, naming the snapshot,
-    /// the view, the table and the key.
+    /// An error for a value the view cannot decode, naming the store, the
+    /// view, the table and the key.
     pub fn bad_value(&self, table: &str, key: &[u8]) -> Error {
-        Error::Snapshot {
-            op: "load view",
+        Error::Store {
+            op: "read view",
             path: self.path.to_path_buf(),
             reason: format!(
                 "view {:?} table {table:?}: undecodable value under key {:?}",
@@ -94,5 +156,66 @@ impl ViewReader<'_> {
                 String::from_utf8_lossy(key)
             ),
         }
+    }
+
+    fn damaged(&self, table: &str, key: &[u8], why: String) -> Error {
+        Error::Store {
+            op: "read view",
+            path: self.path.to_path_buf(),
+            reason: format!(
+                "view {:?} table {table:?} key {:?}: {why}",
+                self.view,
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+
+    /// Opening a missing table in a write transaction would create it.
+    fn exists_in_write(&self, tx: &WriteTransaction, name: &str) -> Result<bool> {
+        Ok(tx
+            .list_tables()
+            .map_err(|e| redb_err("list view tables", self.path, e))?
+            .any(|h| redb::TableHandle::name(&h) == name))
+    }
+
+    fn get_in(
+        &self,
+        t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        table: &str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(v) = t
+            .get(key)
+            .map_err(|e| redb_err("read view table", self.path, e))?
+        else {
+            return Ok(None);
+        };
+        let value = codec::decode_view_value(table, key, v.value())
+            .map_err(|why| self.damaged(table, key, why))?;
+        Ok(Some(value.to_vec()))
+    }
+
+    fn each_in(
+        &self,
+        t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        table: &str,
+        from: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let iter = match from {
+            Some(from) => t.range::<&[u8]>(from..),
+            None => t.iter(),
+        }
+        .map_err(|e| redb_err("read view table", self.path, e))?;
+        for entry in iter {
+            let (k, v) = entry.map_err(|e| redb_err("read view table", self.path, e))?;
+            let key = k.value();
+            let value = codec::decode_view_value(table, key, v.value())
+                .map_err(|why| self.damaged(table, key, why))?;
+            if !f(key, value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }

@@ -217,6 +217,8 @@ pub struct RecordView<'a> {
     pub stream: &'a str,
     /// Encoded events (MessagePack), decoded lazily by [`RecordView::events`].
     events_bytes: &'a [u8],
+    /// The whole payload, `[stream, [bin, ...]]` (what the store keeps).
+    pub payload: &'a [u8],
     /// Bytes the record occupies (header + payload).
     pub total_bytes: u64,
 }
@@ -396,13 +398,14 @@ pub fn decode_record(bytes: &[u8], record_bytes_max: u64) -> Result<RecordView<'
         synced_to,
         stream,
         events_bytes,
+        payload,
         total_bytes: total,
     })
 }
 
 /// Checks the payload's MessagePack shape and returns the stream name and
 /// the bytes of the events array's elements.
-fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8]), RecordError> {
+pub(crate) fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8]), RecordError> {
     let mut rd = payload;
     let n = rmp::decode::read_array_len(&mut rd)
         .map_err(|_| RecordError::Malformed("payload is not an array"))?;
@@ -444,10 +447,18 @@ fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8]), RecordErr
 /// `None` if it does not have the documented shape.
 pub fn payload_events(payload: &[u8], count: u32) -> Option<EventBytes<'_>> {
     let (_, events) = decode_payload(payload, count).ok()?;
-    Some(EventBytes {
-        rest: events,
-        left: count,
-    })
+    Some(EventBytes::new(events, count))
+}
+
+impl<'a> EventBytes<'a> {
+    /// The `count` events of an events array already validated by
+    /// [`decode_payload`].
+    pub(crate) fn new(events_bytes: &'a [u8], count: u32) -> EventBytes<'a> {
+        EventBytes {
+            rest: events_bytes,
+            left: count,
+        }
+    }
 }
 
 fn take_bin(bytes: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -11,7 +11,7 @@ use crate::storage::{OpenMode, Storage};
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::index::LogIndex;
 use crate::wal::scan::{self, SegmentEnd};
-use crate::wal::writer::TailWriter;
+use crate::wal::writer::{self, TailWriter};
 use crate::wal::{repair, segment};
 
 /// A torn tail found (and, on open, cut) by recovery.
@@ -48,16 +48,16 @@ pub struct RecoveryReport {
     pub torn_tail_kept_in: Option<PathBuf>,
     /// Temporary segment and snapshot files left by a crash, removed.
     pub removed_temp_files: Vec<PathBuf>,
-    /// Time taken to scan and index the log, load a snapshot and replay.
+    /// Time taken to open the log and the store and replay.
     pub duration: Duration,
-    /// The snapshot the views were loaded from, and the LSN it covers.
-    pub snapshot: Option<(PathBuf, u64)>,
-    /// Snapshots found damaged (newest first), each with the reason; an
-    /// older generation or the log was used instead.
-    pub damaged_snapshots: Vec<(PathBuf, String)>,
-    /// Views rebuilt from the whole log (no snapshot, or a schema change).
+    /// What opening the store found and did.
+    pub store: crate::store::StoreReport,
+    /// The LSN the store's last durable checkpoint covers (the log was
+    /// replayed after it).
+    pub checkpoint_lsn: u64,
+    /// Views rebuilt from the history (new, or a schema change).
     pub views_rebuilt: Vec<String>,
-    /// Events replayed into views after the snapshot.
+    /// Events replayed from the log after the checkpoint.
     pub replayed_events: u64,
 }
 
@@ -98,7 +98,7 @@ fn list_wal_dir(fs: &dyn Storage, wal_dir: &Path) -> Result<(SegmentList, Vec<Pa
             segments.push((lsn, path));
         } else if name.ends_with(layout::SEGMENT_TMP_SUFFIX) {
             temps.push(path);
-        } else if !name.contains(layout::CUT_SUFFIX) {
+        } else if !name.contains(layout::CUT_SUFFIX) && !name.starts_with(layout::SETTINGS_FILE) {
             tracing::warn!(file = %path.display(), "ignoring an unknown file in the WAL directory");
         }
     }
@@ -150,26 +150,14 @@ pub fn scan_log(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Resu
             record_bytes_max,
             &is_zero_from,
             |offset, record| {
-                index
-                    .add_record(
-                        *named_lsn,
-                        offset,
-                        record.total_bytes,
-                        record.stream,
-                        record.first_lsn,
-                        record.first_version,
-                        record.count,
-                    )
-                    .map_err(|gap| {
-                        Error::corrupt(
-                            path,
-                            offset,
-                            format!(
-                                "stream {:?} jumps to version {} but its next version is {}",
-                                record.stream, record.first_version, gap.expected
-                            ),
-                        )
-                    })
+                index.add_record(
+                    *named_lsn,
+                    offset,
+                    record.total_bytes,
+                    record.first_lsn,
+                    record.count,
+                );
+                Ok(())
             },
         )?;
         report.segments += 1;
@@ -279,9 +267,20 @@ pub fn open_log(
                 file.sync_all()
                     .map_err(|e| Error::io("fsync truncated segment", path, e))?;
             }
-            // Best effort, as for a new segment.
-            if let Err(e) = file.allocate(segment_bytes_max) {
-                tracing::warn!(segment = %path.display(), error = %e, "could not preallocate the tail segment");
+            // Best effort, as for a new segment: the next step of the
+            // doubling past what the tail holds.
+            let len = file
+                .len()
+                .map_err(|e| Error::io("stat tail segment", path, e))?;
+            let mut allocated = len.max(end);
+            let step = writer::preallocation_step(0, end, segment_bytes_max);
+            if step > len {
+                match file.allocate(step) {
+                    Ok(()) => allocated = step,
+                    Err(e) => {
+                        tracing::warn!(segment = %path.display(), error = %e, "could not preallocate the tail segment")
+                    }
+                }
             }
             // What a crashed process left in the page cache reads back as
             // valid records but may never have reached the disk: make it
@@ -298,13 +297,15 @@ pub fn open_log(
                 file,
                 path.clone(),
                 (*first_lsn, version),
-                end,
+                (end, allocated),
                 segment_bytes_max,
+                scanned.next_lsn - 1,
             );
             (tail, map)
         }
         _ => {
-            let (file, path) = segment::create_segment(fs.as_ref(), wal_dir, 1, segment_bytes_max)?;
+            let allocated = writer::PREALLOCATE_BYTES_MIN.min(segment_bytes_max);
+            let (file, path) = segment::create_segment(fs.as_ref(), wal_dir, 1, allocated)?;
             let map = segment::map_segment(file.as_ref(), &path)?;
             scanned
                 .index
@@ -315,8 +316,9 @@ pub fn open_log(
                 file,
                 path,
                 (1, format::SEGMENT_FORMAT_VERSION),
-                SEGMENT_HEADER_BYTES as u64,
+                (SEGMENT_HEADER_BYTES as u64, allocated),
                 segment_bytes_max,
+                0,
             );
             (tail, map)
         }
@@ -341,8 +343,9 @@ pub fn open_log(
             // No records: replace it (atomically, by rename) with an empty
             // segment of the current format.
             let first_lsn = tail.segment_first_lsn();
+            let allocated = writer::PREALLOCATE_BYTES_MIN.min(segment_bytes_max);
             let (file, path) =
-                segment::create_segment(fs.as_ref(), wal_dir, first_lsn, segment_bytes_max)?;
+                segment::create_segment(fs.as_ref(), wal_dir, first_lsn, allocated)?;
             map = segment::map_segment(file.as_ref(), &path)?;
             tail = TailWriter::new(
                 fs.clone(),
@@ -350,8 +353,9 @@ pub fn open_log(
                 file,
                 path,
                 (first_lsn, format::SEGMENT_FORMAT_VERSION),
-                SEGMENT_HEADER_BYTES as u64,
+                (SEGMENT_HEADER_BYTES as u64, allocated),
                 segment_bytes_max,
+                scanned.next_lsn - 1,
             );
         }
     }

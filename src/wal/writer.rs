@@ -88,15 +88,18 @@ impl SyncGate {
     }
 }
 
-/// An fdatasync of the tail to make without the commit lock: taken under
-/// it (so `written` covers every committed record), used after.
-#[derive(Debug)]
+/// An fdatasync of the tail to make without holding the writer: taken
+/// after a write (so `written` covers every record written), used by
+/// whoever syncs.
+#[derive(Debug, Clone)]
 pub struct TailSync {
     file: Arc<dyn StorageFile>,
     path: PathBuf,
     synced_to: SyncedTo,
     written: u64,
     gate: SyncGate,
+    /// LSN of the last record below `written`.
+    pub last_lsn: u64,
 }
 
 impl TailSync {
@@ -133,21 +136,47 @@ pub struct TailWriter {
     synced_to: SyncedTo,
     gate: SyncGate,
     buf: Vec<u8>,
+    /// Bytes reserved for the tail so far: grown in steps (doubling from
+    /// [`PREALLOCATE_BYTES_MIN`]) so that a small log stays small.
+    allocated: u64,
+    /// LSN of the last record written.
+    last_lsn: u64,
+}
+
+/// The first reservation of a new segment; each growth doubles it, up to
+/// the segment size.
+pub const PREALLOCATE_BYTES_MIN: u64 = 64 << 10;
+
+/// The reservation to make for a segment holding `needed` bytes: the next
+/// step of the doubling from [`PREALLOCATE_BYTES_MIN`] at or past it,
+/// capped at the segment size (a record larger than a segment gets what it
+/// needs).
+pub fn preallocation_step(allocated: u64, needed: u64, segment_bytes_max: u64) -> u64 {
+    let mut step = allocated.max(PREALLOCATE_BYTES_MIN.min(segment_bytes_max));
+    while step < needed && step < segment_bytes_max {
+        step = step.saturating_mul(2);
+    }
+    step.min(segment_bytes_max).max(needed)
 }
 
 impl TailWriter {
     /// A writer appending at `offset` of the open segment `file`, of
-    /// format `segment_version`, which is durable up to `offset`.
+    /// format `segment_version`, which is durable up to `offset` and has
+    /// `allocated` bytes reserved; `last_lsn` is the last record's.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         fs: Arc<dyn Storage>,
         wal_dir: PathBuf,
         file: Arc<dyn StorageFile>,
         path: PathBuf,
         (segment_first_lsn, segment_version): (u64, u32),
-        offset: u64,
+        (offset, allocated): (u64, u64),
         segment_bytes_max: u64,
+        last_lsn: u64,
     ) -> Self {
         TailWriter {
+            allocated,
+            last_lsn,
             fs,
             wal_dir,
             file,
@@ -171,7 +200,13 @@ impl TailWriter {
             synced_to: self.synced_to.clone(),
             written: self.offset,
             gate: self.gate.clone(),
+            last_lsn: self.last_lsn,
         }
+    }
+
+    /// LSN of the last record written.
+    pub fn last_lsn(&self) -> u64 {
+        self.last_lsn
     }
 
     /// The tail segment's path.
@@ -227,6 +262,7 @@ impl TailWriter {
             let header = format::encode_record_header(batch, lsn, version, synced_to);
             self.buf.extend_from_slice(&header);
             self.buf.extend_from_slice(&batch.payload);
+            self.last_lsn = lsn + u64::from(batch.count) - 1;
         }
         self.flush_buf()?;
         Ok((placed, rolled))
@@ -235,6 +271,19 @@ impl TailWriter {
     fn flush_buf(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
+        }
+        let needed = self.offset + self.buf.len() as u64;
+        if needed > self.allocated {
+            let step = preallocation_step(self.allocated, needed, self.segment_bytes_max);
+            // Best effort: without the reservation the write still works,
+            // and the next fdatasync also records the new size.
+            match self.file.allocate(step) {
+                Ok(()) => self.allocated = step,
+                Err(e) => {
+                    tracing::warn!(segment = %self.path.display(), error = %e, "could not grow the segment's reservation");
+                    self.allocated = needed;
+                }
+            }
         }
         self.file
             .write_all_at(&self.buf, self.offset)
@@ -275,12 +324,10 @@ impl TailWriter {
             .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
         let sealed_map = segment::map_segment(self.file.as_ref(), &self.path)?;
         let sealed_first_lsn = self.segment_first_lsn;
-        let (file, path) = segment::create_segment(
-            self.fs.as_ref(),
-            &self.wal_dir,
-            first_lsn,
-            self.segment_bytes_max,
-        )?;
+        let allocated = PREALLOCATE_BYTES_MIN.min(self.segment_bytes_max);
+        let (file, path) =
+            segment::create_segment(self.fs.as_ref(), &self.wal_dir, first_lsn, allocated)?;
+        self.allocated = allocated;
         let map = segment::map_segment(file.as_ref(), &path)?;
         self.file = file;
         self.path = path.clone();
@@ -301,5 +348,10 @@ impl TailWriter {
     /// Maps the tail segment afresh (after it grew past its mapping).
     pub fn map(&self) -> Result<Arc<Mapping>> {
         segment::map_segment(self.file.as_ref(), &self.path)
+    }
+
+    /// Bytes reserved for the tail segment.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
     }
 }

@@ -1,0 +1,558 @@
+//! The applier: one thread that folds committed groups into the store and
+//! takes checkpoints, off the append path.
+//!
+//! The commit leader acknowledges a group once the log has it (durably, in
+//! `Immediate` mode) and hands it here; appenders never wait for the store,
+//! so a checkpoint's fsync never holds a writer. Jobs are taken in order,
+//! as many as are queued, into one store transaction, committed without an
+//! fsync, then published (readers wait for it: what was acknowledged
+//! before a read is in what it reads). A group with commands is decided
+//! here, against the transaction that holds everything before it, and
+//! committed only once the leader reports the log has it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::commit::Decide;
+use crate::engine::health::Health;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::options::{Durability, Options};
+use crate::store::{BatchRef, Store, StoreWrite};
+use crate::stream::ExpectedVersion;
+use crate::views::{TablesAt, ViewSet, ViewStates};
+use crate::wal::format::{self, EncodedBatch};
+
+/// Bytes of committed groups the applier may have queued before the
+/// leader waits for it: memory stays bounded however far it falls behind.
+pub(crate) const BACKLOG_BYTES_MAX: u64 = 64 << 20;
+/// Jobs taken into one store transaction at most.
+const JOBS_PER_TRANSACTION_MAX: usize = 1024;
+
+/// One committed batch, as the store applies it.
+#[derive(Debug)]
+pub(crate) struct CommittedBatch {
+    pub stream: String,
+    pub first_lsn: u64,
+    pub first_version: u64,
+    pub count: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A batch or command of a group to decide in the applier.
+pub(crate) struct DecideItem {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub batch: EncodedBatch,
+    pub decide: Option<Decide>,
+}
+
+/// What the applier decided for one item: the batch to write with its
+/// first LSN and version, nothing (`Ok(None)`), or a refusal.
+pub(crate) type Decided = Result<Option<(EncodedBatch, u64, u64)>>;
+
+/// What a checkpoint did, from [`Db::checkpoint`](crate::Db::checkpoint).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointOutcome {
+    /// The LSN the store's durable state now reflects.
+    pub covered_lsn: u64,
+    /// The checkpoint before it, which a damaged store falls back to; the
+    /// log is kept from the LSN after it.
+    pub previous_lsn: u64,
+    /// Whether a durable commit was made (false: nothing since the last).
+    pub written: bool,
+    /// Events that max-age retention removed at this checkpoint.
+    pub aged_out_events: u64,
+    /// The first LSN the log holds now.
+    pub log_first_lsn: u64,
+    /// What the log removed (segment files, for the WAL).
+    pub log_removed: Vec<String>,
+}
+
+pub(crate) enum Job {
+    Apply(Vec<CommittedBatch>, u64),
+    Decide {
+        items: Vec<DecideItem>,
+        next_lsn: u64,
+        reply: Sender<Vec<Decided>>,
+        written: Receiver<bool>,
+    },
+    Checkpoint(Sender<Result<CheckpointOutcome>>),
+    Stop,
+}
+
+/// Bytes queued for the applier.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    bytes: Mutex<u64>,
+    drained: Condvar,
+}
+
+impl Backlog {
+    /// Waits until the backlog is under its limit (or `health` is poisoned).
+    pub(crate) fn wait_for_room(&self, health: &Health) {
+        let mut b = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        while *b > BACKLOG_BYTES_MAX && !health.is_poisoned() {
+            b = self
+                .drained
+                .wait_timeout(b, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        *self.bytes.lock().unwrap_or_else(PoisonError::into_inner) += n;
+    }
+
+    fn release(&self, n: u64) {
+        let mut b = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        *b = b.saturating_sub(n);
+        self.drained.notify_all();
+    }
+}
+
+/// When to checkpoint, and what has happened since the last one.
+#[derive(Debug)]
+struct Policy {
+    every_records: u64,
+    every_bytes: u64,
+    every: Option<Duration>,
+    records: u64,
+    bytes: u64,
+    since: Instant,
+}
+
+impl Policy {
+    fn due(&self) -> bool {
+        (self.every_records > 0 && self.records >= self.every_records)
+            || (self.every_bytes > 0 && self.bytes >= self.every_bytes)
+            || (self.records > 0 && self.every.is_some_and(|d| self.since.elapsed() >= d))
+    }
+
+    /// How long to wait for a job before a checkpoint falls due by time.
+    fn wait(&self) -> Duration {
+        match self.every {
+            Some(d) if self.records > 0 => d.saturating_sub(self.since.elapsed()),
+            _ => Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The applier's own state.
+struct State {
+    store: Arc<Store>,
+    views: Arc<RwLock<ViewStates>>,
+    log: Arc<dyn Log>,
+    health: Arc<Health>,
+    backlog: Arc<Backlog>,
+    maintenance: Arc<Mutex<()>>,
+    durability: Durability,
+    record_bytes_max: u64,
+    policy: Policy,
+    /// The LSN the last durable checkpoint covers.
+    checkpoint_lsn: u64,
+    applied_lsn: u64,
+}
+
+/// The running applier.
+#[derive(Debug)]
+pub(crate) struct Applier {
+    jobs: Mutex<Sender<Job>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub backlog: Arc<Backlog>,
+}
+
+/// Everything the applier thread is given.
+pub(crate) struct Start {
+    pub store: Arc<Store>,
+    pub views: Arc<RwLock<ViewStates>>,
+    pub log: Arc<dyn Log>,
+    pub health: Arc<Health>,
+    pub maintenance: Arc<Mutex<()>>,
+    pub checkpoint_lsn: u64,
+    pub applied_lsn: u64,
+    /// Records and bytes applied since the last checkpoint (the replay).
+    pub since: (u64, u64),
+}
+
+impl Applier {
+    pub(crate) fn start(s: Start, options: &Options) -> std::io::Result<Applier> {
+        let (tx, rx) = mpsc::channel();
+        let backlog = Arc::new(Backlog::default());
+        let mut state = State {
+            store: s.store,
+            views: s.views,
+            log: s.log,
+            health: s.health,
+            backlog: backlog.clone(),
+            maintenance: s.maintenance,
+            durability: options.durability,
+            record_bytes_max: options.record_bytes_max,
+            policy: Policy {
+                every_records: options.checkpoint_every_records,
+                every_bytes: options.checkpoint_every_bytes,
+                every: options.checkpoint_every,
+                records: s.since.0,
+                bytes: s.since.1,
+                since: Instant::now(),
+            },
+            checkpoint_lsn: s.checkpoint_lsn,
+            applied_lsn: s.applied_lsn,
+        };
+        let thread = std::thread::Builder::new()
+            .name("replaydb-applier".into())
+            .spawn(move || {
+                let health = state.health.clone();
+                if catch_unwind(AssertUnwindSafe(|| state.run(rx))).is_err() {
+                    health.poison("the store applier panicked".into());
+                }
+            })?;
+        Ok(Applier {
+            jobs: Mutex::new(tx),
+            thread: Mutex::new(Some(thread)),
+            backlog,
+        })
+    }
+
+    /// Queues a job; false if the applier is gone.
+    pub(crate) fn send(&self, job: Job) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .is_ok()
+    }
+
+    /// Stops the thread after what is queued (and a last checkpoint) and
+    /// waits for it.
+    pub(crate) fn stop(&self) {
+        self.send(Job::Stop);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("the store applier panicked");
+        }
+    }
+}
+
+impl State {
+    fn run(&mut self, rx: Receiver<Job>) {
+        loop {
+            let first = match rx.recv_timeout(self.policy.wait()) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.policy.due() {
+                        self.checkpoint_now(false, None);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < JOBS_PER_TRANSACTION_MAX {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut checkpoints = Vec::new();
+            let mut stop = false;
+            if let Err(e) = self.apply(jobs, &mut checkpoints, &mut stop) {
+                tracing::error!(error = %e, "applying to the store failed; poisoning the handle");
+                self.health.poison(format!("applying to the store failed: {e}"));
+                for reply in checkpoints {
+                    let _ = reply.send(Err(self.health.error()));
+                }
+                return;
+            }
+            if stop {
+                if self.policy.records > 0 && !self.health.is_poisoned() {
+                    self.checkpoint_now(true, None);
+                }
+                for reply in checkpoints {
+                    let _ = reply.send(Err(self.health.error()));
+                }
+                return;
+            }
+            let mut replies = checkpoints.into_iter();
+            if let Some(first) = replies.next() {
+                self.checkpoint_now(true, Some(first));
+                for reply in replies {
+                    let _ = reply.send(self.checkpoint(true));
+                }
+            } else if self.policy.due() {
+                self.checkpoint_now(false, None);
+            }
+        }
+    }
+
+    /// Applies `jobs` in one store transaction; collects checkpoint
+    /// requests and a stop for after it.
+    fn apply(
+        &mut self,
+        jobs: Vec<Job>,
+        checkpoints: &mut Vec<Sender<Result<CheckpointOutcome>>>,
+        stop: &mut bool,
+    ) -> Result<()> {
+        self.health.check()?;
+        let store = self.store.clone();
+        let views_lock = self.views.clone();
+        let mut views = views_lock.write().unwrap_or_else(PoisonError::into_inner);
+        let mut w: Option<StoreWrite<'_>> = None;
+        let mut released = 0u64;
+        for job in jobs {
+            match job {
+                Job::Apply(batches, bytes) => {
+                    let w = match w.as_mut() {
+                        Some(w) => w,
+                        None => w.insert(store.begin_write()?),
+                    };
+                    for b in &batches {
+                        w.apply_batch(
+                            &BatchRef {
+                                first_lsn: b.first_lsn,
+                                first_version: b.first_version,
+                                count: b.count,
+                                stream: &b.stream,
+                                payload: &b.payload,
+                            },
+                            &mut views.slots,
+                        )?;
+                        self.count(b.payload.len() as u64, b.first_lsn + u64::from(b.count) - 1);
+                    }
+                    released += bytes;
+                }
+                Job::Decide {
+                    items,
+                    next_lsn,
+                    reply,
+                    written,
+                } => {
+                    let w = match w.as_mut() {
+                        Some(w) => w,
+                        None => w.insert(store.begin_write()?),
+                    };
+                    let decided = self.decide(w, &mut views, items, next_lsn)?;
+                    let last = decided
+                        .iter()
+                        .filter_map(|d| d.as_ref().ok().and_then(|o| o.as_ref()))
+                        .map(|(b, lsn, _)| (b.payload.len() as u64, lsn + u64::from(b.count) - 1))
+                        .collect::<Vec<_>>();
+                    if reply.send(decided).is_err() {
+                        return Err(Error::Poisoned {
+                            cause: "the committing leader went away".into(),
+                        });
+                    }
+                    // The transaction holds the group's effects: it may
+                    // commit only once the log has the group.
+                    if written.recv() != Ok(true) {
+                        return Err(Error::Poisoned {
+                            cause: "a group decided in the store was not written to the log".into(),
+                        });
+                    }
+                    for (bytes, lsn) in last {
+                        self.count(bytes, lsn);
+                    }
+                }
+                Job::Checkpoint(reply) => checkpoints.push(reply),
+                Job::Stop => *stop = true,
+            }
+        }
+        if let Some(w) = w {
+            w.record_views(&views.slots)?;
+            w.commit()?;
+            views.applied_lsn = self.applied_lsn;
+            self.health.publish_applied(self.applied_lsn);
+        }
+        drop(views);
+        self.backlog.release(released);
+        Ok(())
+    }
+
+    fn count(&mut self, bytes: u64, last_lsn: u64) {
+        self.policy.records += 1;
+        self.policy.bytes += bytes;
+        self.applied_lsn = self.applied_lsn.max(last_lsn);
+    }
+
+    /// Decides a group's batches and commands in order against `w`, and
+    /// applies the accepted ones to it.
+    fn decide(
+        &self,
+        w: &mut StoreWrite<'_>,
+        views: &mut ViewStates,
+        items: Vec<DecideItem>,
+        mut next_lsn: u64,
+    ) -> Result<Vec<Decided>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let batch = match item.decide {
+                Some(decide) => {
+                    let set = ViewSet {
+                        slots: &views.slots,
+                        applied_lsn: next_lsn - 1,
+                        at: TablesAt::Write(&w.tx),
+                        path: w.path,
+                    };
+                    match run_command(decide, &set, &item.stream, self.record_bytes_max) {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => {
+                            out.push(Ok(None));
+                            continue;
+                        }
+                        Err(e) => {
+                            out.push(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                None => item.batch,
+            };
+            let current = w.stream_version(&item.stream)?;
+            if !item.expected.admits(current) {
+                out.push(Err(Error::WrongExpectedVersion {
+                    stream: item.stream,
+                    expected: item.expected,
+                    actual: current,
+                }));
+                continue;
+            }
+            w.apply_batch(
+                &BatchRef {
+                    first_lsn: next_lsn,
+                    first_version: current + 1,
+                    count: batch.count,
+                    stream: &item.stream,
+                    payload: &batch.payload,
+                },
+                &mut views.slots,
+            )?;
+            let count = u64::from(batch.count);
+            out.push(Ok(Some((batch, next_lsn, current + 1))));
+            next_lsn += count;
+        }
+        Ok(out)
+    }
+
+    /// Takes a checkpoint and answers `reply` (or logs a failure).
+    fn checkpoint_now(&mut self, wait: bool, reply: Option<Sender<Result<CheckpointOutcome>>>) {
+        let result = self.checkpoint(wait);
+        match reply {
+            Some(r) => {
+                let _ = r.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "automatic checkpoint failed; the log keeps growing until one succeeds");
+                    // Try again after a full interval, not on every job.
+                    self.policy.since = Instant::now();
+                    self.policy.records = 0;
+                    self.policy.bytes = 0;
+                }
+            }
+        }
+    }
+
+    /// A durable checkpoint of what is applied, then the log before the
+    /// previous checkpoint is removed. With `wait` false, a backup in
+    /// progress postpones it.
+    fn checkpoint(&mut self, wait: bool) -> Result<CheckpointOutcome> {
+        self.health.check()?;
+        let maintenance = self.maintenance.clone();
+        let _one_at_a_time = if wait {
+            maintenance.lock().unwrap_or_else(PoisonError::into_inner)
+        } else {
+            match maintenance.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::InvalidArgument {
+                        op: "checkpoint",
+                        reason: "a backup is running".into(),
+                    });
+                }
+            }
+        };
+        let mut outcome = CheckpointOutcome {
+            covered_lsn: self.checkpoint_lsn,
+            ..CheckpointOutcome::default()
+        };
+        let mut w = self.store.begin_write()?;
+        outcome.aged_out_events = w.age_out()?;
+        w.commit()?;
+        if self.applied_lsn > self.checkpoint_lsn
+            || self.policy.records > 0
+            || outcome.aged_out_events > 0
+        {
+            // The store must never be durable ahead of the log.
+            if matches!(self.durability, Durability::Buffered { .. }) {
+                self.log.sync().inspect_err(|e| {
+                    self.health.poison(e.to_string());
+                })?;
+            }
+            let (covered, previous) = self.store.checkpoint(self.checkpoint_lsn)?;
+            outcome.covered_lsn = covered;
+            outcome.previous_lsn = previous;
+            outcome.written = true;
+            self.checkpoint_lsn = covered;
+            let c = &self.health.counters;
+            c.checkpoints
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            c.checkpoint_lsn
+                .store(covered, std::sync::atomic::Ordering::Release);
+        } else {
+            outcome.previous_lsn = self.store_previous_checkpoint()?;
+        }
+        // The fallback (the previous checkpoint) needs the log after it.
+        let truncated = self.log.truncate_before(outcome.previous_lsn + 1)?;
+        outcome.log_first_lsn = truncated.first_lsn;
+        outcome.log_removed = truncated.removed;
+        self.policy.records = 0;
+        self.policy.bytes = 0;
+        self.policy.since = Instant::now();
+        Ok(outcome)
+    }
+
+    fn store_previous_checkpoint(&self) -> Result<u64> {
+        let r = self.store.begin_read()?;
+        crate::store::previous_checkpoint_lsn(&r)
+    }
+}
+
+/// Runs a command's decision and encodes what it decided. A panic in it
+/// fails that command alone.
+fn run_command(
+    decide: Decide,
+    views: &ViewSet<'_>,
+    stream: &str,
+    record_bytes_max: u64,
+) -> Result<Option<EncodedBatch>> {
+    let _inside = crate::engine::reentry::Inside::enter();
+    let events = catch_unwind(AssertUnwindSafe(|| decide(views))).map_err(|_| {
+        Error::InvalidArgument {
+            op: "execute",
+            reason: "the command's decision panicked; nothing was appended".into(),
+        }
+    })??;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let batch = format::encode_batch(stream, &events);
+    if batch.payload.len() as u64 > record_bytes_max {
+        return Err(Error::RecordTooLarge {
+            stream: stream.to_string(),
+            size_bytes: batch.payload.len() as u64,
+            limit_bytes: record_bytes_max,
+        });
+    }
+    Ok(Some(batch))
+}

@@ -1,0 +1,414 @@
+//! Opening the store: create it, migrate into it, check it, and fall back
+//! when it is damaged, never losing what the log acknowledged.
+//!
+//! Every check runs first against an overlay of the file (reads from the
+//! file, writes kept in memory), so a damaged store is never "repaired"
+//! in place before its evidence is kept:
+//!
+//! 1. the meta (magic, format version, and the applied LSN against the
+//!    log's range) always; redb's integrity check when the file is at most
+//!    `store_check_on_open_bytes_max`;
+//! 2. if that fails: restore the previous checkpoint's savepoint, on the
+//!    overlay, and check again; if it holds and the log still reaches back
+//!    to it, keep a copy of the damaged file (`store.redb.damaged`) and
+//!    restore it for real;
+//! 3. otherwise, if the log still starts at LSN 1, set the damaged file
+//!    aside and rebuild the store from the log;
+//! 4. otherwise fail with [`Error::StoreUnusable`], having changed nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::log::Log;
+use crate::store::{
+    META, META_APPLIED_LSN, META_FORMAT_VERSION, META_HISTORY_FROM_LSN, META_MAGIC,
+    META_PREVIOUS_CHECKPOINT_LSN, STORE_FORMAT_VERSION, STORE_MAGIC, Store, damaged, migrate,
+    read_u64, redb_err,
+};
+use crate::storage::{OpenMode, OverlayBackend, Storage, StorageFile};
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    /// The store file.
+    pub path: PathBuf,
+    /// It was created by this open.
+    pub created: bool,
+    /// It was migrated from this release-0.1 snapshot generation (and the
+    /// LSN it covered).
+    pub migrated_from: Option<(PathBuf, u64)>,
+    /// redb's integrity check ran over the whole file.
+    pub integrity_checked: bool,
+    /// What was wrong with it, if anything.
+    pub damage: Option<String>,
+    /// The previous checkpoint it fell back to (the LSN it covers).
+    pub fell_back_to_lsn: Option<u64>,
+    /// It was rebuilt from the log.
+    pub rebuilt: bool,
+    /// Where the damaged file was kept.
+    pub damaged_kept_in: Option<PathBuf>,
+}
+
+/// The store, open, and where it stands.
+#[derive(Debug)]
+pub(crate) struct OpenedStore {
+    pub store: Store,
+    /// The LSN its durable state reflects: the log is replayed after it.
+    pub applied_lsn: u64,
+    pub report: StoreReport,
+}
+
+/// The meta of an opened store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreMeta {
+    pub applied_lsn: u64,
+    pub history_from_lsn: u64,
+    pub previous_checkpoint_lsn: u64,
+}
+
+/// Reads and checks the meta of `db`.
+pub(crate) fn read_meta(db: &redb::Database, path: &Path) -> Result<StoreMeta> {
+    crate::snapshot::guarded("read store meta", path, || {
+        let tx = db
+            .begin_read()
+            .map_err(|e| redb_err("read store meta", path, e))?;
+        let meta = tx
+            .open_table(META)
+            .map_err(|e| redb_err("read store meta", path, e))?;
+        let magic = meta
+            .get(META_MAGIC)
+            .map_err(|e| redb_err("read store meta", path, e))?
+            .map(|v| v.value().to_vec());
+        if magic.as_deref() != Some(STORE_MAGIC) {
+            return Err(damaged(path, "not a replaydb store (bad magic)".into()));
+        }
+        let version = meta
+            .get(META_FORMAT_VERSION)
+            .map_err(|e| redb_err("read store meta", path, e))?
+            .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| damaged(path, "format_version missing or not 4 bytes".into()))?;
+        if version != STORE_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: STORE_FORMAT_VERSION,
+            });
+        }
+        let m = StoreMeta {
+            applied_lsn: read_u64(&meta, META_APPLIED_LSN, path)?,
+            history_from_lsn: read_u64(&meta, META_HISTORY_FROM_LSN, path)?,
+            previous_checkpoint_lsn: read_u64(&meta, META_PREVIOUS_CHECKPOINT_LSN, path)?,
+        };
+        if m.history_from_lsn == 0
+            || m.history_from_lsn > m.applied_lsn + 1
+            || m.previous_checkpoint_lsn > m.applied_lsn
+        {
+            return Err(damaged(
+                path,
+                format!(
+                    "inconsistent meta: applied LSN {}, history from {}, previous checkpoint {}",
+                    m.applied_lsn, m.history_from_lsn, m.previous_checkpoint_lsn
+                ),
+            ));
+        }
+        Ok(m)
+    })
+}
+
+/// Whether a store at `applied` can join a log holding `first..=last`:
+/// nothing past the log's end, and the log reaches back to the LSN after.
+fn joins_log(applied: u64, log_first: u64, log_last: u64) -> std::result::Result<(), String> {
+    if applied > log_last {
+        return Err(format!(
+            "the store reflects LSN {applied} but the log ends at LSN {log_last}"
+        ));
+    }
+    if applied + 1 < log_first {
+        return Err(format!(
+            "the store reflects LSN {applied} but the log starts at LSN {log_first}"
+        ));
+    }
+    Ok(())
+}
+
+/// A store the open must not use, and why.
+enum Verdict {
+    Good(StoreMeta),
+    Damaged(String),
+}
+
+/// Checks the file against an overlay: meta, log range, and the whole file
+/// when it is small enough. I/O errors and newer formats fail the open;
+/// anything else is damage.
+fn check(
+    file: &Arc<dyn StorageFile>,
+    path: &Path,
+    log_first: u64,
+    log_last: u64,
+    whole: bool,
+) -> Result<Verdict> {
+    let overlay = OverlayBackend::new(file.clone()).map_err(|e| Error::io("open store", path, e))?;
+    let opened = crate::snapshot::guarded("open store", path, || {
+        redb::Database::builder()
+            .set_cache_size(4 << 20)
+            .create_with_backend(overlay)
+            .map_err(|e| redb_err("open store", path, e))
+    });
+    let mut db = match opened {
+        Ok(db) => db,
+        Err(e @ Error::Io { .. }) => return Err(e),
+        Err(e) => return Ok(Verdict::Damaged(e.to_string())),
+    };
+    if whole {
+        let checked = crate::snapshot::guarded("check store", path, || {
+            db.check_integrity()
+                .map_err(|e| redb_err("check store", path, e))
+        });
+        match checked {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Verdict::Damaged(
+                    "redb's integrity check found damage".into(),
+                ));
+            }
+            Err(e @ Error::Io { .. }) => return Err(e),
+            Err(e) => return Ok(Verdict::Damaged(e.to_string())),
+        }
+    }
+    let meta = match read_meta(&db, path) {
+        Ok(m) => m,
+        Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+        Err(e) => return Ok(Verdict::Damaged(e.to_string())),
+    };
+    Ok(match joins_log(meta.applied_lsn, log_first, log_last) {
+        Ok(()) => Verdict::Good(meta),
+        Err(why) => Verdict::Damaged(why),
+    })
+}
+
+/// Tries, on an overlay, whether restoring the previous checkpoint's
+/// savepoint gives a store that checks out and joins the log: its id and
+/// meta if so.
+fn plan_fallback(
+    file: &Arc<dyn StorageFile>,
+    path: &Path,
+    log_first: u64,
+    log_last: u64,
+) -> Option<(u64, StoreMeta)> {
+    let overlay = OverlayBackend::new(file.clone()).ok()?;
+    let tried = crate::snapshot::guarded("try the previous checkpoint", path, || {
+        let mut db = redb::Database::builder()
+            .set_cache_size(4 << 20)
+            .create_with_backend(overlay)
+            .map_err(|e| redb_err("open store", path, e))?;
+        let id = restore_previous(&db, path)?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        if !db
+            .check_integrity()
+            .map_err(|e| redb_err("check store", path, e))?
+        {
+            return Ok(None);
+        }
+        let meta = read_meta(&db, path)?;
+        Ok(joins_log(meta.applied_lsn, log_first, log_last)
+            .ok()
+            .map(|()| (id, meta)))
+    });
+    tried.ok().flatten()
+}
+
+/// Restores the second newest persistent savepoint (the checkpoint before
+/// the newest) and commits; its id, or `None` if there is none.
+fn restore_previous(db: &redb::Database, path: &Path) -> Result<Option<u64>> {
+    let op = "restore the previous checkpoint";
+    let mut tx = db.begin_write().map_err(|e| redb_err(op, path, e))?;
+    let mut ids: Vec<u64> = tx
+        .list_persistent_savepoints()
+        .map_err(|e| redb_err(op, path, e))?
+        .collect();
+    ids.sort_unstable();
+    let Some(&id) = ids.iter().rev().nth(1) else {
+        return Ok(None);
+    };
+    let sp_err = |e: redb::SavepointError| damaged(path, format!("{op}: {e}"));
+    let savepoint = tx.get_persistent_savepoint(id).map_err(sp_err)?;
+    tx.restore_savepoint(&savepoint).map_err(sp_err)?;
+    drop(savepoint);
+    // The newest savepoint is the damaged checkpoint itself.
+    if let Some(&newest) = ids.last() {
+        tx.delete_persistent_savepoint(newest).map_err(sp_err)?;
+    }
+    tx.set_quick_repair(true);
+    tx.commit().map_err(|e| redb_err(op, path, e))?;
+    Ok(Some(id))
+}
+
+/// Creates an empty store at `path` reflecting `applied_lsn`, by way of a
+/// temporary file, so a crash never leaves half a store under its name.
+pub(crate) fn create(
+    fs: &dyn Storage,
+    dir: &Path,
+    history_from_lsn: u64,
+    fill: impl FnOnce(&Store) -> Result<u64>,
+) -> Result<()> {
+    let path = layout::store_path(dir);
+    let tmp = PathBuf::from(format!("{}{}", path.display(), layout::STORE_TMP_SUFFIX));
+    match fs.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove unfinished store", &tmp, e)),
+    }
+    let file = layout::create_new(fs, &tmp, "create store")?;
+    {
+        let store = Store::on_file(file.clone(), &tmp, 8 << 20)?;
+        let applied = fill(&store)?;
+        init_meta(&store, history_from_lsn, applied)?;
+    }
+    file.sync_all()
+        .map_err(|e| Error::io("fsync new store", &tmp, e))?;
+    crate::failpoint::hit("store.before_rename");
+    fs.rename(&tmp, &path)
+        .map_err(|e| Error::io("rename store into place", &path, e))?;
+    layout::sync_dir(fs, dir)
+}
+
+/// Writes the meta of a new store reflecting `applied`, durably.
+pub(crate) fn init_meta(store: &Store, history_from_lsn: u64, applied: u64) -> Result<()> {
+    let op = "create store";
+    let path = store.path.clone();
+    let mut w = store.begin_write()?;
+    {
+        let mut meta = w.tx.open_table(META).map_err(|e| redb_err(op, &path, e))?;
+        let mut put = |k: &str, v: &[u8]| {
+            meta.insert(k, v)
+                .map(drop)
+                .map_err(|e| redb_err(op, &path, e))
+        };
+        put(META_MAGIC, STORE_MAGIC)?;
+        put(META_FORMAT_VERSION, &STORE_FORMAT_VERSION.to_le_bytes())?;
+        put(META_HISTORY_FROM_LSN, &history_from_lsn.to_le_bytes())?;
+        put(META_PREVIOUS_CHECKPOINT_LSN, &applied.to_le_bytes())?;
+    }
+    // Every table exists from the start: readers never meet a missing one.
+    let e = |e| redb_err(op, &path, e);
+    w.tx.open_table(crate::store::HISTORY).map_err(e)?;
+    w.tx.open_table(crate::store::STREAMS).map_err(e)?;
+    w.tx.open_table(crate::store::STREAM_BATCHES).map_err(e)?;
+    w.tx.open_table(crate::store::AGED_STREAMS).map_err(e)?;
+    w.tx.open_table(crate::store::VIEWS).map_err(e)?;
+    w.set_applied_lsn(applied);
+    w.commit_durably()
+}
+
+/// Opens the store of the database at `dir` against `log` (see the module
+/// docs).
+pub(crate) fn open_store(
+    fs: &Arc<dyn Storage>,
+    dir: &Path,
+    log: &dyn Log,
+    cache_bytes: usize,
+    check_bytes_max: u64,
+) -> Result<OpenedStore> {
+    let path = layout::store_path(dir);
+    let mut report = StoreReport {
+        path: path.clone(),
+        ..StoreReport::default()
+    };
+    let (log_first, log_last) = (log.first_lsn(), log.last_lsn());
+    let exists = fs
+        .file_len(&path)
+        .map_err(|e| Error::io("stat store", &path, e))?
+        .is_some();
+    if !exists {
+        if let Some(from) = migrate::from_snapshots(fs.as_ref(), dir, log)? {
+            report.migrated_from = Some(from);
+        } else if log_first > 1 {
+            return Err(Error::StoreUnusable {
+                path,
+                reason: "there is no store".into(),
+                log_first_lsn: log_first,
+            });
+        } else {
+            create(fs.as_ref(), dir, 1, |_| Ok(0))?;
+            report.created = true;
+        }
+    }
+    let file = layout::open(fs.as_ref(), &path, OpenMode::ReadWrite, "open store")?;
+    let len = file.len().map_err(|e| Error::io("stat store", &path, e))?;
+    let whole = len <= check_bytes_max;
+    report.integrity_checked = whole;
+    let verdict = check(&file, &path, log_first, log_last, whole)?;
+    let meta = match verdict {
+        Verdict::Good(meta) => meta,
+        Verdict::Damaged(why) => {
+            tracing::error!(store = %path.display(), reason = %why, "the store is damaged");
+            report.damage = Some(why.clone());
+            if let Some((id, meta)) = plan_fallback(&file, &path, log_first, log_last) {
+                // Evidence first, then the change.
+                let kept = layout::fresh_side_path(fs.as_ref(), &path, layout::DAMAGED_SUFFIX)?;
+                layout::copy_range(
+                    fs.as_ref(),
+                    file.as_ref(),
+                    &path,
+                    0,
+                    len,
+                    &kept,
+                    "keep the damaged store",
+                )?;
+                layout::sync_dir(fs.as_ref(), dir)?;
+                let store = Store::on_file(file.clone(), &path, cache_bytes)?;
+                let restored = restore_previous(&store.db, &path)?;
+                if restored != Some(id) {
+                    return Err(damaged(
+                        &path,
+                        "the previous checkpoint changed between trial and restore".into(),
+                    ));
+                }
+                tracing::warn!(store = %path.display(), lsn = meta.applied_lsn, kept = %kept.display(), "fell back to the previous checkpoint");
+                report.fell_back_to_lsn = Some(meta.applied_lsn);
+                report.damaged_kept_in = Some(kept);
+                return Ok(OpenedStore {
+                    store,
+                    applied_lsn: meta.applied_lsn,
+                    report,
+                });
+            }
+            if log_first > 1 {
+                return Err(Error::StoreUnusable {
+                    path,
+                    reason: why,
+                    log_first_lsn: log_first,
+                });
+            }
+            drop(file);
+            let kept = layout::fresh_side_path(fs.as_ref(), &path, layout::DAMAGED_SUFFIX)?;
+            fs.rename(&path, &kept)
+                .map_err(|e| Error::io("set the damaged store aside", &path, e))?;
+            layout::sync_dir(fs.as_ref(), dir)?;
+            tracing::warn!(store = %path.display(), kept = %kept.display(), "rebuilding the store from the log");
+            create(fs.as_ref(), dir, 1, |_| Ok(0))?;
+            report.rebuilt = true;
+            report.damaged_kept_in = Some(kept);
+            let file = layout::open(fs.as_ref(), &path, OpenMode::ReadWrite, "open store")?;
+            let store = Store::on_file(file, &path, cache_bytes)?;
+            return Ok(OpenedStore {
+                store,
+                applied_lsn: 0,
+                report,
+            });
+        }
+    };
+    let store = Store::on_file(file, &path, cache_bytes)?;
+    Ok(OpenedStore {
+        store,
+        applied_lsn: meta.applied_lsn,
+        report,
+    })
+}
