@@ -80,14 +80,14 @@ impl View for PerStream {
     }
 }
 
-fn options(snapshot_every_records: u64) -> Options {
+fn options(checkpoint_every_records: u64) -> Options {
     Options {
         durability: Durability::Buffered {
             interval: Duration::from_millis(100),
         },
-        segment_bytes_max: 4 << 20,
-        snapshot_every_records,
-        snapshot_every_bytes: 0,
+        segment_bytes_max: Some(4 << 20),
+        checkpoint_every_records,
+        checkpoint_every_bytes: 0,
         ..Options::default()
     }
 }

@@ -104,7 +104,7 @@ fn replaydb_setup(dir: &Path, size: usize) -> Registry {
         ..Options::default()
     };
     {
-        let reg = Registry::new(Db::open(dir, fast).expect("open"));
+        let reg = Registry::open(dir, fast, vec![]).expect("open");
         for i in 0..size {
             let a = allocation(&format!("pod-{i}"), &format!("/base/{i}"));
             reg.register_pod(
@@ -119,7 +119,7 @@ fn replaydb_setup(dir: &Path, size: usize) -> Registry {
             .keep();
         }
     }
-    Registry::new(Db::open(dir, Options::default()).expect("open"))
+    Registry::open(dir, Options::default(), vec![]).expect("open")
 }
 
 /// Runs `changes` changes on each of `threads` threads (register, then

@@ -1,8 +1,8 @@
-//! A user's own view, registered at open, snapshotted and recovered.
+//! A user's own view, registered at open, kept in the store and recovered.
 //!
 //! `StreamStats` keeps, per stream, how many events it has and its last
-//! event's data. Run it twice: the second run recovers the view from the
-//! snapshot plus the log after it.
+//! event's data. Run it twice: the second run loads the view from the
+//! store's checkpoint plus the log after it.
 //!
 //! ```sh
 //! cargo run --example custom_view -- /tmp/custom-view-db
@@ -11,9 +11,11 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
-use replaydb::{Db, EventRef, ExpectedVersion, Options, Result, View, ViewReader, ViewWriter};
+use replaydb::{Db, EventRef, ExpectedVersion, Options, Result, View, ViewTables, ViewTablesRead};
 
-/// Per stream: the event count and the last event's data.
+/// Per stream: the event count and the last event's data, in memory and
+/// in the view's table `by_stream` (stream name to `count (u64 LE) ++ last
+/// data`), one row written per event applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
     pub streams: BTreeMap<String, (u64, Vec<u8>)>,
@@ -28,27 +30,20 @@ impl View for StreamStats {
         1
     }
 
-    fn apply(&mut self, e: &EventRef<'_>) {
+    fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> Result<()> {
         let entry = self.streams.entry(e.stream.to_string()).or_default();
         entry.0 += 1;
         entry.1 = e.data.to_vec();
+        let mut value = entry.0.to_le_bytes().to_vec();
+        value.extend_from_slice(&entry.1);
+        tables.put("by_stream", e.stream.as_bytes(), &value)
     }
 
     fn reset(&mut self) {
         self.streams.clear();
     }
 
-    /// One table, `by_stream`: stream name to `count (u64 LE) ++ last data`.
-    fn save(&self, out: &mut ViewWriter<'_>) -> Result<()> {
-        for (stream, (count, last)) in &self.streams {
-            let mut value = count.to_le_bytes().to_vec();
-            value.extend_from_slice(last);
-            out.put("by_stream", stream.as_bytes(), &value)?;
-        }
-        Ok(())
-    }
-
-    fn load(&mut self, input: &ViewReader<'_>) -> Result<()> {
+    fn load(&mut self, input: &ViewTablesRead<'_>) -> Result<()> {
         self.streams.clear();
         input.for_each("by_stream", |key, value| {
             let (count, last) = value
@@ -67,10 +62,6 @@ impl View for StreamStats {
         })
     }
 
-    fn clone_view(&self) -> Box<dyn View> {
-        Box::new(self.clone())
-    }
-
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -86,17 +77,10 @@ fn main() -> Result<()> {
         vec![Box::new(StreamStats::default())],
     )?;
     let report = db.recovery_report();
-    match &report.snapshot {
-        Some((path, lsn)) => println!(
-            "recovered from snapshot {} (LSN {lsn}) plus {} events of log",
-            path.display(),
-            report.replayed_events
-        ),
-        None => println!(
-            "no snapshot yet: replayed {} events",
-            report.replayed_events
-        ),
-    }
+    println!(
+        "recovered from the store's checkpoint at LSN {} plus {} events of log",
+        report.checkpoint_lsn, report.replayed_events
+    );
     for i in 0..5 {
         db.append(
             &format!("sensor-{}", i % 2),
@@ -104,16 +88,12 @@ fn main() -> Result<()> {
             &[format!("reading {i}").into_bytes()],
         )?;
     }
-    let snap = db.snapshot()?;
-    println!(
-        "snapshot at LSN {} in {}",
-        snap.covered_lsn,
-        snap.path.display()
-    );
+    let done = db.checkpoint()?;
+    println!("checkpoint at LSN {}", done.covered_lsn);
     db.append(
         "sensor-0",
         ExpectedVersion::Any,
-        &[b"after the snapshot".to_vec()],
+        &[b"after the checkpoint".to_vec()],
     )?;
     let stats = db
         .view(|v: &StreamStats| v.streams.clone())?

@@ -74,6 +74,11 @@ pub struct Options {
     pub store_check_on_open_bytes_max: u64,
     /// Where the log lives: the local WAL (default) or memory.
     pub log: LogKind,
+    /// Acknowledge a group only once the store has applied it (and taken
+    /// any checkpoint it made due). Off by default: appends never wait for
+    /// the store. On, every I/O call happens in one order, which the
+    /// power-loss simulation needs to replay a seed exactly.
+    pub synchronous_apply: bool,
     /// The file system under the database: the operating system's by
     /// default; a [`SimDisk`](crate::storage::SimDisk) in crash tests.
     pub storage: Arc<dyn Storage>,
@@ -100,6 +105,7 @@ impl Default for Options {
             store_cache_bytes: 32 << 20,
             store_check_on_open_bytes_max: 64 << 20,
             log: LogKind::Wal,
+            synchronous_apply: false,
             storage: crate::storage::os(),
         }
     }

@@ -1,14 +1,16 @@
 //! Deterministic simulation of power loss, against a model.
 //!
 //! [`run`] drives a database on a [`SimDisk`] through random appends
-//! (batches, some with a wrong expected version), snapshots (each one a
-//! compaction), clean reopens, and power cuts that fall between any two
-//! I/O calls. After every restart it checks the database against a model
-//! of what was acknowledged:
+//! (batches, some with a wrong expected version), checkpoints (each one a
+//! durable commit of the store and a truncation of the log), clean
+//! reopens, and power cuts that fall between any two I/O calls, the
+//! store's included. After every restart it checks the database against a
+//! model of what was acknowledged:
 //!
 //! - every acknowledged event is present, in order, once;
 //! - the one batch in flight at the cut (not acknowledged) is wholly
 //!   present or wholly absent, and only at the end of the log;
+//! - the whole history reads back from LSN 1, whatever was truncated;
 //! - each stream's version, and a view's state, equal the model's fold of
 //!   the log;
 //! - `verify` finds nothing wrong;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use crate::storage::{CrashOutcome, SimDisk, SimRng};
 use crate::{
     Db, Durability, Error, Event, EventRef, ExpectedVersion, Options, Result, Subscription, View,
-    ViewReader, ViewWriter,
+    ViewTables, ViewTablesRead,
 };
 
 /// Where a run's choices come from.
@@ -111,8 +113,8 @@ pub struct SimReport {
     pub power_cuts: u64,
     /// Clean reopens.
     pub reopens: u64,
-    /// Snapshots taken on request.
-    pub snapshots: u64,
+    /// Checkpoints taken on request.
+    pub checkpoints: u64,
     /// Events a subscriber saw.
     pub events_seen: u64,
     /// Times the subscriber fell behind compaction and was told so.
@@ -147,7 +149,7 @@ impl SimReport {
             in_doubt_lost,
             power_cuts,
             reopens,
-            snapshots,
+            checkpoints,
             events_seen,
             subscriber_compacted,
             cuts_during_recovery,
@@ -164,7 +166,7 @@ impl SimReport {
         self.in_doubt_lost += in_doubt_lost;
         self.power_cuts += power_cuts;
         self.reopens += reopens;
-        self.snapshots += snapshots;
+        self.checkpoints += checkpoints;
         self.events_seen += events_seen;
         self.subscriber_compacted += subscriber_compacted;
         self.cuts_during_recovery += cuts_during_recovery;
@@ -204,17 +206,19 @@ impl std::fmt::Display for SimFailure {
 }
 
 /// The view the simulation checks: per stream, the event count and a
-/// running hash of its payloads in order.
+/// running hash of its payloads in order, in memory and in its table
+/// `tally` (stream name to count u64 LE and hash u32 LE).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally(pub BTreeMap<String, (u64, u32)>);
 
 impl Tally {
-    fn add(&mut self, stream: &str, data: &[u8]) {
+    fn add(&mut self, stream: &str, data: &[u8]) -> (u64, u32) {
         let e = self.0.entry(stream.to_string()).or_default();
         e.0 += 1;
         let mut h = crc32fast::Hasher::new_with_initial(e.1);
         h.update(data);
         e.1 = h.finalize();
+        *e
     }
 }
 
@@ -225,21 +229,16 @@ impl View for Tally {
     fn schema_version(&self) -> u32 {
         1
     }
-    fn apply(&mut self, e: &EventRef<'_>) {
-        self.add(e.stream, e.data);
+    fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> Result<()> {
+        let (count, hash) = self.add(e.stream, e.data);
+        let mut v = count.to_le_bytes().to_vec();
+        v.extend_from_slice(&hash.to_le_bytes());
+        tables.put("tally", e.stream.as_bytes(), &v)
     }
     fn reset(&mut self) {
         self.0.clear();
     }
-    fn save(&self, out: &mut ViewWriter<'_>) -> Result<()> {
-        for (stream, (count, hash)) in &self.0 {
-            let mut v = count.to_le_bytes().to_vec();
-            v.extend_from_slice(&hash.to_le_bytes());
-            out.put("tally", stream.as_bytes(), &v)?;
-        }
-        Ok(())
-    }
-    fn load(&mut self, input: &ViewReader<'_>) -> Result<()> {
+    fn load(&mut self, input: &ViewTablesRead<'_>) -> Result<()> {
         self.0.clear();
         input.for_each("tally", |key, value| {
             let bad = || input.bad_value("tally", key);
@@ -250,9 +249,6 @@ impl View for Tally {
                 .insert(String::from_utf8_lossy(key).into_owned(), (count, hash));
             Ok(())
         })
-    }
-    fn clone_view(&self) -> Box<dyn View> {
-        Box::new(self.clone())
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -271,7 +267,7 @@ struct Model {
     versions: BTreeMap<String, u64>,
     tally: Tally,
     /// Events known durable: all acknowledged ones in `Immediate` mode; in
-    /// `Buffered`, those before the last snapshot, clean close or restart.
+    /// `Buffered`, those before the last checkpoint, clean close or restart.
     durable: u64,
 }
 
@@ -403,13 +399,16 @@ impl Run<'_> {
             } else {
                 Durability::Immediate
             },
-            segment_bytes_max: crate::SEGMENT_BYTES_MIN,
-            snapshot_every_records: match self.pick(3) {
+            segment_bytes_max: Some(crate::SEGMENT_BYTES_MIN),
+            checkpoint_every_records: match self.pick(3) {
                 0 => 0,
                 1 => 7,
                 _ => 25,
             },
-            snapshot_every_bytes: 0,
+            checkpoint_every_bytes: 0,
+            checkpoint_every: None,
+            // Every I/O call in one order, so a seed replays exactly.
+            synchronous_apply: true,
             storage: Arc::new(self.disk.handle()),
             ..Options::default()
         };
@@ -420,7 +419,7 @@ impl Run<'_> {
             let op = self.pick(100);
             match op {
                 0..58 => self.append()?,
-                58..66 => self.snapshot()?,
+                58..66 => self.checkpoint()?,
                 66..72 => {
                     self.trace.push("reopen".into());
                     self.drain()?;
@@ -454,7 +453,7 @@ impl Run<'_> {
             if self.disk.is_off() {
                 self.restart(None)?;
             } else {
-                self.credit_snapshots()?;
+                self.credit_checkpoints()?;
             }
         }
         // End on a disk with the power on and no cut armed (a restart may
@@ -574,18 +573,17 @@ impl Run<'_> {
         }
     }
 
-    /// A snapshot (automatic ones too) syncs the log up to what it covers
-    /// first, so that much is durable in `Buffered` mode as well.
-    fn credit_snapshots(&mut self) -> std::result::Result<(), Stop> {
+    /// A checkpoint (automatic ones too) syncs the log up to what it
+    /// covers first, so that much is durable in `Buffered` mode as well.
+    fn credit_checkpoints(&mut self) -> std::result::Result<(), Stop> {
         let Some(db) = self.db.as_ref() else {
             return Ok(());
         };
-        let newest = db
-            .snapshots()
-            .map_err(|e| Stop::Failed(format!("list snapshots: {e}")))?
-            .first()
-            .map_or(0, |s| s.covered_lsn);
-        self.model.durable = self.model.durable.max(newest);
+        let covered = db
+            .stats()
+            .map_err(|e| Stop::Failed(format!("stats: {e}")))?
+            .checkpoint_lsn;
+        self.model.durable = self.model.durable.max(covered);
         Ok(())
     }
 
@@ -612,13 +610,13 @@ impl Run<'_> {
         }
     }
 
-    fn snapshot(&mut self) -> std::result::Result<(), Stop> {
-        self.trace.push("snapshot".into());
+    fn checkpoint(&mut self) -> std::result::Result<(), Stop> {
+        self.trace.push("checkpoint".into());
         self.drain()?;
-        match self.db()?.snapshot() {
+        match self.db()?.checkpoint() {
             Ok(_) => {
-                self.report.snapshots += 1;
-                // A snapshot syncs the log first.
+                self.report.checkpoints += 1;
+                // A checkpoint syncs the log first.
                 self.model.durable = self.model.events.len() as u64;
                 Ok(())
             }
@@ -626,7 +624,7 @@ impl Run<'_> {
                 self.trace.push(format!("  failed at the power cut: {e}"));
                 self.restart(None)
             }
-            Err(e) => Err(Stop::Failed(format!("snapshot failed: {e}"))),
+            Err(e) => Err(Stop::Failed(format!("checkpoint failed: {e}"))),
         }
     }
 
@@ -792,22 +790,16 @@ impl Run<'_> {
                 "the log ends at LSN {last}, but LSN {acked} is the last acknowledged"
             )));
         }
-        let first = match db.read(1, 1) {
-            Ok(_) => 1,
-            Err(Error::Compacted {
-                oldest_available, ..
-            }) => oldest_available,
-            Err(e) => return Err(Stop::Failed(format!("read: {e}"))),
-        };
-        // Compaction only ever drops what a kept snapshot covers.
-        let newest_snapshot = db
-            .snapshots()
-            .map_err(|e| Stop::Failed(format!("list snapshots: {e}")))?
-            .first()
-            .map_or(0, |s| s.covered_lsn);
-        if first > newest_snapshot + 1 {
+        // The history is whole from LSN 1, however much of the log was
+        // truncated; the log was truncated only behind a checkpoint.
+        let first = 1;
+        let stats = db
+            .stats()
+            .map_err(|e| Stop::Failed(format!("stats: {e}")))?;
+        if stats.log_first_lsn > stats.checkpoint_lsn + 1 {
             return Err(Stop::Failed(format!(
-                "the log starts at LSN {first}, but the newest snapshot covers only up to LSN {newest_snapshot}"
+                "the log starts at LSN {}, but the store's checkpoint covers only up to LSN {}",
+                stats.log_first_lsn, stats.checkpoint_lsn
             )));
         }
         let events = db

@@ -1,7 +1,8 @@
-//! A crash exactly between two steps of a snapshot, a compaction or a
-//! segment roll loses nothing acknowledged: for every named failpoint the
-//! process aborts there, and the database reopens with every event's
-//! effect, verifies clean, and takes the next snapshot.
+//! A crash exactly between two steps of a checkpoint, a log truncation,
+//! the store's creation or a segment roll loses nothing acknowledged: for
+//! every named failpoint the process aborts there, and the database
+//! reopens with every event's effect, verifies clean, and takes the next
+//! checkpoint.
 
 mod common;
 
@@ -10,19 +11,16 @@ use std::process::Command;
 use replaydb::{Db, Options};
 
 const FAILPOINTS: &[&str] = &[
-    "snapshot.before_commit",
-    "snapshot.before_fsync",
-    "snapshot.before_rename",
-    "snapshot.before_dir_fsync",
-    "snapshot.before_delete_old",
+    "checkpoint.before_commit",
+    "checkpoint.before_truncate",
     "compaction.before_delete",
     "compaction.after_first_delete",
 ];
 
 fn opts() -> Options {
     Options {
-        segment_bytes_max: 4096,
-        snapshot_every_records: 0,
+        segment_bytes_max: Some(4096),
+        checkpoint_every_records: 0,
         ..Options::default()
     }
 }
@@ -34,7 +32,7 @@ fn cli(dir: &std::path::Path, failpoint: Option<&str>, args: &[&str]) -> std::pr
         .args([
             "--segment-bytes-max",
             "4096",
-            "--snapshot-every-records",
+            "--checkpoint-every-records",
             "0",
         ])
         .args(args);
@@ -42,6 +40,33 @@ fn cli(dir: &std::path::Path, failpoint: Option<&str>, args: &[&str]) -> std::pr
         c.env("REPLAYDB_FAILPOINT", f);
     }
     c.output().unwrap()
+}
+
+/// Appends `n` events to `stream` from one process reading stdin.
+fn append_stdin(
+    dir: &std::path::Path,
+    failpoint: Option<&str>,
+    stream: &str,
+    n: usize,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut c = Command::new(common::bin());
+    c.arg("--db")
+        .arg(dir)
+        .args(["--checkpoint-every-records", "0", "append", "--stream", stream])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(f) = failpoint {
+        c.env("REPLAYDB_FAILPOINT", f);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..n {
+        writeln!(stdin, r#"{{"i":{i},"pad":"{}"}}"#, "p".repeat(60)).unwrap();
+    }
+    drop(stdin);
+    child.wait_with_output().unwrap()
 }
 
 fn append(dir: &std::path::Path, stream: &str, n: usize) {
@@ -59,17 +84,23 @@ fn append(dir: &std::path::Path, stream: &str, n: usize) {
 }
 
 #[test]
-fn a_crash_at_every_snapshot_and_compaction_step_loses_nothing() {
+fn a_crash_at_every_checkpoint_and_truncation_step_loses_nothing() {
     for failpoint in FAILPOINTS {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         append(dir, "a", 60);
-        assert!(cli(dir, None, &["snapshot"]).status.success());
-        append(dir, "b", 60);
-        let out = cli(dir, Some(failpoint), &["snapshot"]);
+        assert!(cli(dir, None, &["checkpoint"]).status.success());
+        // One process appends 60 more, each acknowledged, then takes the
+        // checkpoint of its close: there it dies.
+        let out = append_stdin(dir, Some(failpoint), "b", 60);
         assert!(
             !out.status.success(),
             "{failpoint}: the process should have aborted"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            60,
+            "{failpoint}: every append was acknowledged first"
         );
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(failpoint),
@@ -86,17 +117,30 @@ fn a_crash_at_every_snapshot_and_compaction_step_loses_nothing() {
             (60, 60),
             "{failpoint}"
         );
-        let held = db.stats().unwrap().first_lsn;
-        let events = db.read(held, usize::MAX).unwrap();
+        let events = db.read(1, usize::MAX).unwrap();
+        assert_eq!(events.len(), 120, "{failpoint}: the whole history");
         assert_eq!(events.last().map(|e| e.lsn), Some(120), "{failpoint}");
-        // The next snapshot goes through.
-        db.snapshot()
-            .unwrap_or_else(|e| panic!("{failpoint}: next snapshot: {e}"));
+        // The next checkpoint goes through.
+        db.checkpoint()
+            .unwrap_or_else(|e| panic!("{failpoint}: next checkpoint: {e}"));
         drop(db);
         let v =
             replaydb::verify(dir, &opts()).unwrap_or_else(|e| panic!("{failpoint}: verify: {e}"));
         assert_eq!(v.last_lsn, 120);
     }
+}
+
+#[test]
+fn a_crash_before_the_new_store_is_renamed_into_place_leaves_a_database_that_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = cli(dir, Some("store.before_rename"), &["stats"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.before_rename"));
+    assert!(!dir.join("store.redb").exists());
+    append(dir, "a", 3);
+    let db = Db::open(dir, opts()).unwrap();
+    assert_eq!(db.last_lsn(), 3);
+    assert!(!dir.join("store.redb.tmp").exists(), "the unfinished store is gone");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Barrier};
 
 use replaydb::registry::{Registry, RegistryError, ScopeRule};
-use replaydb::{Db, Options};
+use replaydb::Options;
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 10;
@@ -14,7 +14,7 @@ const ROUNDS: usize = 10;
 #[test]
 fn eight_threads_registering_overlapping_and_disjoint_scopes() {
     let tmp = tempfile::tempdir().unwrap();
-    let reg = Registry::new(Db::open(tmp.path(), Options::default()).unwrap());
+    let reg = Registry::open(tmp.path(), Options::default(), vec![]).unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -80,6 +80,6 @@ fn eight_threads_registering_overlapping_and_disjoint_scopes() {
         }
     }
     drop(reg);
-    let reopened = Registry::new(Db::open(tmp.path(), Options::default()).unwrap());
+    let reopened = Registry::open(tmp.path(), Options::default(), vec![]).unwrap();
     assert_eq!(reopened.allocations().unwrap(), table);
 }

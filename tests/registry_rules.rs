@@ -7,7 +7,7 @@ mod common;
 use replaydb::registry::{
     Authority, Change, Permission, Registry, RegistryError, RemovalReason, ScopeRule,
 };
-use replaydb::{Db, Options};
+use replaydb::Options;
 use uuid::Uuid;
 
 fn w(t: &str) -> ScopeRule {
@@ -23,7 +23,7 @@ fn sid() -> Uuid {
     Uuid::new_v4()
 }
 fn open(dir: &std::path::Path) -> Registry {
-    Registry::new(Db::open(dir, Options::default()).unwrap())
+    Registry::open(dir, Options::default(), vec![]).unwrap()
 }
 fn authority(allow: Vec<ScopeRule>) -> Authority {
     Authority {
@@ -436,7 +436,7 @@ fn an_empty_database_is_an_empty_table_and_everything_survives_reopen_with_histo
         )
         .unwrap();
         reg.adopt_allocation("b", me(), sid()).unwrap().keep();
-        reg.db().snapshot().unwrap();
+        reg.db().checkpoint().unwrap();
         register(&reg, "c", vec![w("/docs")]).unwrap();
         reg.release_pod("c").unwrap();
         reg.allocations().unwrap()

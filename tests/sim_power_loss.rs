@@ -50,7 +50,7 @@ fn power_loss_at_any_io_call_loses_nothing_acknowledged() {
         assert!(total.crash.entries_dropped > 0, "{total:?}");
         assert!(total.in_doubt_kept > 0, "{total:?}");
         assert!(total.in_doubt_lost > 0, "{total:?}");
-        assert!(total.snapshots > 0 && total.events_seen > 0, "{total:?}");
+        assert!(total.checkpoints > 0 && total.events_seen > 0, "{total:?}");
         assert!(total.cuts_during_recovery > 0, "{total:?}");
         assert!(total.buffered_lost > 0, "{total:?}");
         assert!(total.out_of_order_runs_cut > 0, "{total:?}");

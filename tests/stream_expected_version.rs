@@ -190,7 +190,7 @@ fn bad_arguments_are_typed_errors() {
     ));
     assert_eq!(db.last_lsn(), 0);
     let bad = Options {
-        segment_bytes_max: 10,
+        segment_bytes_max: Some(10),
         ..Options::default()
     };
     assert!(matches!(

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     }
     std::fs::write(wal.join(replaydb::layout::segment_file_name(1)), &bytes).expect("write");
     let opts = Options {
-        segment_bytes_max: 64 * 1024,
+        segment_bytes_max: Some(64 * 1024),
         ..Options::default()
     };
     let Ok(db) = Db::open(tmp.path(), opts) else { return };

@@ -73,12 +73,15 @@ pub struct CheckpointOutcome {
 }
 
 pub(crate) enum Job {
-    Apply(Vec<CommittedBatch>, u64),
+    /// Committed batches, their payload bytes, and whom to tell once they
+    /// are applied (and any checkpoint they made due is taken).
+    Apply(Vec<CommittedBatch>, u64, Option<Sender<()>>),
     Decide {
         items: Vec<DecideItem>,
         next_lsn: u64,
         reply: Sender<Vec<Decided>>,
         written: Receiver<bool>,
+        done: Option<Sender<()>>,
     },
     Checkpoint(Sender<Result<CheckpointOutcome>>),
     Stop,
@@ -266,7 +269,11 @@ impl State {
             }
             let mut checkpoints = Vec::new();
             let mut stop = false;
-            if let Err(e) = self.apply(jobs, &mut checkpoints, &mut stop) {
+            let mut dones = Vec::new();
+            let applied = self.apply(jobs, &mut checkpoints, &mut stop, &mut dones);
+            // Told after this round, checkpoint included (or failure).
+            let _tell = TellOnDrop(dones);
+            if let Err(e) = applied {
                 tracing::error!(error = %e, "applying to the store failed; poisoning the handle");
                 self.health.poison(format!("applying to the store failed: {e}"));
                 for reply in checkpoints {
@@ -302,6 +309,7 @@ impl State {
         jobs: Vec<Job>,
         checkpoints: &mut Vec<Sender<Result<CheckpointOutcome>>>,
         stop: &mut bool,
+        dones: &mut Vec<Sender<()>>,
     ) -> Result<()> {
         self.health.check()?;
         let store = self.store.clone();
@@ -311,7 +319,8 @@ impl State {
         let mut released = 0u64;
         for job in jobs {
             match job {
-                Job::Apply(batches, bytes) => {
+                Job::Apply(batches, bytes, done) => {
+                    dones.extend(done);
                     let w = match w.as_mut() {
                         Some(w) => w,
                         None => w.insert(store.begin_write()?),
@@ -336,7 +345,9 @@ impl State {
                     next_lsn,
                     reply,
                     written,
+                    done,
                 } => {
+                    dones.extend(done);
                     let w = match w.as_mut() {
                         Some(w) => w,
                         None => w.insert(store.begin_write()?),
@@ -513,6 +524,7 @@ impl State {
             outcome.previous_lsn = self.store_previous_checkpoint()?;
         }
         // The fallback (the previous checkpoint) needs the log after it.
+        crate::failpoint::hit("checkpoint.before_truncate");
         let truncated = self.log.truncate_before(outcome.previous_lsn + 1)?;
         outcome.log_first_lsn = truncated.first_lsn;
         outcome.log_removed = truncated.removed;
@@ -525,6 +537,17 @@ impl State {
     fn store_previous_checkpoint(&self) -> Result<u64> {
         let r = self.store.begin_read()?;
         crate::store::previous_checkpoint_lsn(&r)
+    }
+}
+
+/// Tells everyone waiting for a round when it is over, however it ends.
+struct TellOnDrop(Vec<Sender<()>>);
+
+impl Drop for TellOnDrop {
+    fn drop(&mut self) {
+        for done in self.0.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

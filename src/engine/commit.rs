@@ -276,8 +276,12 @@ impl Inner {
             });
         }
         self.applier.backlog.add(bytes);
-        if !self.applier.send(Job::Apply(batches, bytes)) {
+        let (tell, applied) = self.apply_waiter();
+        if !self.applier.send(Job::Apply(batches, bytes, tell)) {
             self.poison("the store applier stopped".into());
+        }
+        if let Some(applied) = applied {
+            let _ = applied.recv();
         }
         for (slot, appended) in done {
             slot.complete(Ok(appended));
@@ -303,11 +307,13 @@ impl Inner {
         }
         let (reply, decided) = mpsc::channel();
         let (written_tx, written) = mpsc::channel();
+        let (tell, applied) = self.apply_waiter();
         let sent = self.applier.send(Job::Decide {
             items,
             next_lsn: state.next_lsn,
             reply,
             written,
+            done: tell,
         });
         let decided = match decided.recv() {
             Ok(d) if sent && d.len() == slots.len() => d,
@@ -355,6 +361,9 @@ impl Inner {
             drop(records);
             let _ = written_tx.send(true);
         }
+        if let Some(applied) = applied {
+            let _ = applied.recv();
+        }
         let next_lsn = state.next_lsn;
         for (slot, outcome) in outcomes.drain(..) {
             slot.complete(match outcome {
@@ -374,6 +383,17 @@ impl Inner {
                 }),
                 Err(e) => Err(e),
             });
+        }
+    }
+
+    /// With `Options::synchronous_apply`, a channel to wait on until the
+    /// applier is done with the group.
+    fn apply_waiter(&self) -> (Option<mpsc::Sender<()>>, Option<mpsc::Receiver<()>>) {
+        if self.options.synchronous_apply {
+            let (tx, rx) = mpsc::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
         }
     }
 

@@ -30,27 +30,46 @@ use crate::store::{HISTORY, STREAM_BATCHES, STREAMS, VIEWS, open, redb_err};
 /// The file release 0.1 recorded registered views in.
 const LEGACY_VIEWS_FILE: &str = "VIEWS";
 
+/// What a migration did.
+#[derive(Debug, Default)]
+pub(crate) struct Migrated {
+    /// The generation the store was seeded from and the LSN it covered
+    /// (`None` when the log held the whole history).
+    pub from: Option<(PathBuf, u64)>,
+    /// Generations that did not check out, set aside as `.damaged`.
+    pub damaged: Vec<(PathBuf, String)>,
+}
+
 /// Creates the store of a release-0.1 database from its snapshots, if it
-/// has any. Returns the generation it was seeded from (its path and LSN),
-/// or the snapshot directory and 0 when the log made the snapshots
-/// unnecessary; `None` if there was nothing to migrate.
-pub(crate) fn from_snapshots(
-    fs: &dyn Storage,
-    dir: &Path,
-    log: &dyn Log,
-) -> Result<Option<(PathBuf, u64)>> {
+/// has any; `None` if there was nothing to migrate.
+pub(crate) fn from_snapshots(fs: &dyn Storage, dir: &Path, log: &dyn Log) -> Result<Option<Migrated>> {
     let generations = snapshot::list(fs, dir)?;
     if generations.is_empty() {
         return Ok(None);
     }
     let (log_first, log_last) = (log.first_lsn(), log.last_lsn());
+    let mut tried = Vec::new();
     if log_first <= 1 {
+        // The log holds the whole history: the snapshots add nothing. Each
+        // is still checked, so a damaged one is kept, not deleted.
+        for (named_lsn, path) in &generations {
+            let checked = snapshot::open(fs, path).and_then(|(_, contents)| {
+                snapshot::check_joins_log(&contents, *named_lsn, log_first, log_last)
+            });
+            match checked {
+                Ok(()) => {}
+                Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
+                Err(e) => tried.push((path.clone(), e.to_string())),
+            }
+        }
         open::create(fs, dir, 1, |_| Ok(0))?;
         tracing::info!(dir = %dir.display(), "created the store; the log holds the whole history, so release 0.1's snapshots are not needed");
-        remove_legacy(fs, dir, &generations)?;
-        return Ok(Some((layout::snapshot_dir(dir), 0)));
+        remove_legacy(fs, dir, &generations, &tried)?;
+        return Ok(Some(Migrated {
+            from: None,
+            damaged: tried,
+        }));
     }
-    let mut tried = Vec::new();
     for (named_lsn, path) in &generations {
         let opened = snapshot::open(fs, path).and_then(|(db, contents)| {
             snapshot::check_joins_log(&contents, *named_lsn, log_first, log_last)?;
@@ -61,7 +80,7 @@ pub(crate) fn from_snapshots(
             Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
             Err(e) => {
                 tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable for the migration; trying the generation before it");
-                tried.push(format!("{}: {e}", path.display()));
+                tried.push((path.clone(), e.to_string()));
                 continue;
             }
         };
@@ -151,21 +170,40 @@ pub(crate) fn from_snapshots(
             Ok(covered)
         })?;
         tracing::info!(snapshot = %path.display(), lsn = covered, "migrated release 0.1's snapshot into the store");
-        remove_legacy(fs, dir, &generations)?;
-        return Ok(Some((path.clone(), covered)));
+        remove_legacy(fs, dir, &generations, &tried)?;
+        return Ok(Some(Migrated {
+            from: Some((path.clone(), covered)),
+            damaged: tried,
+        }));
     }
     Err(Error::NoUsableSnapshot {
         log_first_lsn: log_first,
-        details: tried.join("; "),
+        details: tried
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.display()))
+            .collect::<Vec<_>>()
+            .join("; "),
     })
 }
 
 /// Removes the migrated generations and the views file, once the store
-/// holding what they held is durable.
-fn remove_legacy(fs: &dyn Storage, dir: &Path, generations: &[(u64, PathBuf)]) -> Result<()> {
+/// holding what they held is durable; damaged generations are renamed
+/// `.damaged` instead, never deleted.
+fn remove_legacy(
+    fs: &dyn Storage,
+    dir: &Path,
+    generations: &[(u64, PathBuf)],
+    damaged: &[(PathBuf, String)],
+) -> Result<()> {
     for (_, path) in generations {
-        fs.remove_file(path)
-            .map_err(|e| Error::io("remove migrated snapshot", path, e))?;
+        if damaged.iter().any(|(p, _)| p == path) {
+            let aside = layout::fresh_side_path(fs, path, layout::DAMAGED_SUFFIX)?;
+            fs.rename(path, &aside)
+                .map_err(|e| Error::io("set damaged snapshot aside", path, e))?;
+        } else {
+            fs.remove_file(path)
+                .map_err(|e| Error::io("remove migrated snapshot", path, e))?;
+        }
     }
     let snapshots = layout::snapshot_dir(dir);
     layout::sync_dir(fs, &snapshots)?;

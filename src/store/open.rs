@@ -38,9 +38,14 @@ pub struct StoreReport {
     pub path: PathBuf,
     /// It was created by this open.
     pub created: bool,
-    /// It was migrated from this release-0.1 snapshot generation (and the
-    /// LSN it covered).
+    /// It was created from a database of release 0.1.
+    pub migrated: bool,
+    /// The release-0.1 snapshot generation it was seeded from, and the LSN
+    /// it covered (none when the log held the whole history).
     pub migrated_from: Option<(PathBuf, u64)>,
+    /// Release-0.1 generations that did not check out, set aside as
+    /// `.damaged`, with the reason.
+    pub legacy_snapshots_damaged: Vec<(PathBuf, String)>,
     /// redb's integrity check ran over the whole file.
     pub integrity_checked: bool,
     /// What was wrong with it, if anything.
@@ -327,8 +332,10 @@ pub(crate) fn open_store(
         .map_err(|e| Error::io("stat store", &path, e))?
         .is_some();
     if !exists {
-        if let Some(from) = migrate::from_snapshots(fs.as_ref(), dir, log)? {
-            report.migrated_from = Some(from);
+        if let Some(m) = migrate::from_snapshots(fs.as_ref(), dir, log)? {
+            report.migrated = true;
+            report.migrated_from = m.from;
+            report.legacy_snapshots_damaged = m.damaged;
         } else if log_first > 1 {
             return Err(Error::StoreUnusable {
                 path,

@@ -9,7 +9,7 @@ use replaydb::{Db, Options};
 /// Options with small segments so that tests cross segment rolls cheaply.
 pub fn small_segments(segment_bytes_max: u64) -> Options {
     Options {
-        segment_bytes_max,
+        segment_bytes_max: Some(segment_bytes_max),
         ..Options::default()
     }
 }
@@ -156,4 +156,23 @@ pub fn crash_rng() -> fastrand::Rng {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("crash seed {seed} (replay with REPLAYDB_CRASH_SEED={seed})");
     fastrand::Rng::with_seed(seed)
+}
+
+/// Every file under `dir` (LOCK aside) with its length, sorted: what a
+/// test compares to show an operation changed nothing.
+pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let e = e.expect("entry");
+            if e.file_type().expect("type").is_dir() {
+                walk(&e.path(), out);
+            } else if e.file_name() != "LOCK" {
+                out.push((e.path(), e.metadata().expect("metadata").len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
 }

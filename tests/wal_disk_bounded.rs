@@ -1,13 +1,17 @@
-//! The log does not grow forever: after a million updates over a thousand
-//! keys and a compaction, the WAL holds no more than the tail since the
-//! older snapshot generation (plus a segment of slack either side).
+//! Neither the log nor the store grows forever: after a million updates
+//! over a thousand keys, each keeping its last ten events, and a
+//! checkpoint, the WAL holds no more than the tail since the previous
+//! checkpoint (plus a segment of slack either side), and the store's
+//! history only what retention keeps.
 
 mod common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use replaydb::{Db, Durability, EventRef, ExpectedVersion, Options, View, ViewReader, ViewWriter};
+use replaydb::{
+    Db, Durability, EventRef, ExpectedVersion, Options, Retention, View, ViewTables, ViewTablesRead,
+};
 
 /// Key to last value: the live state.
 #[derive(Clone, Default)]
@@ -20,33 +24,26 @@ impl View for LastValue {
     fn schema_version(&self) -> u32 {
         1
     }
-    fn apply(&mut self, e: &EventRef<'_>) {
+    fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> replaydb::Result<()> {
         if let (Some(k), Some(v)) = (e.data.get(..2), e.data.get(2..10)) {
             self.0.insert(
                 u16::from_le_bytes(k.try_into().unwrap()),
                 u64::from_le_bytes(v.try_into().unwrap()),
             );
+            tables.put("kv", k, v)?;
         }
+        Ok(())
     }
     fn reset(&mut self) {
         self.0.clear()
     }
-    fn save(&self, out: &mut ViewWriter<'_>) -> replaydb::Result<()> {
-        for (k, v) in &self.0 {
-            out.put("kv", &k.to_le_bytes(), &v.to_le_bytes())?;
-        }
-        Ok(())
-    }
-    fn load(&mut self, input: &ViewReader<'_>) -> replaydb::Result<()> {
+    fn load(&mut self, input: &ViewTablesRead<'_>) -> replaydb::Result<()> {
         input.for_each("kv", |k, v| {
             let key = u16::from_le_bytes(k.try_into().map_err(|_| input.bad_value("kv", k))?);
             let value = u64::from_le_bytes(v.try_into().map_err(|_| input.bad_value("kv", k))?);
             self.0.insert(key, value);
             Ok(())
         })
-    }
-    fn clone_view(&self) -> Box<dyn View> {
-        Box::new(self.clone())
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -58,17 +55,17 @@ const KEYS: u64 = 1_000;
 const PER_BATCH: u64 = 10;
 
 #[test]
-fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
+fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log_and_store() {
     let tmp = tempfile::tempdir().unwrap();
     let segment_bytes_max = 256 * 1024;
-    let snapshot_every_records = 2_000;
+    let checkpoint_every_records = 2_000;
     let opts = Options {
         durability: Durability::Buffered {
             interval: Duration::from_millis(50),
         },
-        segment_bytes_max,
-        snapshot_every_records,
-        snapshot_every_bytes: 0,
+        segment_bytes_max: Some(segment_bytes_max),
+        checkpoint_every_records,
+        checkpoint_every_bytes: 0,
         ..Options::default()
     };
     let db = Db::open_with_views(
@@ -77,6 +74,10 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
         vec![Box::new(LastValue::default())],
     )
     .unwrap();
+    for key in 0..KEYS {
+        db.set_retention(&format!("key-{key}"), Retention::max_count(PER_BATCH))
+            .unwrap();
+    }
     // Records differ only by the stream name's length ("key-0" to "key-999").
     let header_bytes = db.stats().unwrap().wal_bytes;
     let mut record_bytes_max = 0u64;
@@ -96,15 +97,15 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
         }
     }
     let written_bytes = (UPDATES / PER_BATCH) * (record_bytes_max - 3);
-    db.snapshot().unwrap();
+    db.checkpoint().unwrap();
     let stats = db.stats().unwrap();
-    // The bound: what the older generation does not cover (at most two
-    // snapshot intervals of records) plus one partly covered segment and
+    // The bound: what the previous checkpoint does not cover (at most two
+    // checkpoint intervals of records) plus one partly covered segment and
     // the tail's header.
-    let bound = 2 * snapshot_every_records * record_bytes_max + 2 * segment_bytes_max;
+    let bound = 2 * checkpoint_every_records * record_bytes_max + 2 * segment_bytes_max;
     eprintln!(
-        "wrote {written_bytes} WAL bytes; {} remain in {} segments (bound {bound}); snapshot {} bytes",
-        stats.wal_bytes, stats.segments, stats.snapshot_bytes
+        "wrote {written_bytes} WAL bytes; {} remain in {} segments (bound {bound}); store {} bytes, {} history batches",
+        stats.wal_bytes, stats.segments, stats.store_bytes, stats.history_batches
     );
     assert!(
         stats.wal_bytes <= bound,
@@ -113,9 +114,17 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
     );
     assert!(
         stats.wal_bytes * 5 < written_bytes,
-        "compaction removed most of the log"
+        "truncation removed most of the log"
     );
-    assert_eq!(stats.snapshot_generations, 2);
+    // One batch of ten per key (and the retention events themselves).
+    assert!(
+        stats.history_batches <= 2 * KEYS,
+        "the history keeps what retention says: {stats:?}"
+    );
+    assert!(
+        stats.store_bytes < written_bytes,
+        "the store is bounded by retention: {stats:?}"
+    );
     let on_disk: u64 = common::segments(tmp.path())
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
@@ -125,7 +134,7 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log() {
         "files on disk: {on_disk}"
     );
 
-    // The live state is whole, and survives reopen from the snapshot.
+    // The live state is whole, and survives reopen.
     let expect = |db: &Db| {
         let state = db.view(|v: &LastValue| v.0.clone()).unwrap().unwrap().value;
         assert_eq!(state.len() as u64, KEYS);
