@@ -121,9 +121,13 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
     // Views: the user's, and the registry, as release 0.1 left them.
     assert_eq!(counts(&db), expected_counts(103, 104, 103));
     let reg = Registry::new(db.clone());
+    // Registering beta reclaimed alpha, whose pid was not alive.
     let pods: Vec<String> = reg.allocations().unwrap().into_iter().map(|a| a.pod_name).collect();
-    assert_eq!(pods, vec!["alpha", "beta"]);
-    assert_eq!(reg.find("alpha").unwrap().unwrap().pid, 4242);
+    assert_eq!(pods, vec!["beta"]);
+    assert_eq!(reg.find("beta").unwrap().unwrap().pid, 4343);
+    let alpha = reg.history("alpha").unwrap();
+    assert_eq!(alpha.len(), 1, "the history the log still held: {alpha:?}");
+    assert_eq!(alpha[0].lsn, 302);
     // Versions: expected-version checks hold across the migration.
     assert_eq!(db.stream_version("users").unwrap(), 104);
     assert!(matches!(
@@ -168,7 +172,10 @@ fn a_release_0_1_database_whose_log_starts_at_lsn_1_is_rebuilt_from_the_log() {
     assert_eq!(counts(&db), expected_counts(23, 24, 23));
     let all = db.read(1, usize::MAX).unwrap();
     assert_eq!(all.len(), 72, "the whole history");
-    assert_eq!(Registry::new(db.clone()).allocations().unwrap().len(), 2);
+    let reg = Registry::new(db.clone());
+    assert_eq!(reg.allocations().unwrap().len(), 1, "beta; alpha was reclaimed");
+    let alpha: Vec<u64> = reg.history("alpha").unwrap().iter().map(|h| h.lsn).collect();
+    assert_eq!(alpha, vec![21, 62], "registered, then reclaimed as stale");
 }
 
 #[test]

@@ -122,7 +122,10 @@ pub fn run_repair(dir: &Path, options: &Options, args: &RepairArgs) -> CmdResult
     if args.dry_run {
         return Ok(());
     }
-    repair.apply()?;
+    let done = repair.apply()?;
+    if let Some(store) = &done.store {
+        println!("{store}");
+    }
     println!("repaired; `replaydb verify` should now be clean");
     Ok(())
 }

@@ -232,7 +232,9 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
 pub struct Repair {
     _lock: DirLock,
     storage: std::sync::Arc<dyn crate::storage::Storage>,
+    dir: PathBuf,
     wal_dir: PathBuf,
+    record_bytes_max: u64,
     plan: RepairPlan,
 }
 
@@ -246,7 +248,9 @@ impl Repair {
         Ok(Repair {
             _lock: lock,
             storage: options.storage.clone(),
+            dir: dir.to_path_buf(),
             wal_dir,
+            record_bytes_max: options.record_bytes_max,
             plan,
         })
     }
@@ -257,9 +261,37 @@ impl Repair {
     }
 
     /// Carries the plan out: cut bytes go to `.cut` files, fsynced, before
-    /// anything is truncated or renamed.
-    pub fn apply(self) -> Result<RepairPlan> {
-        apply_repair(self.storage.as_ref(), &self.wal_dir, &self.plan)?;
+    /// anything is truncated or renamed. A store that reflects events the
+    /// cut removed then goes back to its previous checkpoint, if that one
+    /// fits the log, or is set aside (never deleted) to be rebuilt from a
+    /// log that starts at LSN 1; otherwise the store is left as it is and
+    /// the error says why.
+    pub fn apply(mut self) -> Result<RepairPlan> {
+        let fs = self.storage.as_ref();
+        apply_repair(fs, &self.wal_dir, &self.plan)?;
+        if self.plan.problem.is_none() || fs.file_len(&layout::store_path(&self.dir)).ok().flatten().is_none() {
+            return Ok(self.plan);
+        }
+        let scanned = scan_log(fs, &self.wal_dir, self.record_bytes_max)?;
+        let first = scanned.index.first_lsn().unwrap_or(scanned.next_lsn);
+        let (plan, report) =
+            store::plan_store(&self.storage, &self.dir, first, scanned.next_lsn - 1, u64::MAX)?;
+        let what = match &plan {
+            store::open::StorePlan::Use(_) => None,
+            store::open::StorePlan::Fallback { meta, .. } => Some(format!(
+                "the store reflected events the cut removed: restored its previous checkpoint (LSN {}), keeping a copy of it",
+                meta.applied_lsn
+            )),
+            store::open::StorePlan::Rebuild => Some(
+                "the store reflected events the cut removed: set it aside, to be rebuilt from the log at the next open"
+                    .into(),
+            ),
+            _ => None,
+        };
+        if what.is_some() {
+            store::open_store(&self.storage, &self.dir, plan, report, None, 8 << 20)?;
+        }
+        self.plan.store = what;
         Ok(self.plan)
     }
 }

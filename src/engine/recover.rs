@@ -42,9 +42,24 @@ pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> 
         match options.log {
             LogKind::Wal => {
                 let fs = options.storage.clone();
-                let wal = WalLog::open(
+                let wal_dir = layout::wal_dir(dir);
+                // Read-only first: whether the store can be used, or how it
+                // will be made, is decided before the log or the store is
+                // changed, so an open that must fail touches nothing.
+                let scanned =
+                    crate::wal::recovery::scan_existing(fs.as_ref(), &wal_dir, options.record_bytes_max)?;
+                let log_first = scanned.index.first_lsn().unwrap_or(scanned.next_lsn);
+                let (plan, store_report) = store::plan_store(
+                    &fs,
+                    dir,
+                    log_first,
+                    scanned.next_lsn - 1,
+                    options.store_check_on_open_bytes_max,
+                )?;
+                let wal = WalLog::open_scanned(
                     fs.clone(),
-                    &layout::wal_dir(dir),
+                    &wal_dir,
+                    scanned,
                     options.record_bytes_max,
                     options.segment_bytes_max,
                 )?;
@@ -52,9 +67,10 @@ pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> 
                 let opened = store::open_store(
                     &fs,
                     dir,
-                    &wal,
+                    plan,
+                    store_report,
+                    Some(&wal),
                     options.store_cache_bytes,
-                    options.store_check_on_open_bytes_max,
                 )?;
                 report.store = opened.report;
                 report.checkpoint_lsn = opened.applied_lsn;

@@ -40,50 +40,88 @@ pub(crate) struct Migrated {
     pub damaged: Vec<(PathBuf, String)>,
 }
 
-/// Creates the store of a release-0.1 database from its snapshots, if it
-/// has any; `None` if there was nothing to migrate.
-pub(crate) fn from_snapshots(fs: &dyn Storage, dir: &Path, log: &dyn Log) -> Result<Option<Migrated>> {
+/// A migration decided, before anything is changed.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    generations: Vec<(u64, PathBuf)>,
+    /// The generation to seed the store from; `None` when the log holds
+    /// the whole history.
+    seed: Option<PathBuf>,
+    damaged: Vec<(PathBuf, String)>,
+    log_first: u64,
+}
+
+/// Whether the database at `dir` is one of release 0.1 (snapshots, no
+/// store), and how to migrate it: every generation is checked (meta,
+/// pages, and its reach into a log holding `log_first..=log_last`),
+/// changing nothing. Fails with [`Error::NoUsableSnapshot`] when none is
+/// usable and the log no longer starts at LSN 1.
+pub(crate) fn plan(
+    fs: &dyn Storage,
+    dir: &Path,
+    log_first: u64,
+    log_last: u64,
+) -> Result<Option<Plan>> {
     let generations = snapshot::list(fs, dir)?;
     if generations.is_empty() {
         return Ok(None);
     }
-    let (log_first, log_last) = (log.first_lsn(), log.last_lsn());
-    let mut tried = Vec::new();
-    if log_first <= 1 {
-        // The log holds the whole history: the snapshots add nothing. Each
-        // is still checked, so a damaged one is kept, not deleted.
-        for (named_lsn, path) in &generations {
-            let checked = snapshot::open(fs, path).and_then(|(_, contents)| {
-                snapshot::check_joins_log(&contents, *named_lsn, log_first, log_last)
-            });
-            match checked {
-                Ok(()) => {}
-                Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
-                Err(e) => tried.push((path.clone(), e.to_string())),
-            }
-        }
-        open::create(fs, dir, 1, |_| Ok(0))?;
-        tracing::info!(dir = %dir.display(), "created the store; the log holds the whole history, so release 0.1's snapshots are not needed");
-        remove_legacy(fs, dir, &generations, &tried)?;
-        return Ok(Some(Migrated {
-            from: None,
-            damaged: tried,
-        }));
-    }
+    let mut damaged = Vec::new();
+    let mut seed = None;
     for (named_lsn, path) in &generations {
-        let opened = snapshot::open(fs, path).and_then(|(db, contents)| {
-            snapshot::check_joins_log(&contents, *named_lsn, log_first, log_last)?;
-            Ok((db, contents))
+        let checked = snapshot::open(fs, path).and_then(|(_, contents)| {
+            snapshot::check_joins_log(&contents, *named_lsn, log_first, log_last)
         });
-        let (db, contents) = match opened {
-            Ok(o) => o,
+        match checked {
+            Ok(()) => {
+                // The log holds the whole history: no snapshot is needed,
+                // but each is still checked, so a damaged one is kept.
+                if seed.is_none() && log_first > 1 {
+                    seed = Some(path.clone());
+                }
+            }
             Err(e @ (Error::Io { .. } | Error::UnsupportedVersion { .. })) => return Err(e),
             Err(e) => {
-                tracing::error!(snapshot = %path.display(), error = %e, "snapshot unusable for the migration; trying the generation before it");
-                tried.push((path.clone(), e.to_string()));
-                continue;
+                tracing::error!(snapshot = %path.display(), error = %e, "release 0.1 snapshot unusable");
+                damaged.push((path.clone(), e.to_string()));
             }
-        };
+        }
+    }
+    if seed.is_none() && log_first > 1 {
+        return Err(Error::NoUsableSnapshot {
+            log_first_lsn: log_first,
+            details: damaged
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    Ok(Some(Plan {
+        generations,
+        seed,
+        damaged,
+        log_first,
+    }))
+}
+
+/// Creates the store as `plan` says, reading what the log still holds of
+/// the history up to the seed's LSN from `log`.
+pub(crate) fn carry_out(fs: &dyn Storage, dir: &Path, plan: Plan, log: &dyn Log) -> Result<Migrated> {
+    let Some(path) = plan.seed else {
+        open::create(fs, dir, 1, |_| Ok(0))?;
+        tracing::info!(dir = %dir.display(), "created the store; the log holds the whole history, so release 0.1's snapshots are not needed");
+        remove_legacy(fs, dir, &plan.generations, &plan.damaged)?;
+        return Ok(Migrated {
+            from: None,
+            damaged: plan.damaged,
+        });
+    };
+    let log_first = plan.log_first;
+    let (db, contents) = snapshot::open(fs, &path)?;
+    let path = &path;
+    {
+        {
         let covered = contents.covered_lsn;
         open::create(fs, dir, log_first, |store| {
             let op = "migrate snapshot";
@@ -170,20 +208,13 @@ pub(crate) fn from_snapshots(fs: &dyn Storage, dir: &Path, log: &dyn Log) -> Res
             Ok(covered)
         })?;
         tracing::info!(snapshot = %path.display(), lsn = covered, "migrated release 0.1's snapshot into the store");
-        remove_legacy(fs, dir, &generations, &tried)?;
-        return Ok(Some(Migrated {
+        remove_legacy(fs, dir, &plan.generations, &plan.damaged)?;
+        Ok(Migrated {
             from: Some((path.clone(), covered)),
-            damaged: tried,
-        }));
+            damaged: plan.damaged,
+        })
+        }
     }
-    Err(Error::NoUsableSnapshot {
-        log_first_lsn: log_first,
-        details: tried
-            .iter()
-            .map(|(p, e)| format!("{}: {e}", p.display()))
-            .collect::<Vec<_>>()
-            .join("; "),
-    })
 }
 
 /// Removes the migrated generations and the views file, once the store

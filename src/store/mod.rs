@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::storage::{RedbBackend, StorageFile};
 
 pub(crate) use history::StoreRead;
-pub(crate) use open::{open_store, read_meta};
+pub(crate) use open::{open_store, plan_store, read_meta};
 pub use open::StoreReport;
 pub(crate) use write::{BatchRef, StoreWrite};
 

@@ -312,89 +312,149 @@ pub(crate) fn init_meta(store: &Store, history_from_lsn: u64, applied: u64) -> R
     w.commit_durably()
 }
 
-/// Opens the store of the database at `dir` against `log` (see the module
-/// docs).
-pub(crate) fn open_store(
+/// What opening the store will do, decided before anything is changed.
+#[derive(Debug)]
+pub(crate) enum StorePlan {
+    /// Use it as it is.
+    Use(StoreMeta),
+    /// Create it empty (a new database).
+    Create,
+    /// Create it from a release-0.1 database's snapshots.
+    Migrate(migrate::Plan),
+    /// Keep a copy of the damaged file, then restore the previous
+    /// checkpoint's savepoint `id`, which reflects `meta`.
+    Fallback {
+        id: u64,
+        meta: StoreMeta,
+        len: u64,
+    },
+    /// Set the damaged file aside and rebuild from the log.
+    Rebuild,
+}
+
+/// Decides how to open the store of the database at `dir` against a log
+/// holding `log_first..=log_last`, changing nothing (see the module docs).
+/// Fails, with nothing touched, when the store cannot be used and the log
+/// cannot rebuild it.
+pub(crate) fn plan_store(
     fs: &Arc<dyn Storage>,
     dir: &Path,
-    log: &dyn Log,
-    cache_bytes: usize,
+    log_first: u64,
+    log_last: u64,
     check_bytes_max: u64,
-) -> Result<OpenedStore> {
+) -> Result<(StorePlan, StoreReport)> {
     let path = layout::store_path(dir);
     let mut report = StoreReport {
         path: path.clone(),
         ..StoreReport::default()
     };
-    let (log_first, log_last) = (log.first_lsn(), log.last_lsn());
     let exists = fs
         .file_len(&path)
         .map_err(|e| Error::io("stat store", &path, e))?
         .is_some();
     if !exists {
-        if let Some(m) = migrate::from_snapshots(fs.as_ref(), dir, log)? {
-            report.migrated = true;
-            report.migrated_from = m.from;
-            report.legacy_snapshots_damaged = m.damaged;
-        } else if log_first > 1 {
+        if let Some(plan) = migrate::plan(fs.as_ref(), dir, log_first, log_last)? {
+            return Ok((StorePlan::Migrate(plan), report));
+        }
+        if log_first > 1 {
             return Err(Error::StoreUnusable {
                 path,
                 reason: "there is no store".into(),
                 log_first_lsn: log_first,
             });
-        } else {
-            create(fs.as_ref(), dir, 1, |_| Ok(0))?;
-            report.created = true;
         }
+        return Ok((StorePlan::Create, report));
     }
-    let file = layout::open(fs.as_ref(), &path, OpenMode::ReadWrite, "open store")?;
+    let file = layout::open(fs.as_ref(), &path, OpenMode::Read, "open store")?;
     let len = file.len().map_err(|e| Error::io("stat store", &path, e))?;
     let whole = len <= check_bytes_max;
     report.integrity_checked = whole;
-    let verdict = check(&file, &path, log_first, log_last, whole)?;
-    let meta = match verdict {
-        Verdict::Good(meta) => meta,
-        Verdict::Damaged(why) => {
-            tracing::error!(store = %path.display(), reason = %why, "the store is damaged");
-            report.damage = Some(why.clone());
-            if let Some((id, meta)) = plan_fallback(&file, &path, log_first, log_last) {
-                // Evidence first, then the change.
-                let kept = layout::fresh_side_path(fs.as_ref(), &path, layout::DAMAGED_SUFFIX)?;
-                layout::copy_range(
-                    fs.as_ref(),
-                    file.as_ref(),
+    let why = match check(&file, &path, log_first, log_last, whole)? {
+        Verdict::Good(meta) => return Ok((StorePlan::Use(meta), report)),
+        Verdict::Damaged(why) => why,
+    };
+    tracing::error!(store = %path.display(), reason = %why, "the store is damaged");
+    report.damage = Some(why.clone());
+    if let Some((id, meta)) = plan_fallback(&file, &path, log_first, log_last) {
+        return Ok((StorePlan::Fallback { id, meta, len }, report));
+    }
+    if log_first > 1 {
+        return Err(Error::StoreUnusable {
+            path,
+            reason: why,
+            log_first_lsn: log_first,
+        });
+    }
+    Ok((StorePlan::Rebuild, report))
+}
+
+/// Carries `plan` out against the opened `log`.
+pub(crate) fn open_store(
+    fs: &Arc<dyn Storage>,
+    dir: &Path,
+    plan: StorePlan,
+    mut report: StoreReport,
+    log: Option<&dyn Log>,
+    cache_bytes: usize,
+) -> Result<OpenedStore> {
+    let path = layout::store_path(dir);
+    let open_file = || layout::open(fs.as_ref(), &path, OpenMode::ReadWrite, "open store");
+    let applied_lsn = match plan {
+        StorePlan::Use(meta) => meta.applied_lsn,
+        StorePlan::Create => {
+            create(fs.as_ref(), dir, 1, |_| Ok(0))?;
+            report.created = true;
+            0
+        }
+        StorePlan::Migrate(plan) => {
+            let log = log.ok_or_else(|| Error::InvalidArgument {
+                op: "open store",
+                reason: "a migration needs the log".into(),
+            })?;
+            let m = migrate::carry_out(fs.as_ref(), dir, plan, log)?;
+            report.migrated = true;
+            report.migrated_from = m.from;
+            report.legacy_snapshots_damaged = m.damaged;
+            let file = open_file()?;
+            let store = Store::on_file(file, &path, cache_bytes)?;
+            let meta = read_meta(&store.db, &path)?;
+            return Ok(OpenedStore {
+                store,
+                applied_lsn: meta.applied_lsn,
+                report,
+            });
+        }
+        StorePlan::Fallback { id, meta, len } => {
+            let file = open_file()?;
+            // Evidence first, then the change.
+            let kept = layout::fresh_side_path(fs.as_ref(), &path, layout::DAMAGED_SUFFIX)?;
+            layout::copy_range(
+                fs.as_ref(),
+                file.as_ref(),
+                &path,
+                0,
+                len,
+                &kept,
+                "keep the damaged store",
+            )?;
+            layout::sync_dir(fs.as_ref(), dir)?;
+            let store = Store::on_file(file, &path, cache_bytes)?;
+            if restore_previous(&store.db, &path)? != Some(id) {
+                return Err(damaged(
                     &path,
-                    0,
-                    len,
-                    &kept,
-                    "keep the damaged store",
-                )?;
-                layout::sync_dir(fs.as_ref(), dir)?;
-                let store = Store::on_file(file.clone(), &path, cache_bytes)?;
-                let restored = restore_previous(&store.db, &path)?;
-                if restored != Some(id) {
-                    return Err(damaged(
-                        &path,
-                        "the previous checkpoint changed between trial and restore".into(),
-                    ));
-                }
-                tracing::warn!(store = %path.display(), lsn = meta.applied_lsn, kept = %kept.display(), "fell back to the previous checkpoint");
-                report.fell_back_to_lsn = Some(meta.applied_lsn);
-                report.damaged_kept_in = Some(kept);
-                return Ok(OpenedStore {
-                    store,
-                    applied_lsn: meta.applied_lsn,
-                    report,
-                });
+                    "the previous checkpoint changed between trial and restore".into(),
+                ));
             }
-            if log_first > 1 {
-                return Err(Error::StoreUnusable {
-                    path,
-                    reason: why,
-                    log_first_lsn: log_first,
-                });
-            }
-            drop(file);
+            tracing::warn!(store = %path.display(), lsn = meta.applied_lsn, kept = %kept.display(), "fell back to the previous checkpoint");
+            report.fell_back_to_lsn = Some(meta.applied_lsn);
+            report.damaged_kept_in = Some(kept);
+            return Ok(OpenedStore {
+                store,
+                applied_lsn: meta.applied_lsn,
+                report,
+            });
+        }
+        StorePlan::Rebuild => {
             let kept = layout::fresh_side_path(fs.as_ref(), &path, layout::DAMAGED_SUFFIX)?;
             fs.rename(&path, &kept)
                 .map_err(|e| Error::io("set the damaged store aside", &path, e))?;
@@ -403,19 +463,13 @@ pub(crate) fn open_store(
             create(fs.as_ref(), dir, 1, |_| Ok(0))?;
             report.rebuilt = true;
             report.damaged_kept_in = Some(kept);
-            let file = layout::open(fs.as_ref(), &path, OpenMode::ReadWrite, "open store")?;
-            let store = Store::on_file(file, &path, cache_bytes)?;
-            return Ok(OpenedStore {
-                store,
-                applied_lsn: 0,
-                report,
-            });
+            0
         }
     };
-    let store = Store::on_file(file, &path, cache_bytes)?;
+    let store = Store::on_file(open_file()?, &path, cache_bytes)?;
     Ok(OpenedStore {
         store,
-        applied_lsn: meta.applied_lsn,
+        applied_lsn,
         report,
     })
 }

@@ -55,6 +55,19 @@ impl WalLog {
         record_bytes_max: u64,
         segment_bytes_max: Option<u64>,
     ) -> Result<WalLog> {
+        let scanned = recovery::scan_existing(fs.as_ref(), wal_dir, record_bytes_max)?;
+        WalLog::open_scanned(fs, wal_dir, scanned, record_bytes_max, segment_bytes_max)
+    }
+
+    /// [`WalLog::open`] after a read-only scan (so that the caller can
+    /// check what depends on the log before anything is changed).
+    pub fn open_scanned(
+        fs: Arc<dyn Storage>,
+        wal_dir: &Path,
+        scanned: recovery::ScannedLog,
+        record_bytes_max: u64,
+        segment_bytes_max: Option<u64>,
+    ) -> Result<WalLog> {
         layout::create_dir(fs.as_ref(), wal_dir)?;
         let settings = settings::load_or_create(
             fs.as_ref(),
@@ -62,12 +75,7 @@ impl WalLog {
             segment_bytes_max,
             crate::options::SEGMENT_BYTES_DEFAULT,
         )?;
-        let opened = recovery::open_log(
-            &fs,
-            wal_dir,
-            record_bytes_max,
-            settings.segment_bytes_max,
-        )?;
+        let opened = recovery::open_scanned(&fs, wal_dir, scanned, settings.segment_bytes_max)?;
         let last = opened.next_lsn - 1;
         let tail_map_len = opened
             .index

@@ -226,9 +226,37 @@ pub fn open_log(
     record_bytes_max: u64,
     segment_bytes_max: u64,
 ) -> Result<OpenedLog> {
+    let scanned = scan_existing(fs.as_ref(), wal_dir, record_bytes_max)?;
+    open_scanned(fs, wal_dir, scanned, segment_bytes_max)
+}
+
+/// [`scan_log`], or an empty scan when `wal_dir` does not exist yet (a new
+/// database): changes nothing either way.
+pub fn scan_existing(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
+    if fs.is_dir(wal_dir) {
+        return scan_log(fs, wal_dir, record_bytes_max);
+    }
+    Ok(ScannedLog {
+        index: LogIndex::default(),
+        segments: Vec::new(),
+        tail_end: None,
+        next_lsn: 1,
+        report: RecoveryReport::default(),
+        temp_files: Vec::new(),
+    })
+}
+
+/// The second half of [`open_log`]: what a scan found made ready for
+/// appending (temporary files removed, a torn tail cut, the tail
+/// reserved and synced, an old-format tail rolled).
+pub fn open_scanned(
+    fs: &Arc<dyn Storage>,
+    wal_dir: &Path,
+    mut scanned: ScannedLog,
+    segment_bytes_max: u64,
+) -> Result<OpenedLog> {
     layout::create_dir(fs.as_ref(), wal_dir)?;
     let started = Instant::now();
-    let mut scanned = scan_log(fs.as_ref(), wal_dir, record_bytes_max)?;
     for tmp in &scanned.temp_files {
         // A .tmp segment was never renamed into place, so no record in it
         // was ever acknowledged.

@@ -62,6 +62,9 @@ pub struct RepairPlan {
     pub problem: Option<String>,
     /// The steps, in order. Empty when the log is clean.
     pub actions: Vec<RepairAction>,
+    /// What was done to the store once the log was cut, if it reflected
+    /// events the cut removed (filled in by `Repair::apply`).
+    pub store: Option<String>,
 }
 
 /// Works out what [`apply_repair`] would do, changing nothing.
@@ -120,6 +123,7 @@ pub fn plan_repair(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> R
     Ok(RepairPlan {
         problem: Some(problem),
         actions,
+        store: None,
     })
 }
 
