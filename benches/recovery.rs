@@ -1,16 +1,17 @@
-//! Reopen time of a database holding 1 M events, with and without a
-//! recent snapshot, in the same run.
+//! Reopen time of a database holding 1 M events, after a clean close and
+//! after a crash, in the same run.
 //!
 //! ```sh
 //! cargo bench --bench recovery
 //! ```
 //!
 //! Both databases hold the same 1 M 100-byte events over 1 000 streams and
-//! register the same view (events and bytes per stream). Without a
-//! snapshot, open checks every record and replays all of them into the
-//! view. With snapshots every 20 000 records (4 MiB segments), the log
-//! was compacted behind the older generation: open loads the newest
-//! snapshot and checks and replays only the tail.
+//! register the same view (events and bytes per stream). After a clean
+//! close the last checkpoint covers everything: open checks the store's
+//! meta and the log and replays nothing. The crash image is a copy of the
+//! directory taken while the database was open with no checkpoint since
+//! the start (checkpoints off): open finds the store at its creation and
+//! replays all 1 M events from the log into the store and the view.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -18,7 +19,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use replaydb::{Db, Durability, EventRef, ExpectedVersion, Options, View, ViewReader, ViewWriter};
+use replaydb::{
+    Db, Durability, EventRef, ExpectedVersion, Options, View, ViewTables, ViewTablesRead,
+};
 
 const EVENTS: u64 = 1_000_000;
 const STREAMS: u64 = 1_000;
@@ -34,27 +37,26 @@ impl View for PerStream {
     fn schema_version(&self) -> u32 {
         1
     }
-    fn apply(&mut self, e: &EventRef<'_>) {
-        match self.0.get_mut(e.stream) {
-            Some(v) => *v = (v.0 + 1, v.1 + e.data.len() as u64),
-            None => {
-                self.0
-                    .insert(e.stream.to_string(), (1, e.data.len() as u64));
+    fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> replaydb::Result<()> {
+        let v = match self.0.get_mut(e.stream) {
+            Some(v) => {
+                *v = (v.0 + 1, v.1 + e.data.len() as u64);
+                *v
             }
-        }
+            None => {
+                let v = (1, e.data.len() as u64);
+                self.0.insert(e.stream.to_string(), v);
+                v
+            }
+        };
+        let mut value = v.0.to_le_bytes().to_vec();
+        value.extend_from_slice(&v.1.to_le_bytes());
+        tables.put("per_stream", e.stream.as_bytes(), &value)
     }
     fn reset(&mut self) {
         self.0.clear()
     }
-    fn save(&self, out: &mut ViewWriter<'_>) -> replaydb::Result<()> {
-        for (k, (n, b)) in &self.0 {
-            let mut v = n.to_le_bytes().to_vec();
-            v.extend_from_slice(&b.to_le_bytes());
-            out.put("per_stream", k.as_bytes(), &v)?;
-        }
-        Ok(())
-    }
-    fn load(&mut self, input: &ViewReader<'_>) -> replaydb::Result<()> {
+    fn load(&mut self, input: &ViewTablesRead<'_>) -> replaydb::Result<()> {
         input.for_each("per_stream", |k, v| {
             let n = v
                 .get(..8)
@@ -71,9 +73,6 @@ impl View for PerStream {
                 .insert(String::from_utf8_lossy(k).into_owned(), (n, b));
             Ok(())
         })
-    }
-    fn clone_view(&self) -> Box<dyn View> {
-        Box::new(self.clone())
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -96,8 +95,7 @@ fn open(dir: &Path, opts: &Options) -> Db {
     Db::open_with_views(dir, opts.clone(), vec![Box::new(PerStream::default())]).expect("open")
 }
 
-fn fill(dir: &Path, opts: &Options) {
-    let db = open(dir, opts);
+fn fill(db: &Db) {
     let names: Vec<String> = (0..STREAMS).map(|s| format!("stream-{s}")).collect();
     let event = vec![42u8; 100];
     for i in 0..EVENTS {
@@ -110,43 +108,81 @@ fn fill(dir: &Path, opts: &Options) {
     }
 }
 
+/// Copies a directory tree, as a crash would leave it.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 fn bench_recovery(c: &mut Criterion) {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
-    let without = tmp.path().join("without-snapshot");
-    let with = tmp.path().join("with-snapshot");
-    let (opts_without, opts_with) = (options(0), options(20_000));
-    fill(&without, &opts_without);
-    fill(&with, &opts_with);
+    let clean = tmp.path().join("closed-cleanly");
+    let crashed = tmp.path().join("crash-image");
+    let opts = options(0);
+    let no_checkpoints = Options {
+        checkpoint_every: None,
+        ..opts.clone()
+    };
     {
-        let db = open(&with, &opts_with);
-        let s = db.stats().expect("stats");
+        let db = open(&clean, &no_checkpoints);
+        fill(&db);
+        db.sync().expect("sync");
+        copy_dir(&clean, &crashed);
+    }
+    for dir in [&clean, &crashed] {
+        let s = open(dir, &opts).stats().expect("stats");
         eprintln!(
-            "with snapshots: WAL {} bytes in {} segments from LSN {}, snapshot at LSN {} ({} bytes)",
-            s.wal_bytes, s.segments, s.first_lsn, s.snapshot_lsn, s.snapshot_bytes
+            "{}: WAL {} bytes in {} segments from LSN {}, store {} bytes at checkpoint LSN {}",
+            dir.display(),
+            s.wal_bytes,
+            s.segments,
+            s.log_first_lsn,
+            s.store_bytes,
+            s.checkpoint_lsn
         );
-        let db = open(&without, &opts_without);
-        let s = db.stats().expect("stats");
-        eprintln!(
-            "without: WAL {} bytes in {} segments",
-            s.wal_bytes, s.segments
-        );
+    }
+    // The stats opens above closed cleanly: take the crash image again.
+    std::fs::remove_dir_all(&crashed).expect("rm");
+    {
+        let db = open(&clean, &no_checkpoints);
+        db.append("stream-0", ExpectedVersion::Any, &[b"x"])
+            .expect("append");
+        db.sync().expect("sync");
+        copy_dir(&clean, &crashed);
     }
     let mut g = c.benchmark_group("reopen_1m_events");
     g.throughput(Throughput::Elements(EVENTS));
     g.sample_size(10);
-    g.bench_function("without_snapshot", |b| {
+    g.bench_function("after_a_clean_close", |b| {
         b.iter(|| {
-            let db = open(&without, &opts_without);
-            assert_eq!(db.recovery_report().replayed_events, EVENTS);
+            let db = open(&clean, &opts);
+            assert_eq!(db.recovery_report().replayed_events, 0);
             black_box(db)
         })
     });
-    g.bench_function("with_recent_snapshot", |b| {
-        b.iter(|| {
-            let db = open(&with, &opts_with);
-            assert!(db.recovery_report().snapshot.is_some());
-            black_box(db)
-        })
+    g.bench_function("after_a_crash_1_event_behind", |b| {
+        b.iter_batched(
+            || {
+                let image = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+                copy_dir(&crashed, image.path());
+                image
+            },
+            |image| {
+                let db = open(image.path(), &opts);
+                black_box(db.recovery_report().replayed_events);
+                drop(db);
+                image
+            },
+            criterion::BatchSize::PerIteration,
+        )
     });
     g.finish();
 }

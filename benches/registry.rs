@@ -19,7 +19,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use replaydb::registry::{Allocation, Registration, Registry, RegistryState, ScopeRule, decide};
-use replaydb::{Db, Durability, Options};
+use replaydb::{Durability, Options};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]

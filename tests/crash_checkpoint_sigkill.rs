@@ -70,7 +70,11 @@ fn sigkill_during_checkpoints_and_truncation_loses_no_acknowledged_event() {
         );
         let stats = db.stats().unwrap();
         let held = db.read(1, usize::MAX).unwrap();
-        assert_eq!(held.len() as u64, version, "cycle {cycle}: the whole history");
+        assert_eq!(
+            held.len() as u64,
+            version,
+            "cycle {cycle}: the whole history"
+        );
         let by_lsn: std::collections::HashMap<u64, Value> = held
             .iter()
             .map(|e| (e.lsn, rmp_serde::from_slice(&e.data).unwrap()))

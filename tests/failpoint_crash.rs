@@ -102,7 +102,11 @@ fn a_crash_at_every_checkpoint_and_truncation_step_loses_nothing() {
         // appends 100 more, each acknowledged, and in the checkpoint of its
         // close (which truncates what the first covered) it dies.
         let first = append_stdin(dir, None, "b", 100);
-        assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
         let out = append_stdin(dir, Some(failpoint), "b", 100);
         assert!(
             !out.status.success(),
@@ -116,12 +120,19 @@ fn a_crash_at_every_checkpoint_and_truncation_step_loses_nothing() {
             .lines()
             .map(|l| l.trim().parse().unwrap())
             .collect();
-        assert_eq!(acked.len(), 100, "{failpoint}: every append was acknowledged first");
+        assert_eq!(
+            acked.len(),
+            100,
+            "{failpoint}: every append was acknowledged first"
+        );
         let acked_last = 260;
 
         let db = Db::open(dir, opts()).unwrap_or_else(|e| panic!("{failpoint}: reopen: {e}"));
         let last = db.last_lsn();
-        assert!(last >= acked_last, "{failpoint}: LSN {acked_last} was acknowledged, the log ends at {last}");
+        assert!(
+            last >= acked_last,
+            "{failpoint}: LSN {acked_last} was acknowledged, the log ends at {last}"
+        );
         assert_eq!(db.stream_version("a").unwrap(), 60, "{failpoint}");
         assert_eq!(db.stream_version("b").unwrap(), last - 60, "{failpoint}");
         let events = db.read(1, usize::MAX).unwrap();
@@ -150,7 +161,10 @@ fn a_crash_before_the_new_store_is_renamed_into_place_leaves_a_database_that_ope
     append(dir, "a", 3);
     let db = Db::open(dir, opts()).unwrap();
     assert_eq!(db.last_lsn(), 3);
-    assert!(!dir.join("store.redb.tmp").exists(), "the unfinished store is gone");
+    assert!(
+        !dir.join("store.redb.tmp").exists(),
+        "the unfinished store is gone"
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, Barrier};
 
-use replaydb::registry::{Registry, RegistryError, ScopeRule};
 use replaydb::Options;
+use replaydb::registry::{Registry, RegistryError, ScopeRule};
 
 const THREADS: usize = 8;
 const ROUNDS: usize = 10;

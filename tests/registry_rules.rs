@@ -4,10 +4,10 @@
 
 mod common;
 
+use replaydb::Options;
 use replaydb::registry::{
     Authority, Change, Permission, Registry, RegistryError, RemovalReason, ScopeRule,
 };
-use replaydb::Options;
 use uuid::Uuid;
 
 fn w(t: &str) -> ScopeRule {

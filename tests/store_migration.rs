@@ -86,7 +86,10 @@ fn open(dir: &Path) -> Result<Db> {
     Db::open_with_views(
         dir,
         Options::default(),
-        vec![Box::new(RegistryView::default()), Box::new(Counts::default())],
+        vec![
+            Box::new(RegistryView::default()),
+            Box::new(Counts::default()),
+        ],
     )
 }
 
@@ -95,10 +98,15 @@ fn counts(db: &Db) -> BTreeMap<String, u64> {
 }
 
 fn expected_counts(orders: u64, users: u64, audit: u64) -> BTreeMap<String, u64> {
-    [("orders", orders), ("users", users), ("audit", audit), ("$registry", 2)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    [
+        ("orders", orders),
+        ("users", users),
+        ("audit", audit),
+        ("$registry", 2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Event `i` of the fixtures' program (from 1) and its LSN.
@@ -113,7 +121,11 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
     let db = open(tmp.path()).unwrap();
     let report = db.recovery_report().clone();
     assert!(report.store.migrated, "{report:?}");
-    let (from, lsn) = report.store.migrated_from.clone().expect("seeded from a snapshot");
+    let (from, lsn) = report
+        .store
+        .migrated_from
+        .clone()
+        .expect("seeded from a snapshot");
     assert_eq!(lsn, 302);
     assert!(from.ends_with("snapshots/00000000000000000302.redb"));
     assert_eq!(report.replayed_events, 10, "the log after the snapshot");
@@ -122,7 +134,12 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
     assert_eq!(counts(&db), expected_counts(103, 104, 103));
     let reg = Registry::new(db.clone());
     // Registering beta reclaimed alpha, whose pid was not alive.
-    let pods: Vec<String> = reg.allocations().unwrap().into_iter().map(|a| a.pod_name).collect();
+    let pods: Vec<String> = reg
+        .allocations()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.pod_name)
+        .collect();
     assert_eq!(pods, vec!["beta"]);
     assert_eq!(reg.find("beta").unwrap().unwrap().pid, 4343);
     let alpha = reg.history("alpha").unwrap();
@@ -140,7 +157,9 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
     assert_eq!(held.first().map(|e| e.lsn), Some(238));
     assert_eq!(held.last().map(|e| e.lsn), Some(312));
     match db.read(1, 1) {
-        Err(Error::Compacted { oldest_available, .. }) => assert_eq!(oldest_available, 238),
+        Err(Error::Compacted {
+            oldest_available, ..
+        }) => assert_eq!(oldest_available, 238),
         other => panic!("expected Compacted, got {other:?}"),
     }
     // The last ten events are events 301..=310 at LSNs 303..=312.
@@ -150,13 +169,19 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
     }
     // The snapshots and the views file are gone; the store replaces them.
     assert!(!tmp.path().join("VIEWS").exists());
-    assert!(replaydb::snapshot::list(&replaydb::storage::OsStorage, tmp.path())
-        .unwrap()
-        .is_empty());
+    assert!(
+        replaydb::snapshot::list(&replaydb::storage::OsStorage, tmp.path())
+            .unwrap()
+            .is_empty()
+    );
     drop(reg);
     drop(db);
     let out = common::cli(tmp.path(), &["verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let db = open(tmp.path()).unwrap();
     assert!(!db.recovery_report().store.migrated);
     assert_eq!(counts(&db), expected_counts(103, 104, 103));
@@ -167,14 +192,26 @@ fn a_release_0_1_database_whose_log_starts_at_lsn_1_is_rebuilt_from_the_log() {
     let tmp = copy_of("db-0.1-full");
     let db = open(tmp.path()).unwrap();
     let report = db.recovery_report().clone();
-    assert!(report.store.migrated && report.store.migrated_from.is_none(), "{report:?}");
+    assert!(
+        report.store.migrated && report.store.migrated_from.is_none(),
+        "{report:?}"
+    );
     assert_eq!(report.replayed_events, 72);
     assert_eq!(counts(&db), expected_counts(23, 24, 23));
     let all = db.read(1, usize::MAX).unwrap();
     assert_eq!(all.len(), 72, "the whole history");
     let reg = Registry::new(db.clone());
-    assert_eq!(reg.allocations().unwrap().len(), 1, "beta; alpha was reclaimed");
-    let alpha: Vec<u64> = reg.history("alpha").unwrap().iter().map(|h| h.lsn).collect();
+    assert_eq!(
+        reg.allocations().unwrap().len(),
+        1,
+        "beta; alpha was reclaimed"
+    );
+    let alpha: Vec<u64> = reg
+        .history("alpha")
+        .unwrap()
+        .iter()
+        .map(|h| h.lsn)
+        .collect();
     assert_eq!(alpha, vec![21, 62], "registered, then reclaimed as stale");
 }
 
@@ -191,11 +228,19 @@ fn a_damaged_newest_snapshot_of_release_0_1_migrates_from_the_older_and_is_kept(
         .unwrap();
     let db = open(tmp.path()).unwrap();
     let report = db.recovery_report().clone();
-    assert_eq!(report.store.migrated_from.as_ref().map(|f| f.1), Some(241), "{report:?}");
+    assert_eq!(
+        report.store.migrated_from.as_ref().map(|f| f.1),
+        Some(241),
+        "{report:?}"
+    );
     assert_eq!(report.store.legacy_snapshots_damaged.len(), 1);
     assert_eq!(report.replayed_events, 71, "LSNs 242..=312");
     assert_eq!(counts(&db), expected_counts(103, 104, 103));
-    assert!(tmp.path().join("snapshots/00000000000000000302.redb.damaged").exists());
+    assert!(
+        tmp.path()
+            .join("snapshots/00000000000000000302.redb.damaged")
+            .exists()
+    );
 }
 
 #[test]
@@ -206,13 +251,20 @@ fn a_release_0_1_database_with_no_usable_snapshot_and_a_compacted_log_fails_and_
     }
     let before = common::listing(tmp.path());
     match open(tmp.path()) {
-        Err(Error::NoUsableSnapshot { log_first_lsn, details }) => {
+        Err(Error::NoUsableSnapshot {
+            log_first_lsn,
+            details,
+        }) => {
             assert_eq!(log_first_lsn, 238);
             assert!(details.contains("00000000000000000241.redb"), "{details}");
         }
         other => panic!("expected NoUsableSnapshot, got {other:?}"),
     }
-    assert_eq!(common::listing(tmp.path()), before, "nothing created, renamed or deleted");
+    assert_eq!(
+        common::listing(tmp.path()),
+        before,
+        "nothing created, renamed or deleted"
+    );
 }
 
 #[test]
@@ -237,7 +289,11 @@ fn a_new_view_on_a_store_migrated_from_a_compacted_log_is_refused_by_name() {
         }
     }
     match Db::open_with_views(tmp.path(), Options::default(), vec![Box::new(Fresh)]) {
-        Err(Error::ViewVersion { view, log_first_lsn, .. }) => {
+        Err(Error::ViewVersion {
+            view,
+            log_first_lsn,
+            ..
+        }) => {
             assert_eq!((view.as_str(), log_first_lsn), ("fresh", 238));
         }
         other => panic!("expected ViewVersion, got {other:?}"),
@@ -250,7 +306,8 @@ fn a_release_0_1_database_with_a_damaged_snapshot_and_a_whole_log_opens_and_keep
     {
         let db = Db::open(tmp.path(), Options::default()).unwrap();
         for i in 0..20u64 {
-            db.append("s", ExpectedVersion::Any, &[i.to_le_bytes()]).unwrap();
+            db.append("s", ExpectedVersion::Any, &[i.to_le_bytes()])
+                .unwrap();
         }
     }
     // Make it look like release 0.1's: no store, one (damaged) snapshot.

@@ -71,7 +71,10 @@ fn views_recover_from_the_store_and_the_history_outlives_the_truncated_log() {
     // The log no longer holds what the previous checkpoint covers, but the
     // history does: from LSN 1, by stream, and to a subscriber.
     let stats = db.stats().unwrap();
-    assert!(stats.log_first_lsn > 1 && stats.log_first_lsn <= 301, "{stats:?}");
+    assert!(
+        stats.log_first_lsn > 1 && stats.log_first_lsn <= 301,
+        "{stats:?}"
+    );
     assert_eq!(stats.first_lsn, 1);
     let all = db.read(1, usize::MAX).unwrap();
     assert_eq!(all.len(), 650);
@@ -134,7 +137,10 @@ fn overwrite(dir: &std::path::Path, mark: &str) {
     let mut bytes = std::fs::read(&path).unwrap();
     let mut hits = 0;
     let mut at = 0;
-    while let Some(p) = bytes[at..].windows(mark.len()).position(|w| w == mark.as_bytes()) {
+    while let Some(p) = bytes[at..]
+        .windows(mark.len())
+        .position(|w| w == mark.as_bytes())
+    {
         for b in &mut bytes[at + p..at + p + mark.len()] {
             *b = b'#';
         }
@@ -155,13 +161,23 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_and_loses_nothing() {
     assert!(report.store.damage.is_some(), "{report:?}");
     assert_eq!(report.store.fell_back_to_lsn, Some(600), "{report:?}");
     assert_eq!(report.checkpoint_lsn, 600);
-    assert_eq!(report.replayed_events, 20, "the log after the previous checkpoint");
-    let kept = report.store.damaged_kept_in.clone().expect("the damaged store is kept");
+    assert_eq!(
+        report.replayed_events, 20,
+        "the log after the previous checkpoint"
+    );
+    let kept = report
+        .store
+        .damaged_kept_in
+        .clone()
+        .expect("the damaged store is kept");
     assert!(kept.exists());
     assert_eq!(view_of(&db), (model.clone(), 620));
     let all = db.read(1, usize::MAX).unwrap();
     assert_eq!(all.len(), 620);
-    assert!(all[619].data.starts_with(b"ZZZZ 619"), "acknowledged events are back");
+    assert!(
+        all[619].data.starts_with(b"ZZZZ 619"),
+        "acknowledged events are back"
+    );
     drop(db);
     let db = open(tmp.path()).unwrap();
     assert!(db.recovery_report().store.damage.is_none());
@@ -207,7 +223,13 @@ fn a_damaged_store_is_rebuilt_from_a_log_that_starts_at_lsn_1() {
     let db = open(tmp.path()).unwrap();
     let report = db.recovery_report().clone();
     assert!(report.store.rebuilt, "{report:?}");
-    assert!(report.store.damaged_kept_in.as_ref().is_some_and(|p| p.exists()));
+    assert!(
+        report
+            .store
+            .damaged_kept_in
+            .as_ref()
+            .is_some_and(|p| p.exists())
+    );
     assert_eq!(report.replayed_events, 50);
     assert_eq!(view_of(&db), (model, 50));
 }
@@ -386,7 +408,11 @@ fn a_view_a_handle_lacks_catches_up_from_the_history_however_far_the_log_was_tru
     // The CLI registers none of the program's views; it checkpoints and
     // truncates the log as it likes.
     let out = common::cli(tmp.path(), &["checkpoint"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for events in [&["1", "2"][..], &["3"][..]] {
         let mut args = vec![
             "--checkpoint-every-records",
@@ -397,7 +423,11 @@ fn a_view_a_handle_lacks_catches_up_from_the_history_however_far_the_log_was_tru
         ];
         args.extend_from_slice(events);
         let out = common::cli(tmp.path(), &args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The program's view, left at LSN 50, folds the rest from the history.
     let db = open(tmp.path()).unwrap();

@@ -25,6 +25,9 @@ impl View for LastValue {
         1
     }
     fn apply(&mut self, e: &EventRef<'_>, tables: &mut ViewTables<'_>) -> replaydb::Result<()> {
+        if !e.stream.starts_with("key-") {
+            return Ok(());
+        }
         if let (Some(k), Some(v)) = (e.data.get(..2), e.data.get(2..10)) {
             self.0.insert(
                 u16::from_le_bytes(k.try_into().unwrap()),

@@ -217,11 +217,7 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     let v = replaydb::verify(dir, options)?;
     println!(
         "verify: ok, {} records, {} events, LSNs {}..={} gapless, every CRC checked, store checked page by page, {} history rows match the log",
-        v.records,
-        v.events,
-        v.first_lsn,
-        v.last_lsn,
-        v.history_rows_checked
+        v.records, v.events, v.first_lsn, v.last_lsn, v.history_rows_checked
     );
     Ok(())
 }

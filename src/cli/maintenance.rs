@@ -159,7 +159,10 @@ pub fn run_checkpoint(dir: &Path, options: &Options) -> CmdResult {
     if done.written {
         println!("checkpoint at LSN {}", done.covered_lsn);
     } else {
-        println!("nothing new since the checkpoint at LSN {}", done.covered_lsn);
+        println!(
+            "nothing new since the checkpoint at LSN {}",
+            done.covered_lsn
+        );
     }
     for p in &done.log_removed {
         println!("deleted {p}");

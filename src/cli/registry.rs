@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use clap::{Args, Subcommand};
-use replaydb::registry::{Allocation, Registry};
 use replaydb::Options;
+use replaydb::registry::{Allocation, Registry};
 
 use crate::cli::{CmdResult, Failure};
 

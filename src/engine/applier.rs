@@ -275,7 +275,8 @@ impl State {
             let _tell = TellOnDrop(dones);
             if let Err(e) = applied {
                 tracing::error!(error = %e, "applying to the store failed; poisoning the handle");
-                self.health.poison(format!("applying to the store failed: {e}"));
+                self.health
+                    .poison(format!("applying to the store failed: {e}"));
                 for reply in checkpoints {
                     let _ = reply.send(Err(self.health.error()));
                 }

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use crate::engine::Inner;
-use crate::engine::applier::{CommittedBatch, DecideItem, Job};
+use crate::engine::applier::{CommittedBatch, DecideItem, Decided, Job};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::options::Durability;
@@ -323,8 +323,7 @@ impl Inner {
                 return;
             }
         };
-        let mut outcomes: Vec<(Arc<Slot>, Result<Option<(EncodedBatch, u64, u64)>>)> =
-            slots.into_iter().zip(decided).collect();
+        let mut outcomes: Vec<(Arc<Slot>, Decided)> = slots.into_iter().zip(decided).collect();
         let records: Vec<LogRecord<'_>> = outcomes
             .iter()
             .filter_map(|(_, d)| d.as_ref().ok().and_then(|o| o.as_ref()))
@@ -356,7 +355,12 @@ impl Inner {
             }
             drop(versions);
             self.committed_lsn.store(last_lsn, Ordering::Release);
-            self.count_group(outcomes.iter().filter(|(_, d)| matches!(d, Ok(Some(_)))).count());
+            self.count_group(
+                outcomes
+                    .iter()
+                    .filter(|(_, d)| matches!(d, Ok(Some(_))))
+                    .count(),
+            );
         } else {
             drop(records);
             let _ = written_tx.send(true);

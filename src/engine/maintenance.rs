@@ -160,12 +160,14 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
             let Some(m) = stream_meta else {
                 problem = Some(store::damaged(
                     &path,
-                    format!("the log has stream {:?} at LSN {} but the store does not", r.stream, r.first_lsn),
+                    format!(
+                        "the log has stream {:?} at LSN {} but the store does not",
+                        r.stream, r.first_lsn
+                    ),
                 ));
                 return Ok(false);
             };
-            let held = !m.retention.is_state_only()
-                && r.first_version >= m.first_held_version;
+            let held = !m.retention.is_state_only() && r.first_version >= m.first_held_version;
             if held {
                 let row_bytes = history
                     .get(r.first_lsn)
@@ -269,13 +271,24 @@ impl Repair {
     pub fn apply(mut self) -> Result<RepairPlan> {
         let fs = self.storage.as_ref();
         apply_repair(fs, &self.wal_dir, &self.plan)?;
-        if self.plan.problem.is_none() || fs.file_len(&layout::store_path(&self.dir)).ok().flatten().is_none() {
+        if self.plan.problem.is_none()
+            || fs
+                .file_len(&layout::store_path(&self.dir))
+                .ok()
+                .flatten()
+                .is_none()
+        {
             return Ok(self.plan);
         }
         let scanned = scan_log(fs, &self.wal_dir, self.record_bytes_max)?;
         let first = scanned.index.first_lsn().unwrap_or(scanned.next_lsn);
-        let (plan, report) =
-            store::plan_store(&self.storage, &self.dir, first, scanned.next_lsn - 1, u64::MAX)?;
+        let (plan, report) = store::plan_store(
+            &self.storage,
+            &self.dir,
+            first,
+            scanned.next_lsn - 1,
+            u64::MAX,
+        )?;
         let what = match &plan {
             store::open::StorePlan::Use(_) => None,
             store::open::StorePlan::Fallback { meta, .. } => Some(format!(
@@ -340,18 +353,21 @@ pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
 fn copy_tables(r: &store::StoreRead, copy: &store::Store) -> Result<()> {
     let op = "copy store for backup";
     let w = copy.begin_write()?;
-    let names: Vec<String> = r
-        .tx
-        .list_tables()
-        .map_err(|e| store::redb_err(op, &r.path, e))?
-        .map(|h| h.name().to_string())
-        .collect();
+    let names: Vec<String> =
+        r.tx.list_tables()
+            .map_err(|e| store::redb_err(op, &r.path, e))?
+            .map(|h| h.name().to_string())
+            .collect();
     for name in names {
         macro_rules! copy_table {
             ($k:ty, $v:ty) => {{
                 let def: TableDefinition<$k, $v> = TableDefinition::new(&name);
-                let src = r.tx.open_table(def).map_err(|e| store::redb_err(op, &r.path, e))?;
-                let mut dst = w.tx.open_table(def).map_err(|e| store::redb_err(op, &copy.path, e))?;
+                let src =
+                    r.tx.open_table(def)
+                        .map_err(|e| store::redb_err(op, &r.path, e))?;
+                let mut dst =
+                    w.tx.open_table(def)
+                        .map_err(|e| store::redb_err(op, &copy.path, e))?;
                 for entry in src.iter().map_err(|e| store::redb_err(op, &r.path, e))? {
                     let (k, v) = entry.map_err(|e| store::redb_err(op, &r.path, e))?;
                     dst.insert(k.value(), v.value())
@@ -363,7 +379,10 @@ fn copy_tables(r: &store::StoreRead, copy: &store::Store) -> Result<()> {
             n if n == store::HISTORY.name() => copy_table!(u64, &[u8]),
             n if n == store::STREAM_BATCHES.name() => copy_table!((&str, u64), u64),
             n if n == store::AGED_STREAMS.name() => copy_table!(&str, u64),
-            n if n == store::META.name() || n == store::STREAMS.name() || n == store::VIEWS.name() => {
+            n if n == store::META.name()
+                || n == store::STREAMS.name()
+                || n == store::VIEWS.name() =>
+            {
                 copy_table!(&str, &[u8])
             }
             n if n.starts_with("view:") => copy_table!(&[u8], &[u8]),

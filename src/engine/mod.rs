@@ -22,8 +22,7 @@ use crate::options::{Durability, LogKind, Options};
 use crate::retention::{RETENTION_STREAM, Retention, RetentionChange};
 use crate::store::Store;
 use crate::stream::{
-    Appended, Event, EventRef, ExpectedVersion, validate_internal_stream_name,
-    validate_stream_name,
+    Appended, Event, EventRef, ExpectedVersion, validate_internal_stream_name, validate_stream_name,
 };
 use crate::views::{AtLsn, TablesAt, View, ViewSet, ViewStates, ViewTablesRead};
 use crate::wal::format;
@@ -336,7 +335,9 @@ impl Db {
     pub fn retention(&self, stream: &str) -> Result<Retention> {
         validate_internal_stream_name(stream)?;
         let r = self.inner.read_store("retention")?;
-        Ok(r.stream_meta(stream)?.map(|m| m.retention).unwrap_or_default())
+        Ok(r.stream_meta(stream)?
+            .map(|m| m.retention)
+            .unwrap_or_default())
     }
 
     /// Queues a batch or command and waits for its group to commit; leads

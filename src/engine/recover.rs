@@ -46,8 +46,11 @@ pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> 
                 // Read-only first: whether the store can be used, or how it
                 // will be made, is decided before the log or the store is
                 // changed, so an open that must fail touches nothing.
-                let scanned =
-                    crate::wal::recovery::scan_existing(fs.as_ref(), &wal_dir, options.record_bytes_max)?;
+                let scanned = crate::wal::recovery::scan_existing(
+                    fs.as_ref(),
+                    &wal_dir,
+                    options.record_bytes_max,
+                )?;
                 let log_first = scanned.index.first_lsn().unwrap_or(scanned.next_lsn);
                 let (plan, store_report) = store::plan_store(
                     &fs,
@@ -84,17 +87,20 @@ pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> 
             ),
         };
     let meta = store::read_meta(&store.db, &store.path)?;
-    let mut slots = prepare_views(&store, views, checkpoint_lsn, meta.history_from_lsn, &mut report)?;
+    let mut slots = prepare_views(
+        &store,
+        views,
+        checkpoint_lsn,
+        meta.history_from_lsn,
+        &mut report,
+    )?;
     let since = replay_log(&store, log.as_ref(), checkpoint_lsn, &mut slots)?;
     report.replayed_events = since.2;
     let applied_lsn = log.last_lsn().max(checkpoint_lsn);
     Ok(Opened {
         log,
         store: Arc::new(store),
-        views: ViewStates {
-            slots,
-            applied_lsn,
-        },
+        views: ViewStates { slots, applied_lsn },
         checkpoint_lsn,
         since: (since.0, since.1),
         report,
@@ -123,7 +129,9 @@ fn prepare_views(
                     if *lsn > applied_lsn {
                         return Err(store::damaged(
                             &store.path,
-                            format!("view {name:?} reflects LSN {lsn}, past the store's {applied_lsn}"),
+                            format!(
+                                "view {name:?} reflects LSN {lsn}, past the store's {applied_lsn}"
+                            ),
                         ));
                     }
                     Some(*lsn)
@@ -334,7 +342,10 @@ fn replay_log(
         return Err(Error::corrupt(
             "<log>",
             next,
-            format!("the log ends at LSN {} but yields nothing from LSN {next}", log.last_lsn()),
+            format!(
+                "the log ends at LSN {} but yields nothing from LSN {next}",
+                log.last_lsn()
+            ),
         ));
     }
     Ok((records, bytes, events))

@@ -75,7 +75,11 @@ pub struct SnapshotContents {
 /// Runs `f`, turning a panic inside redb (seen on damaged files, found by
 /// the `snapshot_open` fuzz target) into a typed error: bad bytes from
 /// disk never take the process down.
-pub(crate) fn guarded<T>(op: &'static str, path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(
+    op: &'static str,
+    path: &Path,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
@@ -106,8 +110,7 @@ fn open_unguarded(fs: &dyn Storage, path: &Path) -> Result<(redb::Database, Snap
     }
     // Over an overlay: redb's integrity check (which repairs what it
     // checks) never changes the file.
-    let overlay =
-        OverlayBackend::new(file).map_err(|e| Error::io("open snapshot", path, e))?;
+    let overlay = OverlayBackend::new(file).map_err(|e| Error::io("open snapshot", path, e))?;
     let mut db = redb::Database::builder()
         .create_with_backend(overlay)
         .map_err(|e| redb_err("open snapshot", path, e))?;

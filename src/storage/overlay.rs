@@ -50,7 +50,11 @@ impl OverlayBackend {
     fn load_block(&self, s: &Overlay, index: u64) -> io::Result<Box<[u8]>> {
         let mut block = vec![0u8; BLOCK_BYTES as usize].into_boxed_slice();
         let start = index * BLOCK_BYTES;
-        let from_base = s.base_visible.min(s.len).saturating_sub(start).min(BLOCK_BYTES);
+        let from_base = s
+            .base_visible
+            .min(s.len)
+            .saturating_sub(start)
+            .min(BLOCK_BYTES);
         if from_base > 0 {
             let dst = block.get_mut(..from_base as usize).unwrap_or_default();
             self.base.read_exact_at(dst, start)?;
@@ -61,7 +65,11 @@ impl OverlayBackend {
 
 impl redb::StorageBackend for OverlayBackend {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner).len)
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
@@ -78,7 +86,9 @@ impl redb::StorageBackend for OverlayBackend {
             let dst_at = (at - offset) as usize;
             let dst = out.get_mut(dst_at..dst_at + n).unwrap_or_default();
             match s.blocks.get(&index) {
-                Some(block) => dst.copy_from_slice(block.get(within..within + n).unwrap_or_default()),
+                Some(block) => {
+                    dst.copy_from_slice(block.get(within..within + n).unwrap_or_default())
+                }
                 None => {
                     let block = self.load_block(&s, index)?;
                     dst.copy_from_slice(block.get(within..within + n).unwrap_or_default());
@@ -161,8 +171,14 @@ mod tests {
         let mut tail = vec![7u8; 100];
         o.read(4990, &mut tail).unwrap();
         assert_eq!(&tail[..10], &[1; 10]);
-        assert!(tail[10..].iter().all(|&b| b == 0), "bytes cut away read as zero");
-        assert!(o.read(11_990, &mut [0u8; 20]).is_err(), "reads stop at the length");
+        assert!(
+            tail[10..].iter().all(|&b| b == 0),
+            "bytes cut away read as zero"
+        );
+        assert!(
+            o.read(11_990, &mut [0u8; 20]).is_err(),
+            "reads stop at the length"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), vec![1u8; 10_000]);
     }
 }

@@ -237,7 +237,11 @@ pub fn decode_stream_meta(name: &str, value: &[u8]) -> Result<StreamMeta, String
 /// 4  u32 schema_version
 /// 8  u64 applied_lsn
 /// ```
-pub fn encode_view_meta(name: &str, schema_version: u32, applied_lsn: u64) -> [u8; VIEW_META_BYTES] {
+pub fn encode_view_meta(
+    name: &str,
+    schema_version: u32,
+    applied_lsn: u64,
+) -> [u8; VIEW_META_BYTES] {
     let mut v = [0u8; VIEW_META_BYTES];
     if let Some(d) = v.get_mut(4..8) {
         d.copy_from_slice(&schema_version.to_le_bytes());
@@ -282,7 +286,11 @@ pub fn encode_view_value(table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 /// The value of a view table's entry, its CRC checked.
-pub fn decode_view_value<'a>(table: &str, key: &[u8], stored: &'a [u8]) -> Result<&'a [u8], String> {
+pub fn decode_view_value<'a>(
+    table: &str,
+    key: &[u8],
+    stored: &'a [u8],
+) -> Result<&'a [u8], String> {
     let crc = u32_at(stored, 0).ok_or_else(|| format!("{} bytes, too short", stored.len()))?;
     let value = stored.get(VIEW_VALUE_CRC_BYTES..).unwrap_or_default();
     let mut h = crc32fast::Hasher::new();
@@ -309,11 +317,20 @@ mod tests {
         let row = encode_history_row(7, 3, 2, 99, &batch.payload);
         let r = decode_history_row(7, &row).unwrap();
         assert_eq!(
-            (r.first_lsn, r.first_version, r.count, r.stored_at_ms, r.stream),
+            (
+                r.first_lsn,
+                r.first_version,
+                r.count,
+                r.stored_at_ms,
+                r.stream
+            ),
             (7, 3, 2, 99, "orders")
         );
         assert_eq!(r.events().collect::<Vec<_>>(), vec![&b"a"[..], b"bcd"]);
-        assert!(decode_history_row(8, &row).is_err(), "a row under another key");
+        assert!(
+            decode_history_row(8, &row).is_err(),
+            "a row under another key"
+        );
         for bit in 0..row.len() * 8 {
             let mut bad = row.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

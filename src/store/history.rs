@@ -86,7 +86,9 @@ impl StoreRead {
             .tx
             .open_table(HISTORY)
             .map_err(|e| redb_err("read history", &self.path, e))?;
-        let rows = t.len().map_err(|e| redb_err("read history", &self.path, e))?;
+        let rows = t
+            .len()
+            .map_err(|e| redb_err("read history", &self.path, e))?;
         let first = t
             .first()
             .map_err(|e| redb_err("read history", &self.path, e))?
@@ -134,7 +136,8 @@ impl StoreRead {
             if lsn > self.applied_lsn {
                 break;
             }
-            let row = codec::decode_history_row(lsn, v.value()).map_err(|w| self.row_error(lsn, w))?;
+            let row =
+                codec::decode_history_row(lsn, v.value()).map_err(|w| self.row_error(lsn, w))?;
             for (i, data) in row.events().enumerate() {
                 let lsn = row.first_lsn + i as u64;
                 if lsn < from_lsn {
@@ -222,9 +225,13 @@ impl StoreRead {
                 .get(lsn)
                 .map_err(|e| redb_err(op, &self.path, e))?
                 .ok_or_else(|| {
-                    self.row_error(lsn, format!("missing; stream {stream:?} version {first_version} points at it"))
+                    self.row_error(
+                        lsn,
+                        format!("missing; stream {stream:?} version {first_version} points at it"),
+                    )
                 })?;
-            let row = codec::decode_history_row(lsn, v.value()).map_err(|w| self.row_error(lsn, w))?;
+            let row =
+                codec::decode_history_row(lsn, v.value()).map_err(|w| self.row_error(lsn, w))?;
             check_row(&row, stream, first_version).map_err(|w| self.row_error(lsn, w))?;
             for (i, data) in row.events().enumerate() {
                 let version = row.first_version + i as u64;

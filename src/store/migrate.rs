@@ -107,7 +107,12 @@ pub(crate) fn plan(
 
 /// Creates the store as `plan` says, reading what the log still holds of
 /// the history up to the seed's LSN from `log`.
-pub(crate) fn carry_out(fs: &dyn Storage, dir: &Path, plan: Plan, log: &dyn Log) -> Result<Migrated> {
+pub(crate) fn carry_out(
+    fs: &dyn Storage,
+    dir: &Path,
+    plan: Plan,
+    log: &dyn Log,
+) -> Result<Migrated> {
     let Some(path) = plan.seed else {
         open::create(fs, dir, 1, |_| Ok(0))?;
         tracing::info!(dir = %dir.display(), "created the store; the log holds the whole history, so release 0.1's snapshots are not needed");
@@ -122,97 +127,115 @@ pub(crate) fn carry_out(fs: &dyn Storage, dir: &Path, plan: Plan, log: &dyn Log)
     let path = &path;
     {
         {
-        let covered = contents.covered_lsn;
-        open::create(fs, dir, log_first, |store| {
-            let op = "migrate snapshot";
-            let mut w = store.begin_write()?;
-            // What the log still holds of the history up to the snapshot.
-            let mut seen: HashMap<String, (u64, u64, u64)> = HashMap::new();
-            {
-                let mut history = w.tx.open_table(HISTORY).map_err(|e| redb_err(op, &store.path, e))?;
-                let mut index = w
-                    .tx
-                    .open_table(STREAM_BATCHES)
-                    .map_err(|e| redb_err(op, &store.path, e))?;
-                log.read(log_first, &mut |r| {
-                    if r.first_lsn > covered {
-                        return Ok(false);
+            let covered = contents.covered_lsn;
+            open::create(fs, dir, log_first, |store| {
+                let op = "migrate snapshot";
+                let mut w = store.begin_write()?;
+                // What the log still holds of the history up to the snapshot.
+                let mut seen: HashMap<String, (u64, u64, u64)> = HashMap::new();
+                {
+                    let mut history =
+                        w.tx.open_table(HISTORY)
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                    let mut index =
+                        w.tx.open_table(STREAM_BATCHES)
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                    log.read(log_first, &mut |r| {
+                        if r.first_lsn > covered {
+                            return Ok(false);
+                        }
+                        let row = codec::encode_history_row(
+                            r.first_lsn,
+                            r.first_version,
+                            r.count,
+                            0,
+                            r.payload,
+                        );
+                        history
+                            .insert(r.first_lsn, row.as_slice())
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                        index
+                            .insert((r.stream, r.first_version), r.first_lsn)
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                        let last_version = r.first_version + u64::from(r.count) - 1;
+                        let e = seen
+                            .entry(r.stream.to_string())
+                            .or_insert((r.first_version, 0, 0));
+                        e.1 = last_version;
+                        e.2 = r.last_lsn();
+                        Ok(true)
+                    })?;
+                }
+                {
+                    let mut streams =
+                        w.tx.open_table(STREAMS)
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                    for (name, version) in &contents.streams {
+                        let (first_held, last_version, last_lsn) =
+                            seen.remove(name).unwrap_or((version + 1, *version, 0));
+                        if last_version != *version {
+                            return Err(Error::corrupt(
+                                path,
+                                0,
+                                format!(
+                                    "stream {name:?} is at version {version} in the snapshot, but the log has it at {last_version} by LSN {covered}"
+                                ),
+                            ));
+                        }
+                        let meta = StreamMeta {
+                            version: *version,
+                            first_held_version: first_held,
+                            last_lsn,
+                            ..StreamMeta::new()
+                        };
+                        streams
+                            .insert(name.as_str(), &codec::encode_stream_meta(name, &meta)[..])
+                            .map_err(|e| redb_err(op, &store.path, e))?;
                     }
-                    let row = codec::encode_history_row(r.first_lsn, r.first_version, r.count, 0, r.payload);
-                    history
-                        .insert(r.first_lsn, row.as_slice())
-                        .map_err(|e| redb_err(op, &store.path, e))?;
-                    index
-                        .insert((r.stream, r.first_version), r.first_lsn)
-                        .map_err(|e| redb_err(op, &store.path, e))?;
-                    let last_version = r.first_version + u64::from(r.count) - 1;
-                    let e = seen.entry(r.stream.to_string()).or_insert((r.first_version, 0, 0));
-                    e.1 = last_version;
-                    e.2 = r.last_lsn();
-                    Ok(true)
-                })?;
-            }
-            {
-                let mut streams = w.tx.open_table(STREAMS).map_err(|e| redb_err(op, &store.path, e))?;
-                for (name, version) in &contents.streams {
-                    let (first_held, last_version, last_lsn) =
-                        seen.remove(name).unwrap_or((version + 1, *version, 0));
-                    if last_version != *version {
+                    if let Some(name) = seen.keys().next() {
                         return Err(Error::corrupt(
                             path,
                             0,
                             format!(
-                                "stream {name:?} is at version {version} in the snapshot, but the log has it at {last_version} by LSN {covered}"
+                                "the log has stream {name:?} by LSN {covered} but the snapshot does not"
                             ),
                         ));
                     }
-                    let meta = StreamMeta {
-                        version: *version,
-                        first_held_version: first_held,
-                        last_lsn,
-                        ..StreamMeta::new()
-                    };
-                    streams
-                        .insert(name.as_str(), &codec::encode_stream_meta(name, &meta)[..])
-                        .map_err(|e| redb_err(op, &store.path, e))?;
                 }
-                if let Some(name) = seen.keys().next() {
-                    return Err(Error::corrupt(
-                        path,
-                        0,
-                        format!("the log has stream {name:?} by LSN {covered} but the snapshot does not"),
-                    ));
+                {
+                    let mut views =
+                        w.tx.open_table(VIEWS)
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                    for (name, schema) in &contents.views {
+                        views
+                            .insert(
+                                name.as_str(),
+                                &codec::encode_view_meta(name, *schema, covered)[..],
+                            )
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                    }
                 }
-            }
-            {
-                let mut views = w.tx.open_table(VIEWS).map_err(|e| redb_err(op, &store.path, e))?;
-                for (name, schema) in &contents.views {
-                    views
-                        .insert(name.as_str(), &codec::encode_view_meta(name, *schema, covered)[..])
-                        .map_err(|e| redb_err(op, &store.path, e))?;
+                for name in contents.views.keys() {
+                    snapshot::for_each_view_entry(&db, path, name, |table, key, value| {
+                        let full = format!("view:{name}:{table}");
+                        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&full);
+                        w.tx.open_table(def)
+                            .map_err(|e| redb_err(op, &store.path, e))?
+                            .insert(key, codec::encode_view_value(table, key, value).as_slice())
+                            .map_err(|e| redb_err(op, &store.path, e))?;
+                        Ok(())
+                    })?;
                 }
-            }
-            for name in contents.views.keys() {
-                snapshot::for_each_view_entry(&db, path, name, |table, key, value| {
-                    let full = format!("view:{name}:{table}");
-                    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&full);
-                    w.tx.open_table(def)
-                        .map_err(|e| redb_err(op, &store.path, e))?
-                        .insert(key, codec::encode_view_value(table, key, value).as_slice())
-                        .map_err(|e| redb_err(op, &store.path, e))?;
-                    Ok(())
-                })?;
-            }
-            w.set_applied_lsn(covered);
-            w.commit()?;
-            Ok(covered)
-        })?;
-        tracing::info!(snapshot = %path.display(), lsn = covered, "migrated release 0.1's snapshot into the store");
-        remove_legacy(fs, dir, &plan.generations, &plan.damaged)?;
-        Ok(Migrated {
-            from: Some((path.clone(), covered)),
-            damaged: plan.damaged,
-        })
+                w.set_applied_lsn(covered);
+                w.commit()?;
+                Ok(covered)
+            })?;
+            tracing::info!(snapshot = %path.display(), lsn = covered, "migrated release 0.1's snapshot into the store");
+            remove_legacy(fs, dir, &plan.generations, &plan.damaged)?;
+            Ok(Migrated {
+                from: Some((path.clone(), covered)),
+                damaged: plan.damaged,
+            })
         }
     }
 }

@@ -33,8 +33,8 @@ use crate::error::{Error, Result};
 use crate::storage::{RedbBackend, StorageFile};
 
 pub(crate) use history::StoreRead;
-pub(crate) use open::{open_store, plan_store, read_meta};
 pub use open::StoreReport;
+pub(crate) use open::{open_store, plan_store, read_meta};
 pub(crate) use write::{BatchRef, StoreWrite};
 
 /// The store format this build reads and writes.
@@ -198,8 +198,11 @@ impl Store {
                 .open_table(META)
                 .map_err(|e| redb_err(op, &self.path, e))?;
             let covered = read_u64(&meta, META_APPLIED_LSN, &self.path)?;
-            meta.insert(META_PREVIOUS_CHECKPOINT_LSN, &previous_lsn.to_le_bytes()[..])
-                .map_err(|e| redb_err(op, &self.path, e))?;
+            meta.insert(
+                META_PREVIOUS_CHECKPOINT_LSN,
+                &previous_lsn.to_le_bytes()[..],
+            )
+            .map_err(|e| redb_err(op, &self.path, e))?;
             covered
         };
         crate::failpoint::hit("checkpoint.before_commit");
@@ -210,10 +213,9 @@ impl Store {
 
 /// The LSN of the checkpoint before the newest, as a reader sees it.
 pub(crate) fn previous_checkpoint_lsn(r: &StoreRead) -> Result<u64> {
-    let meta = r
-        .tx
-        .open_table(META)
-        .map_err(|e| redb_err("read store meta", &r.path, e))?;
+    let meta =
+        r.tx.open_table(META)
+            .map_err(|e| redb_err("read store meta", &r.path, e))?;
     read_u64(&meta, META_PREVIOUS_CHECKPOINT_LSN, &r.path)
 }
 

@@ -24,12 +24,12 @@ use redb::ReadableDatabase;
 use crate::error::{Error, Result};
 use crate::layout;
 use crate::log::Log;
+use crate::storage::{OpenMode, OverlayBackend, Storage, StorageFile};
 use crate::store::{
     META, META_APPLIED_LSN, META_FORMAT_VERSION, META_HISTORY_FROM_LSN, META_MAGIC,
     META_PREVIOUS_CHECKPOINT_LSN, STORE_FORMAT_VERSION, STORE_MAGIC, Store, damaged, migrate,
     read_u64, redb_err,
 };
-use crate::storage::{OpenMode, OverlayBackend, Storage, StorageFile};
 
 /// What opening the store found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,7 +157,8 @@ fn check(
     log_last: u64,
     whole: bool,
 ) -> Result<Verdict> {
-    let overlay = OverlayBackend::new(file.clone()).map_err(|e| Error::io("open store", path, e))?;
+    let overlay =
+        OverlayBackend::new(file.clone()).map_err(|e| Error::io("open store", path, e))?;
     let opened = crate::snapshot::guarded("open store", path, || {
         redb::Database::builder()
             .set_cache_size(4 << 20)
@@ -323,11 +324,7 @@ pub(crate) enum StorePlan {
     Migrate(migrate::Plan),
     /// Keep a copy of the damaged file, then restore the previous
     /// checkpoint's savepoint `id`, which reflects `meta`.
-    Fallback {
-        id: u64,
-        meta: StoreMeta,
-        len: u64,
-    },
+    Fallback { id: u64, meta: StoreMeta, len: u64 },
     /// Set the damaged file aside and rebuild from the log.
     Rebuild,
 }

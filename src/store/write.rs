@@ -266,8 +266,9 @@ impl<'s> StoreWrite<'s> {
             index
                 .remove((stream, first_version))
                 .map_err(|e| redb_err(op, self.path, e))?;
-            let row = codec::decode_history_row(first_lsn, value.value())
-                .map_err(|why| damaged(self.path, format!("history row at LSN {first_lsn}: {why}")))?;
+            let row = codec::decode_history_row(first_lsn, value.value()).map_err(|why| {
+                damaged(self.path, format!("history row at LSN {first_lsn}: {why}"))
+            })?;
             if row.stream != stream || row.first_version != first_version {
                 return Err(damaged(
                     self.path,
@@ -348,9 +349,12 @@ impl<'s> StoreWrite<'s> {
                     let v = history
                         .get(lsn)
                         .map_err(|e| redb_err(op, self.path, e))?
-                        .ok_or_else(|| damaged(self.path, format!("no history row at LSN {lsn}")))?;
-                    let row = codec::decode_history_row(lsn, v.value())
-                        .map_err(|why| damaged(self.path, format!("history row at LSN {lsn}: {why}")))?;
+                        .ok_or_else(|| {
+                            damaged(self.path, format!("no history row at LSN {lsn}"))
+                        })?;
+                    let row = codec::decode_history_row(lsn, v.value()).map_err(|why| {
+                        damaged(self.path, format!("history row at LSN {lsn}: {why}"))
+                    })?;
                     if row.stored_at_ms >= cutoff {
                         keep_from = k.value().1.max(meta.first_held_version);
                         break;

@@ -75,6 +75,9 @@ impl<'a> ViewTables<'a> {
     }
 }
 
+/// What walks a table's entries: `(key, value)` to whether to go on.
+type EntryVisitor<'f> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'f;
+
 /// A view's tables, for reading, at one commit.
 pub struct ViewTablesRead<'a> {
     pub(crate) at: TablesAt<'a>,
@@ -200,7 +203,7 @@ impl ViewTablesRead<'_> {
         t: &impl ReadableTable<&'static [u8], &'static [u8]>,
         table: &str,
         from: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+        f: &mut EntryVisitor<'_>,
     ) -> Result<()> {
         let iter = match from {
             Some(from) => t.range::<&[u8]>(from..),

@@ -232,7 +232,11 @@ pub fn open_log(
 
 /// [`scan_log`], or an empty scan when `wal_dir` does not exist yet (a new
 /// database): changes nothing either way.
-pub fn scan_existing(fs: &dyn Storage, wal_dir: &Path, record_bytes_max: u64) -> Result<ScannedLog> {
+pub fn scan_existing(
+    fs: &dyn Storage,
+    wal_dir: &Path,
+    record_bytes_max: u64,
+) -> Result<ScannedLog> {
     if fs.is_dir(wal_dir) {
         return scan_log(fs, wal_dir, record_bytes_max);
     }
@@ -372,8 +376,7 @@ pub fn open_scanned(
             // segment of the current format.
             let first_lsn = tail.segment_first_lsn();
             let allocated = writer::PREALLOCATE_BYTES_MIN.min(segment_bytes_max);
-            let (file, path) =
-                segment::create_segment(fs.as_ref(), wal_dir, first_lsn, allocated)?;
+            let (file, path) = segment::create_segment(fs.as_ref(), wal_dir, first_lsn, allocated)?;
             map = segment::map_segment(file.as_ref(), &path)?;
             tail = TailWriter::new(
                 fs.clone(),
