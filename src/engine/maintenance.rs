@@ -313,6 +313,12 @@ impl Repair {
 /// by table, into a new file), then the log from before that commit to
 /// now. Writers go on; checkpoints (which truncate the log) wait.
 pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
+    if inner.options.log == crate::options::LogKind::Memory {
+        return Err(Error::InvalidArgument {
+            op: "backup",
+            reason: "a database in memory has no files to copy".into(),
+        });
+    }
     let _no_truncation = inner
         .maintenance
         .lock()
