@@ -103,6 +103,15 @@ pub trait StorageFile: Send + Sync + Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Makes the file's data and metadata durable.
     fn sync_all(&self) -> io::Result<()>;
+    /// Writes `len` bytes at `offset` out to the device and waits for
+    /// them, promising nothing about durability (no metadata, no device
+    /// cache flush): lets a large sync go out in pieces, so that a small
+    /// fsync of another file never queues behind all of it. A no-op
+    /// where the file system has no such call.
+    fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// The whole file, read-only. A mapping of a file that is later
     /// written through [`StorageFile::write_all_at`] sees those writes
     /// within its length (as a shared `mmap` does).

@@ -125,6 +125,25 @@ impl StorageFile for OsFile {
         self.0.sync_all()
     }
 
+    fn write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: a plain system call on a descriptor this file owns.
+        let rc = unsafe { libc::sync_file_range(self.0.as_raw_fd(), offset, len, flags) };
+        if rc == 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error() {
+            // Not on every file system: then the sync does it all at once.
+            e if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)) => Ok(()),
+            e => Err(e),
+        }
+    }
+
     fn map(&self) -> io::Result<Mapping> {
         if self.len()? == 0 {
             return Ok(Mapping::empty());

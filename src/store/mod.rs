@@ -119,7 +119,7 @@ impl Store {
         let db = crate::snapshot::guarded("open store", path, || {
             redb::Database::builder()
                 .set_cache_size(cache_bytes)
-                .create_with_backend(RedbBackend(file))
+                .create_with_backend(RedbBackend::new(file))
                 .map_err(|e| redb_err("open store", path, e))
         })?;
         Ok(Store {
