@@ -338,7 +338,7 @@ pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
     }
     layout::create_dir(fs, dest)?;
     let acknowledged = inner.committed_lsn.load(Ordering::Acquire);
-    inner.health.wait_applied(acknowledged)?;
+    inner.wait_applied(acknowledged)?;
     let r = inner.store.begin_read()?;
     let store_lsn = r.applied_lsn();
     store::open::create(fs, dest, r.history_from_lsn(), |copy| {

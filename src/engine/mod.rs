@@ -493,7 +493,6 @@ impl Db {
     pub fn view<V: View, R>(&self, read: impl FnOnce(&V) -> R) -> Result<Option<AtLsn<R>>> {
         reentry::check("view")?;
         self.inner
-            .health
             .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
         let views = self
             .inner
@@ -520,7 +519,6 @@ impl Db {
     ) -> Result<Option<AtLsn<R>>> {
         reentry::check("view")?;
         self.inner
-            .health
             .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
         let views = self
             .inner
@@ -657,9 +655,16 @@ impl Inner {
     pub(crate) fn read_store(&self, op: &'static str) -> Result<crate::store::StoreRead> {
         reentry::check(op)?;
         self.check_poison()?;
-        self.health
-            .wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
+        self.wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
         self.store.begin_read()
+    }
+
+    /// Waits until the store reflects `lsn`, waking the applier for it.
+    pub(crate) fn wait_applied(&self, lsn: u64) -> Result<()> {
+        if self.health.applied_lsn() < lsn {
+            self.applier.kick();
+        }
+        self.health.wait_applied(lsn)
     }
 
     /// Commits one group as leader, then hands leadership on.

@@ -119,6 +119,9 @@ impl Subscription {
                 Ok(Step::Wait) => {}
                 Err(e) => return self.finish(Err(e)),
             }
+            if self.db.last_lsn() >= self.next_lsn {
+                self.db.inner.applier.kick();
+            }
             if self.applied.changed().await.is_err() {
                 return self.finish(Err(closed()));
             }
@@ -137,7 +140,7 @@ impl Subscription {
                 Ok(Step::Wait) => {}
                 Err(e) => return self.finish(Err(e)),
             }
-            if let Err(e) = self.db.inner.health.wait_applied(self.next_lsn) {
+            if let Err(e) = self.db.inner.wait_applied(self.next_lsn) {
                 return self.finish(Err(e));
             }
         }

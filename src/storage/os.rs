@@ -139,7 +139,13 @@ impl StorageFile for OsFile {
         }
         match io::Error::last_os_error() {
             // Not on every file system: then the sync does it all at once.
-            e if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)) => Ok(()),
+            e if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+            ) =>
+            {
+                Ok(())
+            }
             e => Err(e),
         }
     }

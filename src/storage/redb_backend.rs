@@ -37,7 +37,8 @@ impl RedbBackend {
 
     /// Writes the dirty ranges out in pieces of about [`WRITE_BACK_BYTES`].
     fn write_back(&self) -> io::Result<()> {
-        let mut ranges = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut ranges =
+            std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
         if ranges.is_empty() {
             return Ok(());
         }

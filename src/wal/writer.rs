@@ -94,7 +94,7 @@ impl SyncGate {
 #[derive(Debug, Clone)]
 pub struct TailSync {
     file: Arc<dyn StorageFile>,
-    path: PathBuf,
+    path: Arc<Path>,
     synced_to: SyncedTo,
     written: u64,
     gate: SyncGate,
@@ -126,7 +126,8 @@ pub struct TailWriter {
     fs: Arc<dyn Storage>,
     wal_dir: PathBuf,
     file: Arc<dyn StorageFile>,
-    path: PathBuf,
+    /// Shared with every sync handle taken (one per group): no copy each.
+    path: Arc<Path>,
     segment_first_lsn: u64,
     offset: u64,
     segment_bytes_max: u64,
@@ -180,7 +181,7 @@ impl TailWriter {
             fs,
             wal_dir,
             file,
-            path,
+            path: Arc::from(path),
             segment_first_lsn,
             offset,
             segment_bytes_max,
@@ -287,7 +288,7 @@ impl TailWriter {
         }
         self.file
             .write_all_at(&self.buf, self.offset)
-            .map_err(|e| Error::io("write segment", &self.path, e))?;
+            .map_err(|e| Error::io("write segment", &*self.path, e))?;
         self.offset += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -318,10 +319,10 @@ impl TailWriter {
         crate::failpoint::hit("roll.before_truncate");
         self.file
             .set_len(self.offset)
-            .map_err(|e| Error::io("truncate sealed segment", &self.path, e))?;
+            .map_err(|e| Error::io("truncate sealed segment", &*self.path, e))?;
         self.file
             .sync_all()
-            .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
+            .map_err(|e| Error::io("fsync sealed segment", &*self.path, e))?;
         let sealed_map = segment::map_segment(self.file.as_ref(), &self.path)?;
         let sealed_first_lsn = self.segment_first_lsn;
         let allocated = PREALLOCATE_BYTES_MIN.min(self.segment_bytes_max);
@@ -330,7 +331,7 @@ impl TailWriter {
         self.allocated = allocated;
         let map = segment::map_segment(file.as_ref(), &path)?;
         self.file = file;
-        self.path = path.clone();
+        self.path = Arc::from(path.as_path());
         self.segment_first_lsn = first_lsn;
         self.offset = SEGMENT_HEADER_BYTES as u64;
         self.segment_version = SEGMENT_FORMAT_VERSION;
