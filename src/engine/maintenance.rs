@@ -140,7 +140,7 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
         .map_err(|e| store::redb_err("read store", &path, e))?;
     let meta_of = |stream: &str| -> Result<Option<codec::StreamMeta>> {
         let Some(v) = streams
-            .get(stream)
+            .get(store::meta_key(stream))
             .map_err(|e| store::redb_err("read store", &path, e))?
         else {
             return Ok(None);
@@ -383,12 +383,9 @@ fn copy_tables(r: &store::StoreRead, copy: &store::Store) -> Result<()> {
         }
         match name.as_str() {
             n if n == store::HISTORY.name() => copy_table!(u64, &[u8]),
-            n if n == store::STREAM_BATCHES.name() => copy_table!((&str, u64), u64),
+            n if n == store::STREAMS.name() => copy_table!((&str, u64), &[u8]),
             n if n == store::AGED_STREAMS.name() => copy_table!(&str, u64),
-            n if n == store::META.name()
-                || n == store::STREAMS.name()
-                || n == store::VIEWS.name() =>
-            {
+            n if n == store::META.name() || n == store::VIEWS.name() => {
                 copy_table!(&str, &[u8])
             }
             n if n.starts_with("view:") => copy_table!(&[u8], &[u8]),

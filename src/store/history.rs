@@ -11,8 +11,8 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use crate::error::{Error, Result};
 use crate::store::codec::{self, HistoryRow, StreamMeta};
 use crate::store::{
-    HISTORY, META, META_APPLIED_LSN, META_HISTORY_FROM_LSN, STREAM_BATCHES, STREAMS, damaged,
-    read_u64, redb_err,
+    HISTORY, META, META_APPLIED_LSN, META_HISTORY_FROM_LSN, META_STREAM_COUNT, STREAMS, damaged,
+    decode_lsn_value, meta_key, read_u64, redb_err,
 };
 use crate::stream::{Event, EventRef};
 
@@ -61,7 +61,7 @@ impl StoreRead {
             Err(e) => return Err(redb_err("read stream meta", &self.path, e)),
         };
         let Some(v) = t
-            .get(stream)
+            .get(meta_key(stream))
             .map_err(|e| redb_err("read stream meta", &self.path, e))?
         else {
             return Ok(None);
@@ -73,11 +73,11 @@ impl StoreRead {
 
     /// Number of streams ever written.
     pub(crate) fn stream_count(&self) -> Result<u64> {
-        let t = self
+        let meta = self
             .tx
-            .open_table(STREAMS)
+            .open_table(META)
             .map_err(|e| redb_err("read streams", &self.path, e))?;
-        t.len().map_err(|e| redb_err("read streams", &self.path, e))
+        read_u64(&meta, META_STREAM_COUNT, &self.path)
     }
 
     /// Number of stored batches and the first LSN the history holds.
@@ -199,14 +199,14 @@ impl StoreRead {
         let op = "read stream";
         let index = self
             .tx
-            .open_table(STREAM_BATCHES)
+            .open_table(STREAMS)
             .map_err(|e| redb_err(op, &self.path, e))?;
         let history = self
             .tx
             .open_table(HISTORY)
             .map_err(|e| redb_err(op, &self.path, e))?;
         let start = index
-            .range((stream, 0u64)..=(stream, from_version))
+            .range((stream, 1u64)..=(stream, from_version))
             .map_err(|e| redb_err(op, &self.path, e))?
             .next_back()
             .transpose()
@@ -217,7 +217,8 @@ impl StoreRead {
             .map_err(|e| redb_err(op, &self.path, e))?
         {
             let (k, lsn) = entry.map_err(|e| redb_err(op, &self.path, e))?;
-            let (first_version, lsn) = (k.value().1, lsn.value());
+            let first_version = k.value().1;
+            let lsn = decode_lsn_value(&self.path, stream, first_version, lsn.value())?;
             if lsn > self.applied_lsn {
                 break;
             }
@@ -265,7 +266,7 @@ impl StoreRead {
         let op = "read stream";
         let index = self
             .tx
-            .open_table(STREAM_BATCHES)
+            .open_table(STREAMS)
             .map_err(|e| redb_err(op, &self.path, e))?;
         let history = self
             .tx
@@ -274,14 +275,14 @@ impl StoreRead {
         // The batch holding version `v`: (its first version, first LSN, count).
         let batch_of = |v: u64| -> Result<Option<(u64, u64, u32)>> {
             let Some(entry) = index
-                .range((stream, 0u64)..=(stream, v))
+                .range((stream, 1u64)..=(stream, v))
                 .map_err(|e| redb_err(op, &self.path, e))?
                 .next_back()
             else {
                 return Ok(None);
             };
             let (k, first_lsn) = entry.map_err(|e| redb_err(op, &self.path, e))?;
-            let first_lsn = first_lsn.value();
+            let first_lsn = decode_lsn_value(&self.path, stream, k.value().1, first_lsn.value())?;
             let value = history
                 .get(first_lsn)
                 .map_err(|e| redb_err(op, &self.path, e))?

@@ -25,7 +25,9 @@ use crate::log::Log;
 use crate::snapshot;
 use crate::storage::Storage;
 use crate::store::codec::{self, StreamMeta};
-use crate::store::{HISTORY, STREAM_BATCHES, STREAMS, VIEWS, open, redb_err};
+use crate::store::{
+    HISTORY, META, META_STREAM_COUNT, STREAMS, VIEWS, lsn_value, meta_key, open, redb_err,
+};
 
 /// The file release 0.1 recorded registered views in.
 const LEGACY_VIEWS_FILE: &str = "VIEWS";
@@ -138,7 +140,7 @@ pub(crate) fn carry_out(
                         w.tx.open_table(HISTORY)
                             .map_err(|e| redb_err(op, &store.path, e))?;
                     let mut index =
-                        w.tx.open_table(STREAM_BATCHES)
+                        w.tx.open_table(STREAMS)
                             .map_err(|e| redb_err(op, &store.path, e))?;
                     log.read(log_first, &mut |r| {
                         if r.first_lsn > covered {
@@ -155,7 +157,7 @@ pub(crate) fn carry_out(
                             .insert(r.first_lsn, row.as_slice())
                             .map_err(|e| redb_err(op, &store.path, e))?;
                         index
-                            .insert((r.stream, r.first_version), r.first_lsn)
+                            .insert((r.stream, r.first_version), &lsn_value(r.first_lsn)[..])
                             .map_err(|e| redb_err(op, &store.path, e))?;
                         let last_version = r.first_version + u64::from(r.count) - 1;
                         let e = seen
@@ -189,9 +191,16 @@ pub(crate) fn carry_out(
                             ..StreamMeta::new()
                         };
                         streams
-                            .insert(name.as_str(), &codec::encode_stream_meta(name, &meta)[..])
+                            .insert(meta_key(name), &codec::encode_stream_meta(name, &meta)[..])
                             .map_err(|e| redb_err(op, &store.path, e))?;
                     }
+                    w.tx.open_table(META)
+                        .map_err(|e| redb_err(op, &store.path, e))?
+                        .insert(
+                            META_STREAM_COUNT,
+                            &(contents.streams.len() as u64).to_le_bytes()[..],
+                        )
+                        .map_err(|e| redb_err(op, &store.path, e))?;
                     if let Some(name) = seen.keys().next() {
                         return Err(Error::corrupt(
                             path,

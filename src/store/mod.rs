@@ -4,8 +4,8 @@
 //! DIR/store.redb
 //!   replaydb_meta            magic, format version, applied LSN, history start, checkpoints
 //!   replaydb_history         first LSN -> a stored batch (codec::HistoryRow)
-//!   replaydb_streams         stream -> version, first held version, last LSN, retention
-//!   replaydb_stream_batches  (stream, first version) -> first LSN of the batch
+//!   replaydb_streams         (stream, 0) -> version, first held version, last LSN, retention
+//!                            (stream, first version) -> first LSN of the batch
 //!   replaydb_aged_streams    stream -> max age in ms (streams that age out)
 //!   replaydb_views           view -> schema version, applied LSN
 //!   view:<view>:<table>      a view's own tables
@@ -47,9 +47,12 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta");
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("replaydb_history");
-pub(crate) const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_streams");
-pub(crate) const STREAM_BATCHES: TableDefinition<(&str, u64), u64> =
-    TableDefinition::new("replaydb_stream_batches");
+/// A stream's meta under `(stream, 0)`, and the first LSN of each of its
+/// batches under `(stream, first version)`: one table, so a change to a
+/// stream touches one leaf page for both (a checkpoint writes what
+/// changed, page by page).
+pub(crate) const STREAMS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("replaydb_streams");
 pub(crate) const AGED_STREAMS: TableDefinition<&str, u64> =
     TableDefinition::new("replaydb_aged_streams");
 pub(crate) const VIEWS: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_views");
@@ -65,6 +68,29 @@ pub(crate) const META_HISTORY_FROM_LSN: &str = "history_from_lsn";
 /// The LSN the checkpoint before the newest one covers: the log is kept
 /// from the LSN after it, for the fallback.
 pub(crate) const META_PREVIOUS_CHECKPOINT_LSN: &str = "previous_checkpoint_lsn";
+
+/// Streams ever written (or given a retention).
+pub(crate) const META_STREAM_COUNT: &str = "stream_count";
+
+/// The key of a stream's meta in [`STREAMS`].
+pub(crate) fn meta_key(stream: &str) -> (&str, u64) {
+    (stream, 0)
+}
+
+/// A batch's first LSN as stored in [`STREAMS`].
+pub(crate) fn lsn_value(lsn: u64) -> [u8; 8] {
+    lsn.to_le_bytes()
+}
+
+/// Reads a batch's first LSN back from [`STREAMS`].
+pub(crate) fn decode_lsn_value(path: &Path, stream: &str, version: u64, v: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(v).map(u64::from_le_bytes).map_err(|_| {
+        damaged(
+            path,
+            format!("stream {stream:?} version {version}: a batch's LSN is not 8 bytes"),
+        )
+    })
+}
 
 /// Prefix of every view table's name.
 pub(crate) fn view_table_prefix(view: &str) -> String {

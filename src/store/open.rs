@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use crate::error::{Error, Result};
 use crate::layout;
@@ -301,12 +301,20 @@ pub(crate) fn init_meta(store: &Store, history_from_lsn: u64, applied: u64) -> R
         put(META_FORMAT_VERSION, &STORE_FORMAT_VERSION.to_le_bytes())?;
         put(META_HISTORY_FROM_LSN, &history_from_lsn.to_le_bytes())?;
         put(META_PREVIOUS_CHECKPOINT_LSN, &applied.to_le_bytes())?;
+        // Set by a migration that filled the store; 0 for a new one.
+        if meta
+            .get(crate::store::META_STREAM_COUNT)
+            .map_err(|e| redb_err(op, &path, e))?
+            .is_none()
+        {
+            meta.insert(crate::store::META_STREAM_COUNT, &0u64.to_le_bytes()[..])
+                .map_err(|e| redb_err(op, &path, e))?;
+        }
     }
     // Every table exists from the start: readers never meet a missing one.
     let e = |e| redb_err(op, &path, e);
     w.tx.open_table(crate::store::HISTORY).map_err(e)?;
     w.tx.open_table(crate::store::STREAMS).map_err(e)?;
-    w.tx.open_table(crate::store::STREAM_BATCHES).map_err(e)?;
     w.tx.open_table(crate::store::AGED_STREAMS).map_err(e)?;
     w.tx.open_table(crate::store::VIEWS).map_err(e)?;
     w.set_applied_lsn(applied);

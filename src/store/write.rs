@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::retention::{RETENTION_STREAM, Retention, RetentionChange};
 use crate::store::codec::{self, StreamMeta};
 use crate::store::{
-    AGED_STREAMS, HISTORY, META, META_APPLIED_LSN, STREAM_BATCHES, STREAMS, VIEWS, damaged,
-    redb_err,
+    AGED_STREAMS, HISTORY, META, META_APPLIED_LSN, META_STREAM_COUNT, STREAMS, VIEWS, damaged,
+    decode_lsn_value, lsn_value, meta_key, read_u64, redb_err,
 };
 use crate::stream::EventRef;
 use crate::views::{ViewSlot, ViewTables};
@@ -74,7 +74,7 @@ impl<'s> StoreWrite<'s> {
             .open_table(STREAMS)
             .map_err(|e| redb_err("read stream meta", self.path, e))?;
         let Some(v) = t
-            .get(stream)
+            .get(meta_key(stream))
             .map_err(|e| redb_err("read stream meta", self.path, e))?
         else {
             return Ok(None);
@@ -89,20 +89,36 @@ impl<'s> StoreWrite<'s> {
         Ok(self.stream_meta(stream)?.map_or(0, |m| m.version))
     }
 
-    fn put_stream_meta(&self, stream: &str, meta: &StreamMeta) -> Result<()> {
+    /// Writes a stream's meta; `new` when the stream had none (it counts).
+    fn put_stream_meta(&self, stream: &str, meta: &StreamMeta, new: bool) -> Result<()> {
+        let op = "write stream meta";
         let mut t = self
             .tx
             .open_table(STREAMS)
-            .map_err(|e| redb_err("write stream meta", self.path, e))?;
-        t.insert(stream, &codec::encode_stream_meta(stream, meta)[..])
-            .map_err(|e| redb_err("write stream meta", self.path, e))?;
+            .map_err(|e| redb_err(op, self.path, e))?;
+        t.insert(
+            meta_key(stream),
+            &codec::encode_stream_meta(stream, meta)[..],
+        )
+        .map_err(|e| redb_err(op, self.path, e))?;
+        if new {
+            let mut m = self
+                .tx
+                .open_table(META)
+                .map_err(|e| redb_err(op, self.path, e))?;
+            let n = read_u64(&m, META_STREAM_COUNT, self.path)?;
+            m.insert(META_STREAM_COUNT, &(n + 1).to_le_bytes()[..])
+                .map_err(|e| redb_err(op, self.path, e))?;
+        }
         Ok(())
     }
 
     /// Applies one batch: history, stream meta, retention, then every view
     /// that has not folded it yet. The batch must continue its stream.
     pub(crate) fn apply_batch(&mut self, b: &BatchRef<'_>, views: &mut [ViewSlot]) -> Result<()> {
-        let mut meta = self.stream_meta(b.stream)?.unwrap_or_else(StreamMeta::new);
+        let found = self.stream_meta(b.stream)?;
+        let new = found.is_none();
+        let mut meta = found.unwrap_or_else(StreamMeta::new);
         if b.first_version != meta.version + 1 {
             return Err(Error::Store {
                 op: "apply batch",
@@ -133,9 +149,9 @@ impl<'s> StoreWrite<'s> {
                 .insert(b.first_lsn, row.as_slice())
                 .map_err(|e| redb_err(op, self.path, e))?;
             self.tx
-                .open_table(STREAM_BATCHES)
+                .open_table(STREAMS)
                 .map_err(|e| redb_err(op, self.path, e))?
-                .insert((b.stream, b.first_version), b.first_lsn)
+                .insert((b.stream, b.first_version), &lsn_value(b.first_lsn)[..])
                 .map_err(|e| redb_err(op, self.path, e))?;
             let keep_from = meta.retention.first_kept_version(meta.version);
             meta.first_held_version = meta.first_held_version.max(keep_from);
@@ -143,7 +159,7 @@ impl<'s> StoreWrite<'s> {
         if meta.first_held_version > was_held {
             self.trim_below(b.stream, meta.first_held_version)?;
         }
-        self.put_stream_meta(b.stream, &meta)?;
+        self.put_stream_meta(b.stream, &meta, new)?;
         if b.stream == RETENTION_STREAM {
             self.apply_retention_changes(b)?;
         }
@@ -201,7 +217,9 @@ impl<'s> StoreWrite<'s> {
     /// Gives `stream` a retention and removes at once what its count and
     /// truncate limits no longer keep.
     fn set_retention(&mut self, stream: &str, retention: Retention) -> Result<()> {
-        let mut meta = self.stream_meta(stream)?.unwrap_or_else(StreamMeta::new);
+        let found = self.stream_meta(stream)?;
+        let new = found.is_none();
+        let mut meta = found.unwrap_or_else(StreamMeta::new);
         meta.retention = retention;
         let keep_from = if retention.is_state_only() {
             meta.version + 1
@@ -212,7 +230,7 @@ impl<'s> StoreWrite<'s> {
             meta.first_held_version = keep_from.min(meta.version + 1);
             self.trim_below(stream, meta.first_held_version)?;
         }
-        self.put_stream_meta(stream, &meta)?;
+        self.put_stream_meta(stream, &meta, new)?;
         let mut aged = self
             .tx
             .open_table(AGED_STREAMS)
@@ -231,15 +249,19 @@ impl<'s> StoreWrite<'s> {
         let doomed: Vec<(u64, u64)> = {
             let index = self
                 .tx
-                .open_table(STREAM_BATCHES)
+                .open_table(STREAMS)
                 .map_err(|e| redb_err(op, self.path, e))?;
             let range = index
-                .range((stream, 0u64)..(stream, keep_from))
+                .range((stream, 1u64)..(stream, keep_from))
                 .map_err(|e| redb_err(op, self.path, e))?;
             let mut out = Vec::new();
             for entry in range {
                 let (k, v) = entry.map_err(|e| redb_err(op, self.path, e))?;
-                out.push((k.value().1, v.value()));
+                let version = k.value().1;
+                out.push((
+                    version,
+                    decode_lsn_value(self.path, stream, version, v.value())?,
+                ));
             }
             out
         };
@@ -249,7 +271,7 @@ impl<'s> StoreWrite<'s> {
             .map_err(|e| redb_err(op, self.path, e))?;
         let mut index = self
             .tx
-            .open_table(STREAM_BATCHES)
+            .open_table(STREAMS)
             .map_err(|e| redb_err(op, self.path, e))?;
         for (first_version, first_lsn) in doomed {
             let value = history
@@ -299,7 +321,7 @@ impl<'s> StoreWrite<'s> {
                 .insert(new_lsn, new_row.as_slice())
                 .map_err(|e| redb_err(op, self.path, e))?;
             index
-                .insert((stream, keep_from), new_lsn)
+                .insert((stream, keep_from), &lsn_value(new_lsn)[..])
                 .map_err(|e| redb_err(op, self.path, e))?;
         }
         Ok(())
@@ -334,7 +356,7 @@ impl<'s> StoreWrite<'s> {
             {
                 let index = self
                     .tx
-                    .open_table(STREAM_BATCHES)
+                    .open_table(STREAMS)
                     .map_err(|e| redb_err(op, self.path, e))?;
                 let history = self
                     .tx
@@ -345,7 +367,7 @@ impl<'s> StoreWrite<'s> {
                     .map_err(|e| redb_err(op, self.path, e))?;
                 for entry in range {
                     let (k, lsn) = entry.map_err(|e| redb_err(op, self.path, e))?;
-                    let lsn = lsn.value();
+                    let lsn = decode_lsn_value(self.path, &stream, k.value().1, lsn.value())?;
                     let v = history
                         .get(lsn)
                         .map_err(|e| redb_err(op, self.path, e))?
@@ -366,7 +388,7 @@ impl<'s> StoreWrite<'s> {
                 self.trim_below(&stream, keep_from)?;
                 let mut m = meta;
                 m.first_held_version = keep_from;
-                self.put_stream_meta(&stream, &m)?;
+                self.put_stream_meta(&stream, &m, false)?;
             }
         }
         Ok(removed)
