@@ -491,15 +491,7 @@ impl Db {
     /// `read` must not call back into the database (append, execute or
     /// view): that returns an error instead of waiting for itself.
     pub fn view<V: View, R>(&self, read: impl FnOnce(&V) -> R) -> Result<Option<AtLsn<R>>> {
-        reentry::check("view")?;
-        self.inner
-            .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
-        let views = self
-            .inner
-            .views
-            .read()
-            .map_err(|_| self.inner.poisoned_error())?;
-        self.inner.check_poison()?;
+        let views = self.inner.read_views()?;
         let _inside = reentry::Inside::enter();
         Ok(views
             .slots
@@ -517,15 +509,7 @@ impl Db {
         &self,
         read: impl FnOnce(&V, &ViewTablesRead<'_>) -> Result<R>,
     ) -> Result<Option<AtLsn<R>>> {
-        reentry::check("view")?;
-        self.inner
-            .wait_applied(self.inner.committed_lsn.load(Ordering::Acquire))?;
-        let views = self
-            .inner
-            .views
-            .read()
-            .map_err(|_| self.inner.poisoned_error())?;
-        self.inner.check_poison()?;
+        let views = self.inner.read_views()?;
         // Begun under the views' lock: the tables are at the same commit
         // as the views' memory.
         let r = self.inner.store.begin_read()?;
@@ -657,6 +641,17 @@ impl Inner {
         self.check_poison()?;
         self.wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
         self.store.begin_read()
+    }
+
+    /// The views, once they reflect everything acknowledged so far.
+    fn read_views(&self) -> Result<std::sync::RwLockReadGuard<'_, ViewStates>> {
+        reentry::check("view")?;
+        self.wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
+        let views = self.views.read().map_err(|_| self.poisoned_error())?;
+        // Checked with the lock held: a group that failed after the
+        // applier took it leaves the handle poisoned before readers enter.
+        self.check_poison()?;
+        Ok(views)
     }
 
     /// Waits until the store reflects `lsn`, waking the applier for it.

@@ -211,15 +211,8 @@ pub fn check_joins_log(
             "covers LSN {covered} but is named for LSN {named_lsn}"
         ));
     }
-    if covered > log_last {
-        return bad(format!(
-            "covers LSN {covered} but the log ends at LSN {log_last}"
-        ));
-    }
-    if covered + 1 < log_first {
-        return bad(format!(
-            "covers LSN {covered} but the log starts at LSN {log_first}"
-        ));
+    if let Err(why) = crate::store::open::lsn_joins_log("covers", covered, log_first, log_last) {
+        return bad(why);
     }
     if let Some((stream, version)) = contents.streams.iter().find(|(_, v)| *v > covered) {
         return bad(format!(

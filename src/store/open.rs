@@ -125,20 +125,31 @@ pub(crate) fn read_meta(db: &redb::Database, path: &Path) -> Result<StoreMeta> {
     })
 }
 
-/// Whether a store at `applied` can join a log holding `first..=last`:
-/// nothing past the log's end, and the log reaches back to the LSN after.
-fn joins_log(applied: u64, log_first: u64, log_last: u64) -> std::result::Result<(), String> {
-    if applied > log_last {
+/// Whether state derived up to `lsn` can join a log holding
+/// `first..=last`: nothing past the log's end, and the log reaches back to
+/// the LSN after it. Says why not, as "`what` ...". Shared by the store and
+/// release 0.1's snapshots.
+pub(crate) fn lsn_joins_log(
+    what: &str,
+    lsn: u64,
+    log_first: u64,
+    log_last: u64,
+) -> std::result::Result<(), String> {
+    if lsn > log_last {
         return Err(format!(
-            "the store reflects LSN {applied} but the log ends at LSN {log_last}"
+            "{what} LSN {lsn} but the log ends at LSN {log_last}"
         ));
     }
-    if applied + 1 < log_first {
+    if lsn + 1 < log_first {
         return Err(format!(
-            "the store reflects LSN {applied} but the log starts at LSN {log_first}"
+            "{what} LSN {lsn} but the log starts at LSN {log_first}"
         ));
     }
     Ok(())
+}
+
+fn joins_log(applied: u64, log_first: u64, log_last: u64) -> std::result::Result<(), String> {
+    lsn_joins_log("the store reflects", applied, log_first, log_last)
 }
 
 /// A store the open must not use, and why.
