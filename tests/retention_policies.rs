@@ -210,3 +210,45 @@ fn a_meaningless_policy_is_refused() {
     }
     assert_eq!(db.last_lsn(), 0, "nothing appended");
 }
+
+#[test]
+fn truncate_before_far_past_the_stream_keeps_nothing_yet_and_the_database_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = open(tmp.path());
+        append(&db, "s", 10);
+        db.set_retention("s", Retention::truncate_before(1000))
+            .unwrap();
+        append(&db, "s", 2);
+        assert_eq!(db.stream_version("s").unwrap(), 12);
+        assert_eq!(held(&db, "s"), (Some(13), vec![]));
+        db.checkpoint().unwrap();
+        append(&db, "s", 1);
+    }
+    let db = open(tmp.path());
+    assert_eq!(db.stream_version("s").unwrap(), 13);
+    assert_eq!(held(&db, "s"), (Some(14), vec![]));
+}
+
+#[test]
+fn reading_a_stream_from_an_lsn_at_or_below_what_retention_removed_is_compacted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    append(&db, "s", 5); // LSNs 1..=5
+    append(&db, "other", 1); // LSN 6
+    append(&db, "s", 2); // LSNs 7, 8
+    db.set_retention("s", Retention::max_count(2)).unwrap();
+    match db.read_stream_from_lsn("s", 3, 10) {
+        Err(Error::Compacted {
+            oldest_available, ..
+        }) => assert_eq!(oldest_available, 6, "after LSN 5, the last removed"),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let kept: Vec<u64> = db
+        .read_stream_from_lsn("s", 6, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.lsn)
+        .collect();
+    assert_eq!(kept, vec![7, 8]);
+}

@@ -138,17 +138,30 @@ struct Policy {
     records: u64,
     bytes: u64,
     since: Instant,
+    /// After a failed automatic checkpoint, none is tried before this.
+    retry_at: Instant,
 }
+
+/// How long a failed automatic checkpoint waits before the next try.
+const CHECKPOINT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Policy {
     fn due(&self) -> bool {
+        if Instant::now() < self.retry_at {
+            return false;
+        }
         (self.every_records > 0 && self.records >= self.every_records)
             || (self.every_bytes > 0 && self.bytes >= self.every_bytes)
             || (self.records > 0 && self.every.is_some_and(|d| self.since.elapsed() >= d))
     }
 
-    /// How long to wait for a job before a checkpoint falls due by time.
+    /// How long to wait for a job before a checkpoint falls due (by time,
+    /// or a retry).
     fn wait(&self) -> Duration {
+        let retry = self.retry_at.saturating_duration_since(Instant::now());
+        if self.records > 0 && !retry.is_zero() {
+            return retry;
+        }
         match self.every {
             Some(d) if self.records > 0 => d.saturating_sub(self.since.elapsed()),
             _ => Duration::from_secs(3600),
@@ -251,6 +264,7 @@ impl Applier {
                 records: s.since.0,
                 bytes: s.since.1,
                 since: Instant::now(),
+                retry_at: Instant::now(),
             },
             checkpoint_lsn: s.checkpoint_lsn,
             applied_lsn: s.applied_lsn,
@@ -389,7 +403,9 @@ impl State {
             }
             if stop {
                 rx.lock().closed = true;
-                if self.policy.records > 0 && !self.health.is_poisoned() {
+                if (self.policy.records > 0 || self.applied_lsn > self.checkpoint_lsn)
+                    && !self.health.is_poisoned()
+                {
                     self.checkpoint_now(true, None);
                 }
                 for reply in checkpoints {
@@ -570,34 +586,29 @@ impl State {
             }
             None => {
                 if let Err(e) = result {
-                    tracing::error!(error = %e, "automatic checkpoint failed; the log keeps growing until one succeeds");
-                    // Try again after a full interval, not on every job.
-                    self.policy.since = Instant::now();
-                    self.policy.records = 0;
-                    self.policy.bytes = 0;
+                    tracing::warn!(error = %e, "automatic checkpoint not taken; retrying in a second");
+                    // What is owed stays owed; only the next try waits.
+                    self.policy.retry_at = Instant::now() + CHECKPOINT_RETRY_AFTER;
                 }
             }
         }
     }
 
     /// A durable checkpoint of what is applied, then the log before the
-    /// previous checkpoint is removed. With `wait` false, a backup in
-    /// progress postpones it.
-    fn checkpoint(&mut self, wait: bool) -> Result<CheckpointOutcome> {
+    /// previous checkpoint is removed. A backup in progress (which needs
+    /// the log it is copying) refuses it: the applier never waits for a
+    /// backup, so readers never do either.
+    fn checkpoint(&mut self, _explicit: bool) -> Result<CheckpointOutcome> {
         self.health.check()?;
         let maintenance = self.maintenance.clone();
-        let _one_at_a_time = if wait {
-            maintenance.lock().unwrap_or_else(PoisonError::into_inner)
-        } else {
-            match maintenance.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::InvalidArgument {
-                        op: "checkpoint",
-                        reason: "a backup is running".into(),
-                    });
-                }
+        let _no_backup = match maintenance.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Error::InvalidArgument {
+                    op: "checkpoint",
+                    reason: "a backup is running; checkpoint after it".into(),
+                });
             }
         };
         let mut outcome = CheckpointOutcome {
@@ -617,7 +628,7 @@ impl State {
                     self.health.poison(e.to_string());
                 })?;
             }
-            let (covered, previous) = self.store.checkpoint(self.checkpoint_lsn)?;
+            let (covered, previous) = self.store.checkpoint()?;
             outcome.covered_lsn = covered;
             outcome.previous_lsn = previous;
             outcome.written = true;

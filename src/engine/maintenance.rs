@@ -319,6 +319,11 @@ pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
             reason: "a database in memory has no files to copy".into(),
         });
     }
+    // Before the lock: the applier must be free to apply what was
+    // acknowledged (it never waits for the lock; a checkpoint meanwhile is
+    // refused instead), and the applied LSN only grows.
+    let acknowledged = inner.committed_lsn.load(Ordering::Acquire);
+    inner.wait_applied(acknowledged)?;
     let _no_truncation = inner
         .maintenance
         .lock()
@@ -337,8 +342,6 @@ pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
         });
     }
     layout::create_dir(fs, dest)?;
-    let acknowledged = inner.committed_lsn.load(Ordering::Acquire);
-    inner.wait_applied(acknowledged)?;
     let r = inner.store.begin_read()?;
     let store_lsn = r.applied_lsn();
     store::open::create(fs, dest, r.history_from_lsn(), |copy| {

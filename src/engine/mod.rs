@@ -421,6 +421,8 @@ impl Db {
     }
 
     /// Up to `limit` events of `stream` whose LSN is at least `from_lsn`.
+    /// From an LSN at or below an event its retention removed, it is
+    /// [`Error::Compacted`] naming the first LSN that read can start at.
     pub fn read_stream_from_lsn(
         &self,
         stream: &str,
@@ -429,6 +431,14 @@ impl Db {
     ) -> Result<Vec<Event>> {
         validate_internal_stream_name(stream)?;
         let r = self.inner.read_store("read_stream")?;
+        if let Some(m) = r.stream_meta(stream)?
+            && from_lsn.max(1) <= m.removed_through_lsn
+        {
+            return Err(Error::Compacted {
+                what: format!("stream {stream:?} from LSN {from_lsn}"),
+                oldest_available: m.removed_through_lsn + 1,
+            });
+        }
         let from_version = r.stream_version_at_lsn(stream, from_lsn)?;
         let mut out = Vec::new();
         if limit == 0 {
@@ -721,6 +731,11 @@ impl Drop for Inner {
             f.stop();
         }
         self.applier.stop();
+        if self.health.is_poisoned() {
+            // The store may hold groups the log lost (a failed sync): its
+            // close must not make them durable.
+            self.store.freeze();
+        }
         if matches!(self.options.durability, Durability::Buffered { .. })
             && !self.health.is_poisoned()
             && let Err(e) = self.log.sync()

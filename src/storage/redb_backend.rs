@@ -9,6 +9,7 @@
 //! piece: an appender's fsync waits for one piece at most.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::StorageFile;
@@ -25,6 +26,8 @@ pub(crate) struct RedbBackend {
     file: Arc<dyn StorageFile>,
     /// `(offset, len)` of writes since the last sync.
     dirty: Mutex<Vec<(u64, u64)>>,
+    /// Set: every write, resize and sync fails (a poisoned handle's store).
+    frozen: Arc<AtomicBool>,
 }
 
 impl RedbBackend {
@@ -32,7 +35,22 @@ impl RedbBackend {
         RedbBackend {
             file,
             dirty: Mutex::new(Vec::new()),
+            frozen: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The switch that makes this backend refuse writes.
+    pub(crate) fn frozen(&self) -> Arc<AtomicBool> {
+        self.frozen.clone()
+    }
+
+    fn check_frozen(&self) -> io::Result<()> {
+        if self.frozen.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "the database handle is poisoned: its store takes no more writes",
+            ));
+        }
+        Ok(())
     }
 
     /// Writes the dirty ranges out in pieces of about [`WRITE_BACK_BYTES`].
@@ -67,15 +85,18 @@ impl redb::StorageBackend for RedbBackend {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_frozen()?;
         self.file.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.check_frozen()?;
         self.write_back()?;
         self.file.sync_data()
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check_frozen()?;
         self.file.write_all_at(data, offset)?;
         let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
         dirty.push((offset, data.len() as u64));

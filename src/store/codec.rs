@@ -12,7 +12,7 @@ use crate::wal::format::{self, EventBytes};
 /// Bytes before a history row's payload.
 pub const HISTORY_ROW_HEADER_BYTES: usize = 24;
 /// Bytes of a stream's meta value.
-pub const STREAM_META_BYTES: usize = 53;
+pub const STREAM_META_BYTES: usize = 61;
 /// Bytes of a view's meta value.
 pub const VIEW_META_BYTES: usize = 16;
 /// Bytes the CRC adds in front of a view table's value.
@@ -147,6 +147,7 @@ pub fn decode_history_row(first_lsn: u64, value: &[u8]) -> Result<HistoryRow<'_>
 /// 29 u64 max_count
 /// 37 u64 max_age_ms
 /// 45 u64 truncate_before
+/// 53 u64 removed_through_lsn the LSN of the last event retention removed
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamMeta {
@@ -158,6 +159,8 @@ pub struct StreamMeta {
     pub last_lsn: u64,
     /// What the history keeps.
     pub retention: Retention,
+    /// LSN of the last event retention removed (0: none).
+    pub removed_through_lsn: u64,
 }
 
 impl StreamMeta {
@@ -168,6 +171,7 @@ impl StreamMeta {
             first_held_version: 1,
             last_lsn: 0,
             retention: Retention::default(),
+            removed_through_lsn: 0,
         }
     }
 }
@@ -186,6 +190,7 @@ pub fn encode_stream_meta(name: &str, m: &StreamMeta) -> [u8; STREAM_META_BYTES]
     put(&mut v, 29, &r.max_count.unwrap_or(0).to_le_bytes());
     put(&mut v, 37, &r.max_age_ms.unwrap_or(0).to_le_bytes());
     put(&mut v, 45, &r.truncate_before.unwrap_or(0).to_le_bytes());
+    put(&mut v, 53, &m.removed_through_lsn.to_le_bytes());
     let crc = crc_of(name.as_bytes(), v.get(4..).unwrap_or_default());
     put(&mut v, 0, &crc.to_le_bytes());
     v
@@ -218,6 +223,7 @@ pub fn decode_stream_meta(name: &str, value: &[u8]) -> Result<StreamMeta, String
             max_age_ms: opt(2, 37)?,
             truncate_before: opt(4, 45)?,
         },
+        removed_through_lsn: u64_at(value, 53).ok_or_else(bad)?,
     };
     if m.first_held_version == 0 || m.first_held_version > m.version.saturating_add(1) {
         return Err(format!(
@@ -352,6 +358,7 @@ mod tests {
                 max_age_ms: None,
                 truncate_before: Some(4),
             },
+            removed_through_lsn: 12,
         };
         let v = encode_stream_meta("s", &m);
         assert_eq!(decode_stream_meta("s", &v), Ok(m));

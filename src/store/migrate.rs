@@ -133,6 +133,9 @@ pub(crate) fn carry_out(
             open::create(fs, dir, log_first, |store| {
                 let op = "migrate snapshot";
                 let mut w = store.begin_write()?;
+                let migrated_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 // What the log still holds of the history up to the snapshot.
                 let mut seen: HashMap<String, (u64, u64, u64)> = HashMap::new();
                 {
@@ -146,11 +149,12 @@ pub(crate) fn carry_out(
                         if r.first_lsn > covered {
                             return Ok(false);
                         }
+                        // Stamped now: max age never removes what it cannot date.
                         let row = codec::encode_history_row(
                             r.first_lsn,
                             r.first_version,
                             r.count,
-                            0,
+                            migrated_at_ms,
                             r.payload,
                         );
                         history

@@ -42,7 +42,8 @@ pub const STORE_FORMAT_VERSION: u32 = 1;
 /// Value of the `magic` key of the meta table.
 pub const STORE_MAGIC: &[u8] = b"replaydb-store";
 /// Persistent savepoints kept: the newest checkpoint's and the one before,
-/// which a damaged newest checkpoint falls back to.
+/// which a damaged newest checkpoint falls back to (a store's creation
+/// makes the first).
 pub const CHECKPOINTS_KEPT: usize = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("replaydb_meta");
@@ -133,6 +134,8 @@ pub(crate) fn damaged(path: &Path, what: String) -> Error {
 pub(crate) struct Store {
     pub(crate) db: redb::Database,
     pub(crate) path: PathBuf,
+    /// Set: the backend refuses every write (see [`Store::freeze`]).
+    frozen: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Store {
@@ -142,15 +145,18 @@ impl Store {
         path: &Path,
         cache_bytes: usize,
     ) -> Result<Store> {
+        let backend = RedbBackend::new(file);
+        let frozen = backend.frozen();
         let db = crate::snapshot::guarded("open store", path, || {
             redb::Database::builder()
                 .set_cache_size(cache_bytes)
-                .create_with_backend(RedbBackend::new(file))
+                .create_with_backend(backend)
                 .map_err(|e| redb_err("open store", path, e))
         })?;
         Ok(Store {
             db,
             path: path.to_path_buf(),
+            frozen: Some(frozen),
         })
     }
 
@@ -160,7 +166,11 @@ impl Store {
         let db = redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| redb_err("create store", &path, e))?;
-        let store = Store { db, path };
+        let store = Store {
+            db,
+            path,
+            frozen: None,
+        };
         open::init_meta(&store, 1, 0)?;
         Ok(store)
     }
@@ -192,11 +202,12 @@ impl Store {
     }
 
     /// A durable checkpoint of everything committed so far: a persistent
-    /// savepoint of it (the way back for the checkpoint after it), the
-    /// savepoints before the kept ones deleted, and the LSN of the previous
-    /// checkpoint recorded, in one durable, quick-repair commit. Returns the
-    /// LSN the checkpoint covers and the previous checkpoint's.
-    pub(crate) fn checkpoint(&self, previous_lsn: u64) -> Result<(u64, u64)> {
+    /// savepoint of it (a way back for the checkpoints after it), its LSN
+    /// recorded under `savepoint:<id>`, the savepoints before the kept
+    /// ones deleted, all in one durable, quick-repair commit. Returns the
+    /// LSN it covers and that of the oldest savepoint kept, the one the
+    /// log must still reach back to.
+    pub(crate) fn checkpoint(&self) -> Result<(u64, u64)> {
         let op = "checkpoint store";
         let mut tx = self
             .db
@@ -209,32 +220,63 @@ impl Store {
             reason: e.to_string(),
         };
         // Before any table is opened: it captures the state as committed.
-        tx.persistent_savepoint().map_err(sp)?;
+        let id = tx.persistent_savepoint().map_err(sp)?;
         let mut ids: Vec<u64> = tx
             .list_persistent_savepoints()
             .map_err(|e| redb_err(op, &self.path, e))?
             .collect();
         ids.sort_unstable();
         let doomed = ids.len().saturating_sub(CHECKPOINTS_KEPT);
-        for id in ids.iter().take(doomed) {
-            tx.delete_persistent_savepoint(*id).map_err(sp)?;
+        for old in ids.iter().take(doomed) {
+            tx.delete_persistent_savepoint(*old).map_err(sp)?;
         }
-        let covered = {
+        let (covered, oldest_kept) = {
             let mut meta = tx
                 .open_table(META)
                 .map_err(|e| redb_err(op, &self.path, e))?;
+            for old in ids.iter().take(doomed) {
+                meta.remove(savepoint_key(*old).as_str())
+                    .map_err(|e| redb_err(op, &self.path, e))?;
+            }
             let covered = read_u64(&meta, META_APPLIED_LSN, &self.path)?;
-            meta.insert(
-                META_PREVIOUS_CHECKPOINT_LSN,
-                &previous_lsn.to_le_bytes()[..],
-            )
-            .map_err(|e| redb_err(op, &self.path, e))?;
-            covered
+            meta.insert(savepoint_key(id).as_str(), &covered.to_le_bytes()[..])
+                .map_err(|e| redb_err(op, &self.path, e))?;
+            // The way back is the oldest savepoint kept: the log must still
+            // hold everything after it. A savepoint whose LSN is unknown
+            // keeps the whole log.
+            let oldest = ids.get(doomed).copied().unwrap_or(id);
+            let oldest_kept = match meta
+                .get(savepoint_key(oldest).as_str())
+                .map_err(|e| redb_err(op, &self.path, e))?
+            {
+                Some(v) => <[u8; 8]>::try_from(v.value())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let oldest_kept = if oldest == id { covered } else { oldest_kept };
+            meta.insert(META_PREVIOUS_CHECKPOINT_LSN, &oldest_kept.to_le_bytes()[..])
+                .map_err(|e| redb_err(op, &self.path, e))?;
+            (covered, oldest_kept)
         };
         crate::failpoint::hit("checkpoint.before_commit");
         tx.commit().map_err(|e| redb_err(op, &self.path, e))?;
-        Ok((covered, previous_lsn))
+        Ok((covered, oldest_kept))
     }
+
+    /// No more writes reach the file: what a poisoned handle's store must
+    /// not do (redb's close would otherwise make its uncheckpointed
+    /// commits durable, which may hold events the log lost).
+    pub(crate) fn freeze(&self) {
+        if let Some(f) = &self.frozen {
+            f.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// The meta key recording the LSN a persistent savepoint captured.
+pub(crate) fn savepoint_key(id: u64) -> String {
+    format!("savepoint:{id}")
 }
 
 /// The LSN of the checkpoint before the newest, as a reader sees it.

@@ -208,63 +208,92 @@ fn check(
     })
 }
 
-/// Tries, on an overlay, whether restoring the previous checkpoint's
-/// savepoint gives a store that checks out and joins the log: its id and
-/// meta if so.
+/// The persistent savepoints of `db`, newest first.
+fn savepoints(db: &redb::Database, path: &Path) -> Result<Vec<u64>> {
+    let op = "list checkpoints";
+    let tx = db.begin_write().map_err(|e| redb_err(op, path, e))?;
+    let mut ids: Vec<u64> = tx
+        .list_persistent_savepoints()
+        .map_err(|e| redb_err(op, path, e))?
+        .collect();
+    tx.abort().map_err(|e| redb_err(op, path, e))?;
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(ids)
+}
+
+/// Tries, on an overlay and newest first, whether restoring a checkpoint's
+/// savepoint gives a store that checks out and joins the log: the first
+/// that does, its id and meta.
 fn plan_fallback(
     file: &Arc<dyn StorageFile>,
     path: &Path,
     log_first: u64,
     log_last: u64,
 ) -> Option<(u64, StoreMeta)> {
-    let overlay = OverlayBackend::new(file.clone()).ok()?;
-    let tried = crate::snapshot::guarded("try the previous checkpoint", path, || {
-        let mut db = redb::Database::builder()
-            .set_cache_size(4 << 20)
-            .create_with_backend(overlay)
-            .map_err(|e| redb_err("open store", path, e))?;
-        let id = restore_previous(&db, path)?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        if !db
-            .check_integrity()
-            .map_err(|e| redb_err("check store", path, e))?
-        {
-            return Ok(None);
+    let open = || -> Option<redb::Database> {
+        let overlay = OverlayBackend::new(file.clone()).ok()?;
+        crate::snapshot::guarded("open store", path, || {
+            redb::Database::builder()
+                .set_cache_size(4 << 20)
+                .create_with_backend(overlay)
+                .map_err(|e| redb_err("open store", path, e))
+        })
+        .ok()
+    };
+    let ids = crate::snapshot::guarded("list checkpoints", path, || {
+        open().map_or(Ok(Vec::new()), |db| savepoints(&db, path))
+    })
+    .ok()?;
+    for id in ids {
+        // A fresh overlay for each: a failed try leaves nothing behind.
+        let Some(mut db) = open() else { continue };
+        let tried = crate::snapshot::guarded("try a checkpoint", path, || {
+            restore(&db, path, id)?;
+            if !db
+                .check_integrity()
+                .map_err(|e| redb_err("check store", path, e))?
+            {
+                return Ok(None);
+            }
+            let meta = read_meta(&db, path)?;
+            Ok(joins_log(meta.applied_lsn, log_first, log_last)
+                .ok()
+                .map(|()| meta))
+        });
+        if let Ok(Some(meta)) = tried {
+            return Some((id, meta));
         }
-        let meta = read_meta(&db, path)?;
-        Ok(joins_log(meta.applied_lsn, log_first, log_last)
-            .ok()
-            .map(|()| (id, meta)))
-    });
-    tried.ok().flatten()
+    }
+    None
 }
 
-/// Restores the second newest persistent savepoint (the checkpoint before
-/// the newest) and commits; its id, or `None` if there is none.
-fn restore_previous(db: &redb::Database, path: &Path) -> Result<Option<u64>> {
-    let op = "restore the previous checkpoint";
+/// Restores persistent savepoint `id`, deletes the savepoints newer than
+/// it (the checkpoints that failed), records its LSN, and commits.
+fn restore(db: &redb::Database, path: &Path, id: u64) -> Result<()> {
+    let op = "restore a checkpoint";
     let mut tx = db.begin_write().map_err(|e| redb_err(op, path, e))?;
-    let mut ids: Vec<u64> = tx
+    let ids: Vec<u64> = tx
         .list_persistent_savepoints()
         .map_err(|e| redb_err(op, path, e))?
         .collect();
-    ids.sort_unstable();
-    let Some(&id) = ids.iter().rev().nth(1) else {
-        return Ok(None);
-    };
     let sp_err = |e: redb::SavepointError| damaged(path, format!("{op}: {e}"));
     let savepoint = tx.get_persistent_savepoint(id).map_err(sp_err)?;
     tx.restore_savepoint(&savepoint).map_err(sp_err)?;
     drop(savepoint);
-    // The newest savepoint is the damaged checkpoint itself.
-    if let Some(&newest) = ids.last() {
-        tx.delete_persistent_savepoint(newest).map_err(sp_err)?;
+    for newer in ids.into_iter().filter(|&n| n > id) {
+        tx.delete_persistent_savepoint(newer).map_err(sp_err)?;
+    }
+    {
+        let mut meta = tx.open_table(META).map_err(|e| redb_err(op, path, e))?;
+        let lsn = read_u64(&meta, META_APPLIED_LSN, path)?;
+        meta.insert(
+            crate::store::savepoint_key(id).as_str(),
+            &lsn.to_le_bytes()[..],
+        )
+        .map_err(|e| redb_err(op, path, e))?;
     }
     tx.set_quick_repair(true);
-    tx.commit().map_err(|e| redb_err(op, path, e))?;
-    Ok(Some(id))
+    tx.commit().map_err(|e| redb_err(op, path, e))
 }
 
 /// Creates an empty store at `path` reflecting `applied_lsn`, by way of a
@@ -329,7 +358,20 @@ pub(crate) fn init_meta(store: &Store, history_from_lsn: u64, applied: u64) -> R
     w.tx.open_table(crate::store::AGED_STREAMS).map_err(e)?;
     w.tx.open_table(crate::store::VIEWS).map_err(e)?;
     w.set_applied_lsn(applied);
-    w.commit_durably()
+    w.commit_durably()?;
+    // The first way back: a savepoint of the store as created.
+    let op = "checkpoint new store";
+    let tx = store.db.begin_write().map_err(|e| redb_err(op, &path, e))?;
+    let sp = |e: redb::SavepointError| damaged(&path, format!("{op}: {e}"));
+    let id = tx.persistent_savepoint().map_err(sp)?;
+    tx.open_table(META)
+        .map_err(|e| redb_err(op, &path, e))?
+        .insert(
+            crate::store::savepoint_key(id).as_str(),
+            &applied.to_le_bytes()[..],
+        )
+        .map_err(|e| redb_err(op, &path, e))?;
+    tx.commit().map_err(|e| redb_err(op, &path, e))
 }
 
 /// What opening the store will do, decided before anything is changed.
@@ -455,12 +497,7 @@ pub(crate) fn open_store(
             )?;
             layout::sync_dir(fs.as_ref(), dir)?;
             let store = Store::on_file(file, &path, cache_bytes)?;
-            if restore_previous(&store.db, &path)? != Some(id) {
-                return Err(damaged(
-                    &path,
-                    "the previous checkpoint changed between trial and restore".into(),
-                ));
-            }
+            restore(&store.db, &path, id)?;
             tracing::warn!(store = %path.display(), lsn = meta.applied_lsn, kept = %kept.display(), "fell back to the previous checkpoint");
             report.fell_back_to_lsn = Some(meta.applied_lsn);
             report.damaged_kept_in = Some(kept);

@@ -134,6 +134,7 @@ impl<'s> StoreWrite<'s> {
         meta.last_lsn = b.last_lsn();
         if meta.retention.is_state_only() {
             meta.first_held_version = meta.version + 1;
+            meta.removed_through_lsn = meta.removed_through_lsn.max(b.last_lsn());
         } else {
             let row = codec::encode_history_row(
                 b.first_lsn,
@@ -154,10 +155,13 @@ impl<'s> StoreWrite<'s> {
                 .insert((b.stream, b.first_version), &lsn_value(b.first_lsn)[..])
                 .map_err(|e| redb_err(op, self.path, e))?;
             let keep_from = meta.retention.first_kept_version(meta.version);
-            meta.first_held_version = meta.first_held_version.max(keep_from);
+            // Never past the next version: a truncate-before far ahead of
+            // the stream keeps nothing yet, and no more.
+            meta.first_held_version = meta.first_held_version.max(keep_from).min(meta.version + 1);
         }
         if meta.first_held_version > was_held {
-            self.trim_below(b.stream, meta.first_held_version)?;
+            let removed = self.trim_below(b.stream, meta.first_held_version)?;
+            meta.removed_through_lsn = meta.removed_through_lsn.max(removed);
         }
         self.put_stream_meta(b.stream, &meta, new)?;
         if b.stream == RETENTION_STREAM {
@@ -228,7 +232,8 @@ impl<'s> StoreWrite<'s> {
         };
         if keep_from > meta.first_held_version {
             meta.first_held_version = keep_from.min(meta.version + 1);
-            self.trim_below(stream, meta.first_held_version)?;
+            let removed = self.trim_below(stream, meta.first_held_version)?;
+            meta.removed_through_lsn = meta.removed_through_lsn.max(removed);
         }
         self.put_stream_meta(stream, &meta, new)?;
         let mut aged = self
@@ -243,8 +248,10 @@ impl<'s> StoreWrite<'s> {
     }
 
     /// Removes `stream`'s history below version `keep_from`; a batch that
-    /// straddles it is rewritten to hold only the kept events.
-    fn trim_below(&mut self, stream: &str, keep_from: u64) -> Result<()> {
+    /// straddles it is rewritten to hold only the kept events. Returns the
+    /// LSN of the last event removed (0 if none).
+    fn trim_below(&mut self, stream: &str, keep_from: u64) -> Result<u64> {
+        let mut removed_through = 0u64;
         let op = "trim history";
         let doomed: Vec<(u64, u64)> = {
             let index = self
@@ -302,10 +309,12 @@ impl<'s> StoreWrite<'s> {
             }
             let last_version = first_version + u64::from(row.count) - 1;
             if last_version < keep_from {
+                removed_through = removed_through.max(first_lsn + u64::from(row.count) - 1);
                 continue;
             }
             // The kept tail of a straddling batch, under its own first LSN.
             let skip = keep_from - first_version;
+            removed_through = removed_through.max(first_lsn + skip - 1);
             let kept: Vec<&[u8]> = row.events().skip(skip as usize).collect();
             let batch = format::encode_batch(stream, &kept);
             let new_lsn = first_lsn + skip;
@@ -324,7 +333,7 @@ impl<'s> StoreWrite<'s> {
                 .insert((stream, keep_from), &lsn_value(new_lsn)[..])
                 .map_err(|e| redb_err(op, self.path, e))?;
         }
-        Ok(())
+        Ok(removed_through)
     }
 
     /// Removes history that its stream's max age no longer keeps (events
@@ -385,9 +394,10 @@ impl<'s> StoreWrite<'s> {
             }
             if keep_from > meta.first_held_version {
                 removed += keep_from - meta.first_held_version;
-                self.trim_below(&stream, keep_from)?;
+                let through = self.trim_below(&stream, keep_from)?;
                 let mut m = meta;
                 m.first_held_version = keep_from;
+                m.removed_through_lsn = m.removed_through_lsn.max(through);
                 self.put_stream_meta(&stream, &m, false)?;
             }
         }
