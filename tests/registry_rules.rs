@@ -396,7 +396,14 @@ fn reclaiming_delegated_scope_removes_one_deny_per_rule_and_is_idempotent() {
         "at most one equal deny per rule"
     );
     assert!(reg.find("b").unwrap().is_none());
+    // The second layer goes with a second call, child or no child.
+    reg.reclaim_delegated_scope("a", "b", vec![w("/src/core")])
+        .unwrap();
+    assert!(reg.find("a").unwrap().unwrap().deny.is_empty());
+    // Nothing left to remove: nothing written.
     let before = reg.db().last_lsn();
+    reg.reclaim_delegated_scope("a", "b", vec![w("/src/core")])
+        .unwrap();
     reg.reclaim_delegated_scope("gone", "gone-too", vec![w("/x")])
         .unwrap();
     assert_eq!(
@@ -404,6 +411,91 @@ fn reclaiming_delegated_scope_removes_one_deny_per_rule_and_is_idempotent() {
         before,
         "nothing to do, nothing written"
     );
+    // And the parent writes that scope again.
+    assert!(reg.has_effective("a", &w("/src/core")).unwrap());
+}
+
+#[test]
+fn reclaim_delegated_scope_removes_parent_deny_when_child_allocation_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    // A restored parent: its delegation lives on only as a deny.
+    reg.register_pod(
+        "parent",
+        me(),
+        "/run/p",
+        vec![w("/src")],
+        vec![w("/src/core")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    assert!(reg.find("child").unwrap().is_none());
+    reg.reclaim_delegated_scope("parent", "child", vec![w("/src/core")])
+        .unwrap();
+    assert!(reg.find("parent").unwrap().unwrap().deny.is_empty());
+    assert!(reg.has_effective("parent", &w("/src/core")).unwrap());
+}
+
+#[test]
+fn reclaim_removes_a_child_that_is_not_recorded_under_the_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    reg.register_pod(
+        "parent",
+        me(),
+        "/run/p",
+        vec![w("/src")],
+        vec![w("/src/core")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
+    // A restored child registers top level, inside the parent's deny.
+    register(&reg, "child", vec![w("/src/core")]).unwrap();
+    assert_eq!(reg.find("child").unwrap().unwrap().delegated_from, None);
+    reg.reclaim_delegated_scope("parent", "child", vec![w("/src/core")])
+        .unwrap();
+    assert!(reg.find("child").unwrap().is_none());
+    assert!(reg.find("parent").unwrap().unwrap().deny.is_empty());
+}
+
+#[test]
+fn a_deny_covering_one_owner_does_not_let_a_registration_past_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "x", vec![w("/src/core")]).unwrap();
+    register(&reg, "y", vec![w("/src/other")]).unwrap();
+    let refused = reg.register_pod(
+        "restored",
+        me(),
+        "/run/restored",
+        vec![w("/src")],
+        vec![w("/src/core")],
+        sid(),
+    );
+    match refused {
+        Err(RegistryError::WriteConflict {
+            competitor,
+            competitor_rule,
+            ..
+        }) => {
+            assert_eq!(competitor, "y", "the first owner the deny does not cover");
+            assert_eq!(competitor_rule, w("/src/other"));
+        }
+        other => panic!("expected WriteConflict naming y, got {other:?}"),
+    }
+    // Covering both owners, it passes.
+    reg.register_pod(
+        "restored",
+        me(),
+        "/run/restored",
+        vec![w("/src")],
+        vec![w("/src/core"), w("/src/other")],
+        sid(),
+    )
+    .unwrap()
+    .keep();
 }
 
 #[test]
@@ -514,7 +606,7 @@ fn the_cli_lists_shows_tells_history_and_reclaims() {
 fn review_regressions_idempotence_stale_guards_exemption_adopt_and_chains() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = open(tmp.path());
-    // Repeated reclaim of delegated scope changes nothing the second time.
+    // Repeated reclaim of delegated scope takes one deny layer a call.
     reg.register_pod(
         "p",
         me(),
@@ -538,11 +630,12 @@ fn review_regressions_idempotence_stale_guards_exemption_adopt_and_chains() {
         .unwrap();
     reg.reclaim_delegated_scope("p", "c", vec![w("/src/core")])
         .unwrap();
-    assert_eq!(reg.find("p").unwrap().unwrap().deny, vec![w("/src/core")]);
-    // Only the parent's own child is reclaimed.
-    register(&reg, "other", vec![w("/other")]).unwrap();
-    reg.reclaim_delegated_scope("p", "other", vec![]).unwrap();
-    assert!(reg.find("other").unwrap().is_some());
+    // One deny layer per call, the child gone or not (the original's rule).
+    assert!(reg.find("p").unwrap().unwrap().deny.is_empty());
+    let before = reg.db().last_lsn();
+    reg.reclaim_delegated_scope("p", "c", vec![w("/src/core")])
+        .unwrap();
+    assert_eq!(reg.db().last_lsn(), before, "nothing left: nothing written");
 
     // A stale guard does not release a newcomer (another process) that
     // took the name.

@@ -97,9 +97,11 @@ pub struct Registration {
 }
 
 /// `register_pod`: reclaim stale pods; then `DuplicatePodName`;
-/// `SegmentConflict`; and for each Write allow rule, `WriteConflict` with
-/// its owner unless the request's own Write deny rules fully cover the
-/// owner's rule. Adds a top-level pod.
+/// `SegmentConflict`; and for each Write allow rule, `WriteConflict`
+/// naming the first of its owners (one per top-level tree, in
+/// registration order) whose rule the request's own Write deny rules do
+/// not fully cover: a deny covering one owner lets the rule past that
+/// owner only, never past another. Adds a top-level pod.
 pub fn register(
     state: &RegistryState,
     r: Registration,
@@ -113,12 +115,15 @@ pub fn register(
     }
     segment_free(&table, r.segment, None)?;
     for rule in r.allow.iter().filter(|r| r.is_write()) {
-        if let Some((owner, owner_rule)) = table.owner_of_write(rule, None)
-            && !r
-                .deny
-                .iter()
-                .any(|d| d.is_write() && fully_covers(d, owner_rule))
-        {
+        let uncovered = table
+            .owners_of_write(rule, None)
+            .into_iter()
+            .find(|(_, owner_rule)| {
+                !r.deny
+                    .iter()
+                    .any(|d| d.is_write() && fully_covers(d, owner_rule))
+            });
+        if let Some((owner, owner_rule)) = uncovered {
             return Err(RegistryError::WriteConflict {
                 competitor: owner.pod_name.clone(),
                 competitor_rule: owner_rule.clone(),
@@ -261,23 +266,22 @@ pub fn release(state: &RegistryState, name: &str) -> Result<Vec<Change>, Registr
     }])
 }
 
-/// `reclaim_delegated_scope`: removes at most one equal Write deny per
-/// delegated rule from the parent, and the child. Idempotent: what is
-/// already gone is skipped.
+/// `reclaim_delegated_scope`, as the original crate has it: removes the
+/// child if it is there (whoever it is recorded under: a restored child
+/// registers top level; its own children go to its parent), and, for each
+/// delegated Write rule, exactly one equal Write deny rule from the
+/// parent, **even when the child is already gone**: restore
+/// reconciliation relies on that, when the durable worker state still
+/// records a delegation the table no longer has. Two equal deny layers
+/// take two calls. With neither a child nor a matching deny left, a call
+/// changes nothing (and writes nothing): that is its idempotence. An
+/// unknown parent only loses nothing.
 pub fn reclaim_delegated(
     state: &RegistryState,
     parent: &str,
     child: &str,
     delegated: &[ScopeRule],
 ) -> Vec<Change> {
-    // Only a child of this parent is reclaimed, and only while it is
-    // there: a repeated call finds nothing to do and changes nothing.
-    let is_its_child = state
-        .find(child)
-        .is_some_and(|c| c.delegated_from.as_deref() == Some(parent));
-    if !is_its_child {
-        return Vec::new();
-    }
     let mut changes = Vec::new();
     if let Some(p) = state.find(parent) {
         let mut left = p.deny.clone();
@@ -294,9 +298,11 @@ pub fn reclaim_delegated(
             });
         }
     }
-    changes.push(Change::Removed {
-        pod: child.to_string(),
-        reason: RemovalReason::Reclaimed,
-    });
+    if state.find(child).is_some() {
+        changes.push(Change::Removed {
+            pod: child.to_string(),
+            reason: RemovalReason::Reclaimed,
+        });
+    }
     changes
 }

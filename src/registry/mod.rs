@@ -454,7 +454,11 @@ impl Registry {
             .map(drop)
     }
 
-    /// Takes delegated scope back from `child` (idempotent).
+    /// Takes delegated scope back from `child`: removes the child if it is
+    /// there, and one equal Write deny rule per delegated Write rule from
+    /// `parent`, even when the child is gone (see
+    /// [`decide::reclaim_delegated`]). Repeating it removes the next deny
+    /// layer, if any; with nothing left to remove it writes nothing.
     pub fn reclaim_delegated_scope(
         &self,
         parent: &str,

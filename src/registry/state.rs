@@ -198,15 +198,27 @@ impl RegistryState {
         request: &ScopeRule,
         exempt: Option<&str>,
     ) -> Option<(&'a Allocation, &'a ScopeRule)> {
-        for top in self.pods.values().filter(|a| a.delegated_from.is_none()) {
-            // The exempt pod is skipped, and the walk goes on.
-            if let Search::Owner(a, r) = self.search(top, request)
-                && exempt != Some(a.pod_name.as_str())
-            {
-                return Some((a, r));
-            }
-        }
-        None
+        self.owners_of_write(request, exempt).into_iter().next()
+    }
+
+    /// Every owner of a requested Write rule, one per top-level tree (the
+    /// deepest qualifying pod of it, as [`RegistryState::owner_of_write`]
+    /// finds it), in registration order of the top-level pods; `exempt`
+    /// is left out. A request overlapping several owners must get past
+    /// each of them.
+    pub fn owners_of_write<'a>(
+        &'a self,
+        request: &ScopeRule,
+        exempt: Option<&str>,
+    ) -> Vec<(&'a Allocation, &'a ScopeRule)> {
+        self.pods
+            .values()
+            .filter(|a| a.delegated_from.is_none())
+            .filter_map(|top| match self.search(top, request) {
+                Search::Owner(a, r) if exempt != Some(a.pod_name.as_str()) => Some((a, r)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn search<'a>(&'a self, pod: &'a Allocation, request: &ScopeRule) -> Search<'a> {
