@@ -66,6 +66,6 @@ pub use stream::{
     Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX,
     validate_internal_stream_name, validate_stream_name,
 };
-pub use views::{AtLsn, View, ViewSet, ViewTables, ViewTablesRead};
+pub use views::{AtLsn, View, ViewHistory, ViewSet, ViewTables, ViewTablesRead};
 pub use wal::recovery::{RecoveryReport, TornTail};
 pub use wal::repair::{RepairAction, RepairPlan};

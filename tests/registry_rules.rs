@@ -535,13 +535,13 @@ fn an_empty_database_is_an_empty_table_and_everything_survives_reopen_with_histo
     };
     let reg = open(tmp.path());
     assert_eq!(reg.allocations().unwrap(), table);
-    let history = reg.history("b").unwrap();
+    let history = reg.history("b", 1, usize::MAX).unwrap().entries;
     assert_eq!(
         history.iter().map(|h| h.op.as_str()).collect::<Vec<_>>(),
         vec!["delegate_scope", "adopt_allocation"]
     );
     assert!(history.iter().all(|h| h.by_pid == me() && h.at_unix_ms > 0));
-    let c = reg.history("c").unwrap();
+    let c = reg.history("c", 1, usize::MAX).unwrap().entries;
     assert!(matches!(
         c.last().map(|h| &h.change),
         Some(Change::Removed {
@@ -589,7 +589,7 @@ fn the_cli_lists_shows_tells_history_and_reclaims() {
     assert_eq!(shown["allow"][0]["target"], "/src");
     let out = common::cli(tmp.path(), &["registry", "show", "nobody"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = common::cli(tmp.path(), &["registry", "history", "a"]);
+    let out = common::cli(tmp.path(), &["registry", "history", "a", "--json"]);
     let h: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(
@@ -765,11 +765,64 @@ fn a_refused_registration_still_writes_the_stale_reclaim_it_did_first() {
         "the reclaim was written"
     );
     assert_eq!(
-        reg.history("dead").unwrap().last().map(|h| h.op.as_str()),
+        reg.history("dead", 1, usize::MAX)
+            .unwrap()
+            .entries
+            .last()
+            .map(|h| h.op.as_str()),
         Some("reclaim_stale")
     );
     // Nothing to reclaim: a refusal writes nothing.
     let before = reg.db().last_lsn();
     assert!(register(&reg, "live", vec![w("/other")]).is_err());
     assert_eq!(reg.db().last_lsn(), before);
+}
+
+#[test]
+fn history_is_read_a_page_at_a_time_and_the_pages_make_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = open(tmp.path());
+    register(&reg, "a", vec![w("/a")]).unwrap();
+    // A pod whose name extends another's: its entries are its own.
+    register(&reg, "ab", vec![w("/ab")]).unwrap();
+    for _ in 0..24 {
+        reg.update_segment("a", sid()).unwrap();
+        reg.update_segment("ab", sid()).unwrap();
+    }
+    let whole = reg.history("a", 1, usize::MAX).unwrap();
+    assert_eq!(whole.entries.len(), 25);
+    assert_eq!(whole.next, None);
+    assert!(whole.entries.windows(2).all(|p| p[0].lsn < p[1].lsn));
+    let (mut from, mut paged, mut pages) = (1, Vec::new(), 0);
+    loop {
+        let page = reg.history("a", from, 7).unwrap();
+        assert!(page.entries.len() <= 7);
+        pages += 1;
+        paged.extend(page.entries);
+        match page.next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    assert_eq!(paged, whole.entries);
+    assert!(paged.iter().all(|h| h.change.pods() == vec!["a"]));
+    // From the middle, and past the end.
+    let mid = whole.entries[10].lsn;
+    assert_eq!(reg.history("a", mid, 3).unwrap().entries[0].lsn, mid);
+    assert!(reg.history("a", u64::MAX, 3).unwrap().entries.is_empty());
+    assert!(reg.history("nobody", 1, 3).unwrap().entries.is_empty());
+    // The CLI pages the same way and says where to go on.
+    drop(reg);
+    let out = common::cli(
+        tmp.path(),
+        &["registry", "history", "a", "--limit", "7", "--json"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 7);
+    let next = whole.entries[7].lsn;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("next: --from {next}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

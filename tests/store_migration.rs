@@ -142,7 +142,7 @@ fn a_compacted_release_0_1_database_is_migrated_from_its_newest_snapshot() {
         .collect();
     assert_eq!(pods, vec!["beta"]);
     assert_eq!(reg.find("beta").unwrap().unwrap().pid, 4343);
-    let alpha = reg.history("alpha").unwrap();
+    let alpha = reg.history("alpha", 1, usize::MAX).unwrap().entries;
     assert_eq!(alpha.len(), 1, "the history the log still held: {alpha:?}");
     assert_eq!(alpha[0].lsn, 302);
     // Versions: expected-version checks hold across the migration.
@@ -207,8 +207,9 @@ fn a_release_0_1_database_whose_log_starts_at_lsn_1_is_rebuilt_from_the_log() {
         "beta; alpha was reclaimed"
     );
     let alpha: Vec<u64> = reg
-        .history("alpha")
+        .history("alpha", 1, usize::MAX)
         .unwrap()
+        .entries
         .iter()
         .map(|h| h.lsn)
         .collect();

@@ -27,10 +27,20 @@ enum RegistryCommand {
         /// The pod.
         name: String,
     },
-    /// What changed for a pod, when and by which pid (JSON lines).
+    /// What changed for a pod, when and by which pid, a page at a time;
+    /// where the next page starts goes to stderr as `next: --from N`.
     History {
         /// The pod.
         name: String,
+        /// The first LSN to show.
+        #[arg(long, value_name = "LSN", default_value_t = 1)]
+        from: u64,
+        /// Entries per page (the entries of one LSN are kept together).
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove pods whose process is dead; print their names.
     Reclaim,
@@ -78,9 +88,29 @@ pub fn run(dir: &Path, options: &Options, args: &RegistryArgs) -> CmdResult {
                 });
             }
         },
-        RegistryCommand::History { name } => {
-            for h in registry.history(name)? {
-                println!("{}", serde_json::to_string(&h)?);
+        RegistryCommand::History {
+            name,
+            from,
+            limit,
+            json,
+        } => {
+            let page = registry.history(name, *from, *limit)?;
+            for h in &page.entries {
+                if *json {
+                    println!("{}", serde_json::to_string(h)?);
+                } else {
+                    println!(
+                        "{}\t{}\tpid {}\t{}\t{}",
+                        h.lsn,
+                        h.at_unix_ms,
+                        h.by_pid,
+                        h.op,
+                        serde_json::to_string(&h.change)?
+                    );
+                }
+            }
+            if let Some(next) = page.next {
+                eprintln!("next: --from {next}");
             }
         }
         RegistryCommand::Reclaim => {

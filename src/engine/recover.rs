@@ -149,23 +149,40 @@ fn prepare_views(
                     lsn
                 }
                 None => {
-                    let (snapshot_version, code_version) = (
-                        recorded
-                            .iter()
-                            .find(|(n, _, _)| *n == name)
-                            .map_or(0, |(_, s, _)| *s),
-                        view.schema_version(),
-                    );
+                    let stored = recorded.iter().find(|(n, _, _)| *n == name);
+                    let (snapshot_version, code_version) =
+                        (stored.map_or(0, |(_, s, _)| *s), view.schema_version());
                     view.reset();
-                    rebuild.push(name.clone());
                     if history_from_lsn > 1 && applied_lsn > 0 {
-                        return Err(Error::ViewVersion {
-                            view: name,
-                            snapshot_version,
-                            code_version,
-                            log_first_lsn: history_from_lsn,
-                        });
+                        // No rebuild is possible: the view may migrate its
+                        // tables in place, or the open fails naming it.
+                        let migrated = match stored {
+                            Some((_, from, lsn)) => {
+                                migrate_view(store, &r, view.as_mut(), *from, *lsn)?
+                            }
+                            None => None,
+                        };
+                        let Some(lsn) = migrated else {
+                            return Err(Error::ViewVersion {
+                                view: name,
+                                snapshot_version,
+                                code_version,
+                                log_first_lsn: history_from_lsn,
+                            });
+                        };
+                        report.views_migrated.push(name.clone());
+                        // Loaded from what the migration committed.
+                        let fresh = store.begin_read()?;
+                        let tables = ViewTablesRead {
+                            at: TablesAt::Read(&fresh.tx),
+                            view: &name,
+                            path: &store.path,
+                        };
+                        view.load(&tables)?;
+                        slots.push(ViewSlot::new(view, lsn));
+                        continue;
                     }
+                    rebuild.push(name.clone());
                     0
                 }
             };
@@ -191,6 +208,37 @@ fn prepare_views(
     }
     catch_up(store, &mut slots, applied_lsn)?;
     Ok(slots)
+}
+
+/// Runs `view`'s migration from schema `from` in one store transaction;
+/// the LSN it reflects (unchanged) if it migrated.
+fn migrate_view(
+    store: &Store,
+    r: &store::StoreRead,
+    view: &mut dyn View,
+    from: u32,
+    lsn: u64,
+) -> Result<Option<u64>> {
+    let w = store.begin_write()?;
+    let name = view.name().to_string();
+    let migrated = {
+        let mut tables = ViewTables::new(&w.tx, &name, &store.path);
+        let mut history = crate::views::ViewHistory { read: r };
+        view.migrate(from, &mut tables, &mut history)?
+    };
+    if !migrated {
+        return Ok(None);
+    }
+    let t = w.tx.open_table(store::VIEWS);
+    t.map_err(|e| store::redb_err("write view meta", &store.path, e))?
+        .insert(
+            name.as_str(),
+            &codec::encode_view_meta(&name, view.schema_version(), lsn)[..],
+        )
+        .map_err(|e| store::redb_err("write view meta", &store.path, e))?;
+    w.commit()?;
+    tracing::info!(view = %name, from, to = view.schema_version(), "migrated a view's tables");
+    Ok(Some(lsn))
 }
 
 /// `(name, schema version, applied LSN)` of every view the store records.

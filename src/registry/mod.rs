@@ -104,7 +104,7 @@ pub struct RegistryRecord {
 }
 
 /// One line of a pod's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// LSN of the event.
     pub lsn: u64,
@@ -135,6 +135,21 @@ pub struct RegistryView {
 
 /// The view's table of pods.
 const PODS_TABLE: &str = "pods";
+/// The view's table of each pod's history: key `pod ++ 0x00 ++ LSN (u64
+/// BE) ++ change index (u16 BE)`, value the MessagePack [`HistoryEntry`].
+/// Pod names hold no NUL (they are validated stream names), so a pod's
+/// entries are one contiguous key range, in LSN order.
+const HISTORY_TABLE: &str = "history";
+
+/// The key of a pod's history entry.
+fn history_key(pod: &str, lsn: u64, index: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(pod.len() + 11);
+    k.extend_from_slice(pod.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&lsn.to_be_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
 
 impl RegistryView {
     /// The table.
@@ -174,8 +189,36 @@ impl View for RegistryView {
         REGISTRY_VIEW
     }
 
+    /// 1: `pods`. 2: `pods` and `history` (per-pod history, paged).
     fn schema_version(&self) -> u32 {
-        1
+        2
+    }
+
+    /// From 1: the `pods` table stays; `history` is filled from the
+    /// registry events the store's history holds.
+    fn migrate(
+        &mut self,
+        from_version: u32,
+        tables: &mut ViewTables<'_>,
+        history: &mut crate::views::ViewHistory<'_>,
+    ) -> crate::Result<bool> {
+        if from_version != 1 {
+            return Ok(false);
+        }
+        let mut failed = None;
+        history.stream(REGISTRY_STREAM, |e| {
+            if let Ok(record) = rmp_serde::from_slice::<RegistryRecord>(e.data)
+                && let Err(err) = record_history(e.lsn, &record, tables)
+            {
+                failed = Some(err);
+                return false;
+            }
+            true
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
     fn apply(&mut self, event: &EventRef<'_>, tables: &mut ViewTables<'_>) -> crate::Result<()> {
@@ -186,6 +229,7 @@ impl View for RegistryView {
             self.undecodable_events += 1;
             return Ok(());
         };
+        record_history(event.lsn, &record, tables)?;
         for change in &record.changes {
             // A removal reparents the pod's children: their rows change too.
             let mut touched: Vec<String> = change.pods().iter().map(|p| p.to_string()).collect();
@@ -225,6 +269,42 @@ impl View for RegistryView {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+}
+
+/// Writes one history entry per pod per change of `record`.
+fn record_history(
+    lsn: u64,
+    record: &RegistryRecord,
+    tables: &mut ViewTables<'_>,
+) -> crate::Result<()> {
+    for (i, change) in record.changes.iter().enumerate() {
+        let index = u16::try_from(i).unwrap_or(u16::MAX);
+        for pod in change.pods() {
+            let entry = HistoryEntry {
+                lsn,
+                at_unix_ms: record.at_unix_ms,
+                by_pid: record.by_pid,
+                op: record.op.clone(),
+                change: change.clone(),
+            };
+            let value = rmp_serde::to_vec(&entry).map_err(|e| crate::Error::InvalidArgument {
+                op: "save registry history",
+                reason: e.to_string(),
+            })?;
+            tables.put(HISTORY_TABLE, &history_key(pod, lsn, index), &value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A page of a pod's history, from [`Registry::history`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryPage {
+    /// The entries, in LSN order.
+    pub entries: Vec<HistoryEntry>,
+    /// Where the next page starts (`from` for the next call), if there is
+    /// more.
+    pub next: Option<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -527,36 +607,58 @@ impl Registry {
         self.read(|s| s.has_effective(pod, rule))
     }
 
-    /// What changed for `pod`, when and by which pid, from the registry
-    /// events the history holds (all of them, unless the database was
-    /// migrated from a compacted one).
-    pub fn history(&self, pod: &str) -> Result<Vec<HistoryEntry>, RegistryError> {
-        let events = match self.db.read_stream(REGISTRY_STREAM, 1, usize::MAX) {
-            Err(crate::Error::Compacted {
-                oldest_available, ..
-            }) => self
-                .db
-                .read_stream(REGISTRY_STREAM, oldest_available, usize::MAX)?,
-            other => other?,
-        };
-        let mut out = Vec::new();
-        for event in events {
-            let Ok(record) = rmp_serde::from_slice::<RegistryRecord>(&event.data) else {
-                continue;
-            };
-            for change in record.changes {
-                if change.pods().contains(&pod) {
-                    out.push(HistoryEntry {
-                        lsn: event.lsn,
-                        at_unix_ms: record.at_unix_ms,
-                        by_pid: record.by_pid,
-                        op: record.op.clone(),
-                        change,
-                    });
+    /// What changed for `pod`, when and by which pid: up to `limit`
+    /// entries from LSN `from_lsn` on, and where the next page starts. A
+    /// page costs its own length, however long the history: each pod's
+    /// entries are one key range of the view's `history` table. The
+    /// entries of one LSN are never split across pages.
+    pub fn history(
+        &self,
+        pod: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, RegistryError> {
+        let start = history_key(pod, from_lsn, 0);
+        let prefix_len = pod.len() + 1;
+        let page = self
+            .db
+            .view_tables(|_: &RegistryView, tables| {
+                let mut page = HistoryPage {
+                    entries: Vec::new(),
+                    next: None,
+                };
+                let mut failed = None;
+                tables.for_each_from(HISTORY_TABLE, Some(&start), |k, v| {
+                    if k.get(..prefix_len) != start.get(..prefix_len) {
+                        return Ok(false);
+                    }
+                    let entry: HistoryEntry = match rmp_serde::from_slice(v) {
+                        Ok(e) => e,
+                        Err(_) => {
+                            failed = Some(tables.bad_value(HISTORY_TABLE, k));
+                            return Ok(false);
+                        }
+                    };
+                    let same_lsn = page.entries.last().is_some_and(|l| l.lsn == entry.lsn);
+                    if page.entries.len() >= limit && !same_lsn {
+                        page.next = Some(entry.lsn);
+                        return Ok(false);
+                    }
+                    page.entries.push(entry);
+                    Ok(true)
+                })?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(page),
                 }
-            }
-        }
-        Ok(out)
+            })?
+            .ok_or_else(|| {
+                RegistryError::Db(crate::Error::InvalidArgument {
+                    op: "registry",
+                    reason: "the registry view is not registered".into(),
+                })
+            })?;
+        Ok(page.value)
     }
 
     fn guard(&self, name: &str, pid: u32) -> RegistrationGuard {

@@ -70,12 +70,46 @@ pub trait View: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Brings the view's tables from schema version `from_version` to
+    /// [`View::schema_version`] in place, reading what it needs of the
+    /// history through `history`; returns whether it did. Called only when
+    /// the history no longer starts at LSN 1 (a database migrated from a
+    /// compacted one), so a rebuild is impossible; otherwise a changed
+    /// schema is always rebuilt from the history. The default migrates
+    /// nothing, and the open fails with `ViewVersion`.
+    fn migrate(
+        &mut self,
+        from_version: u32,
+        tables: &mut ViewTables<'_>,
+        history: &mut ViewHistory<'_>,
+    ) -> Result<bool> {
+        let _ = (from_version, tables, history);
+        Ok(false)
+    }
+
     /// Empties what the view keeps in memory (before a rebuild; the engine
     /// drops its tables itself).
     fn reset(&mut self);
 
     /// For typed access through [`Db::view`](crate::Db::view).
     fn as_any(&self) -> &dyn Any;
+}
+
+/// The history the store holds, as a view's migration reads it.
+pub struct ViewHistory<'a> {
+    pub(crate) read: &'a crate::store::StoreRead,
+}
+
+impl ViewHistory<'_> {
+    /// Calls `visit` with every event of `stream` the history holds, from
+    /// the first held version on, until it returns `false`.
+    pub fn stream(&self, stream: &str, visit: impl FnMut(EventRef<'_>) -> bool) -> Result<()> {
+        let from = self
+            .read
+            .stream_meta(stream)?
+            .map_or(1, |m| m.first_held_version);
+        self.read.visit_stream(stream, from, visit)
+    }
 }
 
 /// A registered view and the LSN of the last event it folded.

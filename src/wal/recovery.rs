@@ -57,6 +57,8 @@ pub struct RecoveryReport {
     pub checkpoint_lsn: u64,
     /// Views rebuilt from the history (new, or a schema change).
     pub views_rebuilt: Vec<String>,
+    /// Views whose tables were migrated in place to a new schema version.
+    pub views_migrated: Vec<String>,
     /// Events replayed from the log after the checkpoint.
     pub replayed_events: u64,
 }
