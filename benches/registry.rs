@@ -10,7 +10,9 @@
 //! ```
 //!
 //! A change here is a registration of a new pod with a disjoint scope or
-//! the release of one: the table stays at its size.
+//! the release of one: the table stays at its size. Beside both, in the
+//! same run and the same database, a plain durable append of an event the
+//! size of a registration's: what a change costs with no table at all.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -19,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use replaydb::registry::{Allocation, Registration, Registry, RegistryState, ScopeRule, decide};
-use replaydb::{Durability, Options};
+use replaydb::{Durability, ExpectedVersion, Options};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -163,27 +165,40 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     println!(
-        "| allocations | registrants | seed pods.json per change | replaydb per change | ratio |"
+        "| allocations | registrants | plain durable append | replaydb per change | vs append | seed pods.json per change | seed / replaydb |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in [100usize, 1_000, 10_000] {
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
         let seed_path = seed_setup(tmp.path(), size);
         let reg = replaydb_setup(&tmp.path().join("replaydb"), size);
         for threads in [1usize, 8] {
             // Enough changes for a stable figure, few enough for the seed.
-            let changes = match size {
+            let seed_changes = match size {
                 100 => 40,
                 1_000 => 20,
                 _ => 6,
             };
+            let changes = 200;
             let mut seed_times = Vec::new();
             let mut ours = Vec::new();
+            let mut plain = Vec::new();
+            // An event the size of a registration's.
+            let event = vec![0x5a_u8; 300];
             for run_no in 0..runs {
+                let (db, event) = (reg.db().clone(), event.clone());
+                plain.push(run(
+                    threads,
+                    changes,
+                    Arc::new(move |t, _| {
+                        db.append(&format!("plain-{t}"), ExpectedVersion::Any, &[&event])
+                            .expect("append");
+                    }),
+                ));
                 let path = seed_path.clone();
                 seed_times.push(run(
                     threads,
-                    changes,
+                    seed_changes,
                     Arc::new(move |t, i| {
                         let name = format!("new-{run_no}-{t}-{}", i / 2);
                         if i % 2 == 0 {
@@ -230,11 +245,13 @@ fn main() {
                     }),
                 ));
             }
-            let (s, o) = (median(seed_times), median(ours));
+            let (s, o, p) = (median(seed_times), median(ours), median(plain));
             println!(
-                "| {size} | {threads} | {:.3} ms | {:.3} ms | {:.1}x |",
-                s.as_secs_f64() * 1e3,
+                "| {size} | {threads} | {:.3} ms | {:.3} ms | {:.2}x | {:.3} ms | {:.1}x |",
+                p.as_secs_f64() * 1e3,
                 o.as_secs_f64() * 1e3,
+                o.as_secs_f64() / p.as_secs_f64(),
+                s.as_secs_f64() * 1e3,
                 s.as_secs_f64() / o.as_secs_f64()
             );
         }

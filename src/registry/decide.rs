@@ -25,16 +25,19 @@ pub fn process_alive(pid: u32) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Removals for every dead pod. Sequential removal with reparenting to
-/// the removed pod's parent collapses chains of dead pods to the nearest
-/// live ancestor.
-/// Each distinct pid is checked once.
+/// Removals for every dead pod, in registration order. Sequential
+/// removal with reparenting to the removed pod's parent collapses chains
+/// of dead pods to the nearest live ancestor. Each distinct pid is
+/// checked once, and only the dead pids' pods are visited.
 pub fn reclaim_stale(state: &RegistryState, alive: &dyn Fn(u32) -> bool) -> Vec<Change> {
-    let mut seen: std::collections::HashMap<u32, bool> = std::collections::HashMap::new();
-    state
-        .allocations()
-        .filter(|a| !*seen.entry(a.pid).or_insert_with(|| alive(a.pid)))
-        .map(|a| Change::Removed {
+    let mut dead: Vec<(u64, &Allocation)> = state
+        .pids()
+        .filter(|pid| !alive(*pid))
+        .flat_map(|pid| state.pods_of_pid(pid))
+        .collect();
+    dead.sort_unstable_by_key(|(seq, _)| *seq);
+    dead.into_iter()
+        .map(|(_, a)| Change::Removed {
             pod: a.pod_name.clone(),
             reason: RemovalReason::Stale,
         })

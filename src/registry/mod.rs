@@ -25,7 +25,7 @@ pub mod scope;
 pub mod state;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -125,9 +125,9 @@ pub struct HistoryEntry {
 #[derive(Clone, Debug, Default)]
 pub struct RegistryView {
     state: RegistryState,
-    /// Pod name to the key of its row.
-    rows: std::collections::HashMap<String, u64>,
-    next_row: u64,
+    /// The table's distinct pids, published for liveness checks made
+    /// outside the writer (shared with every [`Registry`] handle).
+    pids: PublishedPids,
     /// Events on the registry stream that did not decode (never written by
     /// this code; counted, not applied).
     pub undecodable_events: u64,
@@ -151,21 +151,31 @@ fn history_key(pod: &str, lsn: u64, index: u16) -> Vec<u8> {
     k
 }
 
+/// The distinct pids of the table, replaced whole when the set changes.
+type PublishedPids = Arc<Mutex<Arc<Vec<u32>>>>;
+
 impl RegistryView {
     /// The table.
     pub fn state(&self) -> &RegistryState {
         &self.state
     }
 
-    /// Writes (or deletes) the row of each pod in `pods`.
-    fn persist(&mut self, pods: &[String], tables: &mut ViewTables<'_>) -> crate::Result<()> {
-        for name in pods {
+    /// Publishes the table's pids, if they changed.
+    fn publish_pids(&self) {
+        let mut now: Vec<u32> = self.state.pids().collect();
+        now.sort_unstable();
+        let mut published = self.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        if **published != now {
+            *published = Arc::new(now);
+        }
+    }
+
+    /// Writes the row of each pod of `rows` (by its sequence), or deletes
+    /// it if the pod is gone or registered under another sequence now.
+    fn persist(&self, rows: &[(String, u64)], tables: &mut ViewTables<'_>) -> crate::Result<()> {
+        for (name, row) in rows {
             match self.state.find(name) {
-                Some(a) => {
-                    let row = *self.rows.entry(name.clone()).or_insert_with(|| {
-                        self.next_row += 1;
-                        self.next_row - 1
-                    });
+                Some(a) if self.state.seq(name) == Some(*row) => {
                     let value =
                         rmp_serde::to_vec(a).map_err(|e| crate::Error::InvalidArgument {
                             op: "save registry",
@@ -173,10 +183,8 @@ impl RegistryView {
                         })?;
                     tables.put(PODS_TABLE, &row.to_be_bytes(), &value)?;
                 }
-                None => {
-                    if let Some(row) = self.rows.remove(name) {
-                        tables.remove(PODS_TABLE, &row.to_be_bytes())?;
-                    }
+                _ => {
+                    tables.remove(PODS_TABLE, &row.to_be_bytes())?;
                 }
             }
         }
@@ -231,18 +239,36 @@ impl View for RegistryView {
         };
         record_history(event.lsn, &record, tables)?;
         for change in &record.changes {
-            // A removal reparents the pod's children: their rows change too.
-            let mut touched: Vec<String> = change.pods().iter().map(|p| p.to_string()).collect();
+            // The rows the change touches, by the sequence they had before
+            // it: the pod's own, and on a removal its children's (they are
+            // reparented).
+            let mut touched: Vec<(String, u64)> = change
+                .pods()
+                .iter()
+                .filter_map(|p| self.state.seq(p).map(|s| (p.to_string(), s)))
+                .collect();
             if let Change::Removed { pod, .. } = change {
                 touched.extend(
-                    self.state
-                        .allocations()
-                        .filter(|a| a.delegated_from.as_deref() == Some(pod.as_str()))
-                        .map(|a| a.pod_name.clone()),
+                    self.state.children(pod).filter_map(|a| {
+                        self.state.seq(&a.pod_name).map(|s| (a.pod_name.clone(), s))
+                    }),
                 );
             }
             self.state.apply(change);
+            // A pod added now has its sequence only after the change.
+            if let Change::Added(a) = change
+                && let Some(s) = self.state.seq(&a.pod_name)
+                && !touched.iter().any(|(_, t)| *t == s)
+            {
+                touched.push((a.pod_name.clone(), s));
+            }
             self.persist(&touched, tables)?;
+            if matches!(
+                change,
+                Change::Added(_) | Change::Adopted { .. } | Change::Removed { .. }
+            ) {
+                self.publish_pids();
+            }
         }
         Ok(())
     }
@@ -255,15 +281,21 @@ impl View for RegistryView {
                 .map_err(|_| input.bad_value(PODS_TABLE, key))?;
             let a: Allocation =
                 rmp_serde::from_slice(value).map_err(|_| input.bad_value(PODS_TABLE, key))?;
-            self.rows.insert(a.pod_name.clone(), row);
-            self.next_row = self.next_row.max(row + 1);
-            self.state.pods.insert(a.pod_name.clone(), a);
+            self.state.insert_at(row, a);
             Ok(())
-        })
+        })?;
+        self.publish_pids();
+        Ok(())
     }
 
     fn reset(&mut self) {
-        *self = RegistryView::default();
+        // The published pids stay shared with the handles that hold them.
+        let pids = self.pids.clone();
+        *self = RegistryView {
+            pids,
+            ..RegistryView::default()
+        };
+        self.publish_pids();
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -319,17 +351,27 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     })
 }
 
+/// A liveness check made before a decision, for use inside it: the pids
+/// found dead then are dead; any other (alive then, or new since) is
+/// alive. So the `kill(pid, 0)` of every pid runs outside the writer.
+pub type Liveness = Arc<dyn Fn(u32) -> bool + Send + Sync>;
+
 /// The registry operations over a database.
 #[derive(Clone, Debug)]
 pub struct Registry {
     db: Db,
+    /// The view's published pids, found on first use.
+    pids: Arc<OnceLock<PublishedPids>>,
 }
 
 impl Registry {
     /// The registry of `db`, which must have been opened with a
     /// [`RegistryView`] (operations fail otherwise).
     pub fn new(db: Db) -> Registry {
-        Registry { db }
+        Registry {
+            db,
+            pids: Arc::default(),
+        }
     }
 
     /// Opens the database at `dir` with the registry view (and `views`)
@@ -340,14 +382,31 @@ impl Registry {
         mut views: Vec<Box<dyn View>>,
     ) -> Result<Registry, RegistryError> {
         views.insert(0, Box::new(RegistryView::default()));
-        Ok(Registry {
-            db: Db::open_with_views(dir, options, views)?,
-        })
+        Ok(Registry::new(Db::open_with_views(dir, options, views)?))
     }
 
     /// The database.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Checks every pid of the table with `alive`, now, outside the
+    /// writer (see [`Liveness`]).
+    fn liveness(&self, alive: fn(u32) -> bool) -> Result<Liveness, RegistryError> {
+        let published = match self.pids.get() {
+            Some(p) => p,
+            None => {
+                let p = self.read_view(|v| v.pids.clone())?;
+                self.pids.get_or_init(|| p)
+            }
+        };
+        let pids = published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let dead: std::collections::HashSet<u32> =
+            pids.iter().copied().filter(|p| !alive(*p)).collect();
+        Ok(Arc::new(move |pid| !dead.contains(&pid)))
     }
 
     /// Runs one operation as a command: decided against the table inside
@@ -357,24 +416,29 @@ impl Registry {
         op: &'static str,
         decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
-        self.run_with(op, false, decide)
+        self.run_with(op, None, decide)
     }
 
-    /// [`Registry::run`] for operations that reclaim stale pods first:
-    /// when the operation itself is refused, the reclaim is still written
-    /// (as its own event) and the refusal returned.
+    /// [`Registry::run`] for operations that reclaim stale pods first
+    /// (`decide` gets the liveness found before it): when the operation
+    /// itself is refused, the reclaim is still written (as its own event)
+    /// and the refusal returned.
     fn run_reclaiming(
         &self,
         op: &'static str,
-        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+        decide: impl FnOnce(&RegistryState, &dyn Fn(u32) -> bool) -> Result<Vec<Change>, RegistryError>
+        + Send
+        + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
-        self.run_with(op, true, decide)
+        let alive = self.liveness(process_alive)?;
+        let inner = alive.clone();
+        self.run_with(op, Some(alive), move |s| decide(s, &*inner))
     }
 
     fn run_with(
         &self,
         op: &'static str,
-        keep_reclaim_on_refusal: bool,
+        reclaim_on_refusal: Option<Liveness>,
         decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
         // What the decision made of it: the changes written, and a refusal
@@ -393,8 +457,9 @@ impl Registry {
                     let state = view.state();
                     let (changes, op_name, refusal) = match decide(state) {
                         Ok(changes) => (changes, op, None),
-                        Err(e) if keep_reclaim_on_refusal => {
-                            let reclaimed = decide::reclaim_stale(state, &process_alive);
+                        Err(e) if reclaim_on_refusal.is_some() => {
+                            let alive = reclaim_on_refusal.as_deref().unwrap_or(&|_| true);
+                            let reclaimed = decide::reclaim_stale(state, alive);
                             if reclaimed.is_empty() {
                                 return Err(crate::Error::Rejected(Box::new(e)));
                             }
@@ -442,8 +507,12 @@ impl Registry {
     }
 
     fn read<R>(&self, f: impl FnOnce(&RegistryState) -> R) -> Result<R, RegistryError> {
+        self.read_view(|v| f(v.state()))
+    }
+
+    fn read_view<R>(&self, f: impl FnOnce(&RegistryView) -> R) -> Result<R, RegistryError> {
         self.db
-            .view(|v: &RegistryView| f(v.state()))?
+            .view(|v: &RegistryView| f(v))?
             .map(|at| at.value)
             .ok_or_else(|| {
                 RegistryError::Db(crate::Error::InvalidArgument {
@@ -473,8 +542,8 @@ impl Registry {
             deny,
             segment,
         };
-        self.run_reclaiming("register_pod", move |s| {
-            decide::register(s, r, &process_alive)
+        self.run_reclaiming("register_pod", move |s, alive| {
+            decide::register(s, r, alive)
         })?;
         Ok(self.guard(name, pid))
     }
@@ -498,8 +567,8 @@ impl Registry {
             allow,
             authority,
         };
-        self.run_reclaiming("delegate_scope", move |s| {
-            decide::delegate(s, d, &process_alive)
+        self.run_reclaiming("delegate_scope", move |s, alive| {
+            decide::delegate(s, d, alive)
         })
         .map(drop)
     }
@@ -561,8 +630,9 @@ impl Registry {
     /// [`Registry::reclaim_stale`] with a liveness check of the caller's
     /// (tests, or a supervisor that knows better than `kill(pid, 0)`).
     pub fn reclaim_stale_with(&self, alive: fn(u32) -> bool) -> Result<Vec<String>, RegistryError> {
+        let alive = self.liveness(alive)?;
         let changes = self.run("reclaim_stale", move |s| {
-            Ok(decide::reclaim_stale(s, &alive))
+            Ok(decide::reclaim_stale(s, &*alive))
         })?;
         Ok(changes
             .into_iter()
