@@ -6,7 +6,8 @@
 //!
 //! ```sh
 //! cargo bench --bench registry                       # 100, 1 k, 10 k allocations; 1 and 8 registrants
-//! REPLAYDB_BENCH_RUNS=5 cargo bench --bench registry # medians over more runs
+//! REPLAYDB_BENCH_RUNS=5 cargo bench --bench registry # medians over more runs (after one warm-up)
+//! REPLAYDB_BENCH_SIZES=10000 cargo bench --bench registry # some table sizes only
 //! ```
 //!
 //! A change here is a registration of a new pod with a disjoint scope or
@@ -151,6 +152,10 @@ fn run(
     start.elapsed() / (threads * changes) as u32
 }
 
+/// Blocks the append and replaydb alternate in, per run (each an even
+/// number of changes: a registration and its release).
+const BLOCKS: usize = 20;
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -168,7 +173,11 @@ fn main() {
         "| allocations | registrants | plain durable append | replaydb per change | vs append | seed pods.json per change | seed / replaydb |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for size in [100usize, 1_000, 10_000] {
+    let sizes: Vec<usize> = std::env::var("REPLAYDB_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+    for size in sizes {
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
         let seed_path = seed_setup(tmp.path(), size);
         let reg = replaydb_setup(&tmp.path().join("replaydb"), size);
@@ -179,73 +188,86 @@ fn main() {
                 1_000 => 20,
                 _ => 6,
             };
-            let changes = 200;
+            // replaydb's side: enough for the figure to settle.
+            let changes = if threads == 1 { 1_000 } else { 400 };
             let mut seed_times = Vec::new();
             let mut ours = Vec::new();
             let mut plain = Vec::new();
             // An event the size of a registration's.
             let event = vec![0x5a_u8; 300];
-            for run_no in 0..runs {
+            // Run 0 warms up (caches, the first commands after open) and
+            // is not counted.
+            for run_no in 0..=runs {
                 let (db, event) = (reg.db().clone(), event.clone());
-                plain.push(run(
-                    threads,
-                    changes,
+                let plain_change: Arc<dyn Fn(usize, usize) + Send + Sync> =
                     Arc::new(move |t, _| {
                         db.append(&format!("plain-{t}"), ExpectedVersion::Any, &[&event])
                             .expect("append");
-                    }),
-                ));
-                let path = seed_path.clone();
-                seed_times.push(run(
-                    threads,
-                    seed_changes,
-                    Arc::new(move |t, i| {
-                        let name = format!("new-{run_no}-{t}-{}", i / 2);
-                        if i % 2 == 0 {
-                            let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
-                            let r = Registration {
-                                name: a.pod_name,
-                                pid: a.pid,
-                                socket: a.socket,
-                                allow: a.allow,
-                                deny: vec![],
-                                segment: uuid::Uuid::new_v4(),
-                            };
-                            seed_change(&path, move |s| {
-                                decide::register(s, r, &decide::process_alive).expect("register")
-                            });
-                        } else {
-                            seed_change(&path, move |s| {
-                                decide::release(s, &name).expect("release")
-                            });
-                        }
-                    }),
-                ));
+                    });
                 let reg = reg.clone();
-                ours.push(run(
-                    threads,
-                    changes,
-                    Arc::new(move |t, i| {
-                        let name = format!("new-{run_no}-{t}-{}", i / 2);
-                        if i % 2 == 0 {
-                            let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
-                            reg.register_pod(
-                                &name,
-                                a.pid,
-                                &a.socket,
-                                a.allow,
-                                vec![],
-                                uuid::Uuid::new_v4(),
-                            )
-                            .expect("register")
-                            .keep();
-                        } else {
-                            reg.release_pod(&name).expect("release");
-                        }
-                    }),
-                ));
+                let ours_change: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(move |t, i| {
+                    let name = format!("new-{run_no}-{t}-{}", i / 2);
+                    if i % 2 == 0 {
+                        let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
+                        reg.register_pod(
+                            &name,
+                            a.pid,
+                            &a.socket,
+                            a.allow,
+                            vec![],
+                            uuid::Uuid::new_v4(),
+                        )
+                        .expect("register")
+                        .keep();
+                    } else {
+                        reg.release_pod(&name).expect("release");
+                    }
+                });
+                // The append and replaydb in alternating blocks: this
+                // disk's fsync time drifts by tens of percent over seconds,
+                // and blocks this short see the same drift.
+                let (mut p, mut o) = (Duration::ZERO, Duration::ZERO);
+                for block in 0..BLOCKS {
+                    let per_block = changes / BLOCKS;
+                    if block % 2 == 0 {
+                        p += run(threads, per_block, plain_change.clone());
+                        o += run(threads, per_block, ours_change.clone());
+                    } else {
+                        o += run(threads, per_block, ours_change.clone());
+                        p += run(threads, per_block, plain_change.clone());
+                    }
+                }
+                plain.push(p / BLOCKS as u32);
+                ours.push(o / BLOCKS as u32);
             }
-            let (s, o, p) = (median(seed_times), median(ours), median(plain));
+            // The seed after: interleaved, its whole-file rewrites and
+            // fsyncs slowed what ran next (by 20-30% here, and not equally
+            // for both of the others).
+            for run_no in 0..=runs {
+                let path = seed_path.clone();
+                let seed: Arc<dyn Fn(usize, usize) + Send + Sync> = Arc::new(move |t, i| {
+                    let name = format!("new-{run_no}-{t}-{}", i / 2);
+                    if i % 2 == 0 {
+                        let a = allocation(&name, &format!("/new/{run_no}/{t}/{i}"));
+                        let r = Registration {
+                            name: a.pod_name,
+                            pid: a.pid,
+                            socket: a.socket,
+                            allow: a.allow,
+                            deny: vec![],
+                            segment: uuid::Uuid::new_v4(),
+                        };
+                        seed_change(&path, move |s| {
+                            decide::register(s, r, &decide::process_alive).expect("register")
+                        });
+                    } else {
+                        seed_change(&path, move |s| decide::release(s, &name).expect("release"));
+                    }
+                });
+                seed_times.push(run(threads, seed_changes, seed));
+            }
+            let counted = |mut v: Vec<Duration>| median(v.split_off(1));
+            let (s, o, p) = (counted(seed_times), counted(ours), counted(plain));
             println!(
                 "| {size} | {threads} | {:.3} ms | {:.3} ms | {:.2}x | {:.3} ms | {:.1}x |",
                 p.as_secs_f64() * 1e3,

@@ -305,7 +305,7 @@ impl Inner {
                 decide: p.decide,
             });
         }
-        let (reply, decided) = mpsc::channel();
+        let (reply, decided) = crate::engine::handoff::reply();
         let (written_tx, written) = mpsc::channel();
         let (tell, applied) = self.apply_waiter();
         let sent = self.applier.send(Job::Decide {
@@ -316,7 +316,7 @@ impl Inner {
             done: tell,
         });
         let decided = match decided.recv() {
-            Ok(d) if sent && d.len() == slots.len() => d,
+            Some(d) if sent && d.len() == slots.len() => d,
             _ => {
                 self.poison("the store applier stopped".into());
                 self.fail_all(&slots);

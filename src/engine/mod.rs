@@ -3,6 +3,7 @@
 mod applier;
 mod commit;
 mod flusher;
+mod handoff;
 mod health;
 pub(crate) mod lock;
 pub mod maintenance;
@@ -657,7 +658,16 @@ impl Inner {
     fn read_views(&self) -> Result<std::sync::RwLockReadGuard<'_, ViewStates>> {
         reentry::check("view")?;
         self.wait_applied(self.committed_lsn.load(Ordering::Acquire))?;
-        let views = self.views.read().map_err(|_| self.poisoned_error())?;
+        let views = match self.views.try_read() {
+            Ok(v) => v,
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(self.poisoned_error()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // The applier holds them through a round that may linger
+                // for more commands: tell it someone waits.
+                self.applier.kick();
+                self.views.read().map_err(|_| self.poisoned_error())?
+            }
+        };
         // Checked with the lock held: a group that failed after the
         // applier took it leaves the handle poisoned before readers enter.
         self.check_poison()?;

@@ -351,9 +351,10 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
     })
 }
 
-/// A liveness check made before a decision, for use inside it: the pids
-/// found dead then are dead; any other (alive then, or new since) is
-/// alive. So the `kill(pid, 0)` of every pid runs outside the writer.
+/// A liveness check made before a decision, for use inside it: every pid
+/// the table had then is checked with `kill(pid, 0)` outside the writer
+/// (one found alive may stay, however it fares meanwhile); only a pid new
+/// since is checked inside, when the decision asks.
 pub type Liveness = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 
 /// The registry operations over a database.
@@ -404,9 +405,11 @@ impl Registry {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let dead: std::collections::HashSet<u32> =
-            pids.iter().copied().filter(|p| !alive(*p)).collect();
-        Ok(Arc::new(move |pid| !dead.contains(&pid)))
+        let known: std::collections::HashMap<u32, bool> =
+            pids.iter().map(|p| (*p, alive(*p))).collect();
+        Ok(Arc::new(move |pid| {
+            known.get(&pid).copied().unwrap_or_else(|| alive(pid))
+        }))
     }
 
     /// Runs one operation as a command: decided against the table inside

@@ -1,0 +1,114 @@
+//! A command is decided against every commit before it, even while the
+//! previous command's effects are still being applied behind its log
+//! write and the store transaction is held open for the next one; what a
+//! command acknowledged is in the next read and survives a reopen.
+
+#[allow(dead_code)]
+#[path = "../examples/custom_view.rs"]
+mod custom_view;
+
+use custom_view::StreamStats;
+use replaydb::{Db, Error, ExpectedVersion, Options};
+
+fn open(dir: &std::path::Path) -> Db {
+    Db::open_with_views(
+        dir,
+        Options {
+            checkpoint_every_records: 0,
+            checkpoint_every_bytes: 0,
+            ..Options::default()
+        },
+        vec![Box::new(StreamStats::default())],
+    )
+    .unwrap()
+}
+
+/// Appends to `counter` the number of events the view counts on it plus
+/// one, decided in the writer; returns the stream's version after it.
+fn bump(db: &Db, counter: &str) -> Result<u64, Error> {
+    let name = counter.to_string();
+    let done = db.execute(counter, ExpectedVersion::Any, move |views| {
+        let stats = views.get::<StreamStats>().expect("registered");
+        let next = stats.streams.get(&name).map_or(0, |(n, _)| *n) + 1;
+        Ok(vec![next.to_le_bytes().to_vec()])
+    })?;
+    Ok(done.expect("a bump appends").version)
+}
+
+#[test]
+fn back_to_back_commands_each_see_the_one_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    for i in 1..=300u64 {
+        // Each decision reads the count the previous command made: were
+        // it decided before that one's effects were applied, two events
+        // would carry the same number.
+        assert_eq!(bump(&db, "c").unwrap(), i);
+    }
+    let events = db.read_stream("c", 1, usize::MAX).unwrap();
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|e| u64::from_le_bytes(e.data[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(numbers, (1..=300).collect::<Vec<_>>());
+}
+
+#[test]
+fn commands_plain_appends_and_readers_together_lose_nothing_and_read_their_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let per_thread = 150u64;
+    let commanders: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut last = 0;
+                for _ in 0..per_thread {
+                    let v = bump(&db, "shared").unwrap();
+                    assert!(v > last, "versions only grow");
+                    last = v;
+                    // What was acknowledged is in the next read.
+                    let seen = db
+                        .view(|s: &StreamStats| s.streams.get("shared").map_or(0, |(n, _)| *n))
+                        .unwrap()
+                        .unwrap()
+                        .value;
+                    assert!(seen >= v, "read {seen} after acknowledging {v}");
+                }
+            })
+        })
+        .collect();
+    let appenders: Vec<_> = (0..2)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    db.append(&format!("plain-{t}"), ExpectedVersion::Exact(i), &[b"x"])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in commanders.into_iter().chain(appenders) {
+        h.join().unwrap();
+    }
+    let check = |db: &Db| {
+        let stats = db
+            .view(|s: &StreamStats| s.streams.clone())
+            .unwrap()
+            .unwrap()
+            .value;
+        assert_eq!(stats["shared"].0, 4 * per_thread);
+        let last = u64::from_le_bytes(stats["shared"].1[..8].try_into().unwrap());
+        assert_eq!(
+            last,
+            4 * per_thread,
+            "no two commands decided the same number"
+        );
+        assert_eq!(stats["plain-0"].0, per_thread);
+        assert_eq!(stats["plain-1"].0, per_thread);
+    };
+    check(&db);
+    drop(db);
+    check(&open(tmp.path()));
+}
