@@ -63,6 +63,31 @@ fn delegate(
         delegation_scope(scope),
     )
 }
+/// The original's usual start: `a` writes `/src` and delegates
+/// `/src/core` to `b`.
+fn a_then_b(reg: &Registry) {
+    register(reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
+    delegate(
+        reg,
+        "a",
+        "b",
+        vec![write_rule("/src/core", true)],
+        vec![write_rule("/src", true)],
+    )
+    .unwrap();
+}
+/// [`a_then_b`], and `b` delegates `/src/core/x` to `d`.
+fn a_b_d(reg: &Registry) {
+    a_then_b(reg);
+    delegate(
+        reg,
+        "b",
+        "d",
+        vec![write_rule("/src/core/x", true)],
+        vec![write_rule("/src/core", true)],
+    )
+    .unwrap();
+}
 fn competitor(err: RegistryError) -> String {
     match err {
         RegistryError::WriteConflict { competitor, .. } => competitor,
@@ -104,15 +129,7 @@ fn rules_overlap_non_recursive() {
 fn conflict_detection_descends_to_real_owner() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
+    a_then_b(&reg);
     // Another top-level pod asking for /src/core/x is blamed on b, the
     // deepest owner, not a.
     let err = register(
@@ -393,15 +410,7 @@ fn delegate_uses_delegation_scope_not_direct_effective_write() {
 fn delegate_succeeds_within_parent_scope() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
+    a_then_b(&reg);
     assert_eq!(reg.allocations().unwrap().len(), 2);
     // b holds /src/core now, so a's effective write no longer covers it.
     assert!(
@@ -419,15 +428,7 @@ fn delegate_succeeds_within_parent_scope() {
 fn delegate_rejects_sibling_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
+    a_then_b(&reg);
     // A sibling c, from a, asks for /src/core/sub: inside b's scope.
     let err = delegate(
         &reg,
@@ -444,23 +445,7 @@ fn delegate_rejects_sibling_overlap() {
 fn release_reparents_children() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
-    delegate(
-        &reg,
-        "b",
-        "d",
-        vec![write_rule("/src/core/x", true)],
-        vec![write_rule("/src/core", true)],
-    )
-    .unwrap();
+    a_b_d(&reg);
     reg.release_pod("b").unwrap();
     let d = reg.find("d").unwrap().unwrap();
     assert_eq!(d.delegated_from.as_deref(), Some("a"));
@@ -528,23 +513,7 @@ const FAKE_DEAD_PID: u32 = 0xffff_fff0;
 fn reclaim_stale_reparents_and_removes_dead_entries() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
-    delegate(
-        &reg,
-        "b",
-        "d",
-        vec![write_rule("/src/core/x", true)],
-        vec![write_rule("/src/core", true)],
-    )
-    .unwrap();
+    a_b_d(&reg);
     // b "crashes": its pid becomes one the probe treats as dead (the
     // original rewrites the table; here b adopts its reservation).
     reg.adopt_allocation("b", FAKE_DEAD_PID, sid())
@@ -580,15 +549,7 @@ fn releasing_pod_reopens_scope_for_fresh_registration() {
 fn delegated_scope_returns_to_parent_on_release() {
     let dir = tempfile::tempdir().unwrap();
     let reg = open_empty(dir.path());
-    register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    delegate(
-        &reg,
-        "a",
-        "b",
-        vec![write_rule("/src/core", true)],
-        vec![write_rule("/src", true)],
-    )
-    .unwrap();
+    a_then_b(&reg);
     assert!(
         !reg.has_effective("a", &write_rule("/src/core", true))
             .unwrap()

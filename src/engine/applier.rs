@@ -223,6 +223,23 @@ struct Queue {
     closed: bool,
 }
 
+impl Queue {
+    /// Takes up to `n` jobs, oldest first, and recounts the bytes left.
+    fn take_up_to(&mut self, n: usize) -> Vec<Job> {
+        let n = self.jobs.len().min(n);
+        let jobs: Vec<Job> = self.jobs.drain(..n).collect();
+        self.bytes = self
+            .jobs
+            .iter()
+            .map(|j| match j {
+                Job::Apply(_, b, _) => *b,
+                _ => 0,
+            })
+            .sum();
+        jobs
+    }
+}
+
 #[derive(Default)]
 struct Jobs {
     queue: Mutex<Queue>,
@@ -395,17 +412,7 @@ impl State {
             }
         }
         q.kicked = false;
-        let n = q.jobs.len().min(JOBS_PER_TRANSACTION_MAX);
-        let jobs: Vec<Job> = q.jobs.drain(..n).collect();
-        q.bytes = q
-            .jobs
-            .iter()
-            .map(|j| match j {
-                Job::Apply(_, b, _) => *b,
-                _ => 0,
-            })
-            .sum();
-        Some(jobs)
+        Some(q.take_up_to(JOBS_PER_TRANSACTION_MAX))
     }
 
     fn run(&mut self, rx: Arc<Jobs>) {
@@ -817,17 +824,7 @@ fn linger(
                 return Ok(None);
             }
             if !q.jobs.is_empty() {
-                let n = q.jobs.len().min(room);
-                let jobs: Vec<Job> = q.jobs.drain(..n).collect();
-                q.bytes = q
-                    .jobs
-                    .iter()
-                    .map(|j| match j {
-                        Job::Apply(_, b, _) => *b,
-                        _ => 0,
-                    })
-                    .sum();
-                return Ok(Some(jobs));
+                return Ok(Some(q.take_up_to(room)));
             }
         }
         std::thread::yield_now();
