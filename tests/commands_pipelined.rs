@@ -112,3 +112,71 @@ fn commands_plain_appends_and_readers_together_lose_nothing_and_read_their_write
     drop(db);
     check(&open(tmp.path()));
 }
+
+/// A view whose apply fails on the event `poison`.
+#[derive(Default)]
+struct Fragile;
+
+impl replaydb::View for Fragile {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn apply(
+        &mut self,
+        event: &replaydb::EventRef<'_>,
+        _tables: &mut replaydb::ViewTables<'_>,
+    ) -> Result<(), Error> {
+        if event.data == b"poison" {
+            return Err(Error::InvalidArgument {
+                op: "fragile view",
+                reason: "poisoned on purpose".into(),
+            });
+        }
+        Ok(())
+    }
+    fn reset(&mut self) {}
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn a_failed_apply_fails_the_commands_and_checkpoints_queued_behind_it_instead_of_hanging() {
+    // Whatever the interleaving, each waiter gets an answer: before, a
+    // command or checkpoint queued behind the round that failed waited
+    // forever (the run hangs instead of failing).
+    for round in 0..60 {
+        let tmp = tempfile::tempdir().unwrap();
+        let db =
+            Db::open_with_views(tmp.path(), Options::default(), vec![Box::new(Fragile)]).unwrap();
+        db.append("s", ExpectedVersion::Any, &[b"fine"]).unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || match t {
+                    0 => db
+                        .execute("cmd", ExpectedVersion::Any, |_| Ok(vec![b"x".to_vec()]))
+                        .map(drop),
+                    1 => db.checkpoint().map(drop),
+                    _ => db.view(|_: &Fragile| ()).map(drop),
+                })
+            })
+            .collect();
+        // Acknowledged (then the apply fails behind it), or, decided in
+        // one group with the command, refused: either way the handle ends
+        // poisoned.
+        let _ = db.append("s", ExpectedVersion::Any, &[b"poison"]);
+        for w in waiters {
+            // An answer, Ok (it came first) or an error: never a hang.
+            let _ = w.join().unwrap();
+        }
+        let after = db.execute("cmd", ExpectedVersion::Any, |_| Ok(vec![b"y".to_vec()]));
+        assert!(
+            matches!(after, Err(Error::Poisoned { .. })),
+            "round {round}: {after:?}"
+        );
+    }
+}

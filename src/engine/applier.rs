@@ -63,6 +63,9 @@ const LINGER_FOR_NEXT: Duration = Duration::from_micros(100);
 /// however busy: subscribers (who do not wait) see changes this late at
 /// worst.
 const LINGER_ROUND_MAX: Duration = Duration::from_millis(2);
+/// How long a round waits for blocked readers to take the views' lock
+/// before it takes it.
+const READERS_FIRST_MAX: Duration = Duration::from_millis(1);
 /// A deferred apply copies the command's payload; larger ones are applied
 /// before the reply instead.
 const DEFER_PAYLOAD_BYTES_MAX: usize = 64 << 10;
@@ -203,6 +206,9 @@ struct State {
     maintenance: Arc<Mutex<()>>,
     durability: Durability,
     record_bytes_max: u64,
+    /// Apply a command group's last item after the reply (not with
+    /// `Options::synchronous_apply`, whose I/O must happen in one order).
+    defer_last_apply: bool,
     policy: Policy,
     /// The LSN the last durable checkpoint covers.
     checkpoint_lsn: u64,
@@ -246,6 +252,9 @@ struct Jobs {
     wake: Condvar,
     /// Bumped by every send and kick: what a lingering applier polls.
     signal: std::sync::atomic::AtomicU64,
+    /// Readers blocked on the views' lock: a round neither lingers nor
+    /// starts while there are any.
+    readers_waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -262,6 +271,33 @@ impl std::fmt::Debug for Jobs {
 impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn readers_waiting(&self) -> usize {
+        self.readers_waiting
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Before a round takes the views' lock: lets readers blocked on it
+    /// in first (for a millisecond at most), so rounds that follow each
+    /// other closely cannot keep a reader out.
+    fn let_readers_in(&self) {
+        let start = Instant::now();
+        while self.readers_waiting() > 0 && start.elapsed() < READERS_FIRST_MAX {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Takes no more jobs, and drops those still queued: whoever waits
+    /// on one (a leader for its decision, a checkpoint, a synchronous
+    /// apply) is told it will not be done, instead of waiting forever.
+    fn close(&self) {
+        let left = {
+            let mut q = self.lock();
+            q.closed = true;
+            std::mem::take(&mut q.jobs)
+        };
+        drop(left);
     }
 }
 
@@ -300,6 +336,7 @@ impl Applier {
             maintenance: s.maintenance,
             durability: options.durability,
             record_bytes_max: options.record_bytes_max,
+            defer_last_apply: !options.synchronous_apply,
             policy: Policy {
                 every_records: options.checkpoint_every_records,
                 every_bytes: options.checkpoint_every_bytes,
@@ -319,7 +356,7 @@ impl Applier {
                 let queue = rx.clone();
                 if catch_unwind(AssertUnwindSafe(|| state.run(rx))).is_err() {
                     health.poison("the store applier panicked".into());
-                    queue.lock().closed = true;
+                    queue.close();
                 }
             })?;
         Ok(Applier {
@@ -368,6 +405,18 @@ impl Applier {
         self.jobs.wake.notify_one();
     }
 
+    /// Runs `read` (which blocks on the views' lock the applier holds)
+    /// as a waiting reader: the applier ends a lingering round for it and
+    /// lets it in before the next round.
+    pub(crate) fn as_waiting_reader<R>(&self, read: impl FnOnce() -> R) -> R {
+        use std::sync::atomic::Ordering;
+        self.jobs.readers_waiting.fetch_add(1, Ordering::AcqRel);
+        self.kick();
+        let out = read();
+        self.jobs.readers_waiting.fetch_sub(1, Ordering::AcqRel);
+        out
+    }
+
     /// Stops the thread after what is queued (and a last checkpoint) and
     /// waits for it.
     pub(crate) fn stop(&self) {
@@ -390,7 +439,7 @@ impl State {
     /// every [`POLL_WHILE_BUSY`] after a round that did work, and sleeping
     /// until woken (or a checkpoint is due by time) after an empty one.
     /// `None` when a checkpoint fell due with nothing queued.
-    fn take(&mut self, rx: &Jobs, busy: bool) -> Option<Vec<Job>> {
+    fn take(&mut self, rx: &Jobs, busy: bool) -> Option<(Vec<Job>, bool)> {
         let mut q = rx.lock();
         let mut polled = false;
         while q.jobs.is_empty() {
@@ -411,14 +460,15 @@ impl State {
                 return None;
             }
         }
-        q.kicked = false;
-        Some(q.take_up_to(JOBS_PER_TRANSACTION_MAX))
+        // Whoever kicked waits for this round: it must not linger.
+        let kicked = std::mem::take(&mut q.kicked);
+        Some((q.take_up_to(JOBS_PER_TRANSACTION_MAX), kicked))
     }
 
     fn run(&mut self, rx: Arc<Jobs>) {
         let mut busy = false;
         loop {
-            let Some(jobs) = self.take(&rx, busy) else {
+            let Some((jobs, kicked)) = self.take(&rx, busy) else {
                 self.checkpoint_now(false, None);
                 busy = false;
                 continue;
@@ -427,21 +477,25 @@ impl State {
             let mut checkpoints = Vec::new();
             let mut stop = false;
             let mut dones = Vec::new();
-            let applied = self.apply(&rx, jobs, &mut checkpoints, &mut stop, &mut dones);
+            let round = Round {
+                rx: &rx,
+                kicked,
+                checkpoints: &mut checkpoints,
+                stop: &mut stop,
+                dones: &mut dones,
+            };
+            let applied = self.apply(jobs, round);
             // Told after this round, checkpoint included (or failure).
             let _tell = TellOnDrop(dones);
-            if let Err(e) = applied {
-                tracing::error!(error = %e, "applying to the store failed; poisoning the handle");
-                self.health
-                    .poison(format!("applying to the store failed: {e}"));
+            if applied.is_err() {
                 for reply in checkpoints {
                     let _ = reply.send(Err(self.health.error()));
                 }
-                rx.lock().closed = true;
+                rx.close();
                 return;
             }
             if stop {
-                rx.lock().closed = true;
+                rx.close();
                 if (self.policy.records > 0 || self.applied_lsn > self.checkpoint_lsn)
                     && !self.health.is_poisoned()
                 {
@@ -467,19 +521,42 @@ impl State {
     /// Applies `jobs` in one store transaction; collects checkpoint
     /// requests and a stop for after it. After a round that decided
     /// commands, it takes the jobs that come within [`LINGER_FOR_NEXT`]
-    /// into the same transaction (see there).
-    fn apply(
-        &mut self,
-        rx: &Jobs,
-        mut jobs: Vec<Job>,
-        checkpoints: &mut Vec<Sender<Result<CheckpointOutcome>>>,
-        stop: &mut bool,
-        dones: &mut Vec<Sender<()>>,
-    ) -> Result<()> {
+    /// into the same transaction (see there). A failure poisons the handle
+    /// before the views' lock is let go: no reader sees in memory what a
+    /// dropped transaction did.
+    fn apply(&mut self, jobs: Vec<Job>, round: Round<'_>) -> Result<()> {
         self.health.check()?;
-        let store = self.store.clone();
+        round.rx.let_readers_in();
         let views_lock = self.views.clone();
         let mut views = views_lock.write().unwrap_or_else(PoisonError::into_inner);
+        let result = self.apply_round(jobs, round, &mut views);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "applying to the store failed; poisoning the handle");
+            self.health
+                .poison(format!("applying to the store failed: {e}"));
+        }
+        drop(views);
+        let released = result?;
+        self.backlog.release(released);
+        Ok(())
+    }
+
+    /// [`State::apply`] with the views locked; returns the backlog bytes
+    /// applied.
+    fn apply_round(
+        &mut self,
+        mut jobs: Vec<Job>,
+        round: Round<'_>,
+        views: &mut ViewStates,
+    ) -> Result<u64> {
+        let Round {
+            rx,
+            kicked,
+            checkpoints,
+            stop,
+            dones,
+        } = round;
+        let store = self.store.clone();
         let mut w: Option<StoreWrite<'_>> = None;
         let mut released = 0u64;
         // Groups decided here whose log write is still to be reported:
@@ -533,7 +610,7 @@ impl State {
                             Some(w) => w,
                             None => w.insert(store.begin_write()?),
                         };
-                        let (decided, deferred) = self.decide(w, &mut views, items, next_lsn)?;
+                        let (decided, deferred) = self.decide(w, views, items, next_lsn)?;
                         let last = decided
                             .iter()
                             .filter_map(|d| d.as_ref().ok().and_then(|o| o.as_ref()))
@@ -557,6 +634,8 @@ impl State {
                 }
             }
             let must_end = *stop
+                || kicked
+                || rx.readers_waiting() > 0
                 || !checkpoints.is_empty()
                 || !dones.is_empty()
                 || taken >= JOBS_PER_TRANSACTION_MAX
@@ -581,9 +660,7 @@ impl State {
             views.applied_lsn = self.applied_lsn;
             self.health.publish_applied(self.applied_lsn);
         }
-        drop(views);
-        self.backlog.release(released);
-        Ok(())
+        Ok(released)
     }
 
     fn count(&mut self, bytes: u64, last_lsn: u64) {
@@ -640,7 +717,7 @@ impl State {
                 }));
                 continue;
             }
-            if batch.payload.len() <= DEFER_PAYLOAD_BYTES_MAX {
+            if self.defer_last_apply && batch.payload.len() <= DEFER_PAYLOAD_BYTES_MAX {
                 deferred = Some(DeferredApply {
                     first_lsn: next_lsn,
                     first_version: current + 1,
@@ -749,6 +826,17 @@ impl State {
     }
 }
 
+/// What one round of the applier is given, and what it gathers for after
+/// its commit.
+struct Round<'a> {
+    rx: &'a Jobs,
+    /// Someone waits for this round: it does not linger.
+    kicked: bool,
+    checkpoints: &'a mut Vec<Sender<Result<CheckpointOutcome>>>,
+    stop: &'a mut bool,
+    dones: &'a mut Vec<Sender<()>>,
+}
+
 /// An accepted batch of a decided group, to apply to the store.
 struct DeferredApply {
     first_lsn: u64,
@@ -820,7 +908,7 @@ fn linger(
         if seen != Some(now) {
             seen = Some(now);
             let mut q = rx.lock();
-            if q.kicked || q.closed {
+            if q.kicked || q.closed || rx.readers_waiting() > 0 {
                 return Ok(None);
             }
             if !q.jobs.is_empty() {
@@ -834,7 +922,10 @@ fn linger(
                 check_written(unwritten, false)?;
                 since = Instant::now();
             }
-            if since.elapsed() >= LINGER_FOR_NEXT || round_start.elapsed() >= LINGER_ROUND_MAX {
+            if since.elapsed() >= LINGER_FOR_NEXT
+                || round_start.elapsed() >= LINGER_ROUND_MAX
+                || rx.readers_waiting() > 0
+            {
                 return Ok(None);
             }
         }

@@ -663,9 +663,11 @@ impl Inner {
             Err(std::sync::TryLockError::Poisoned(_)) => return Err(self.poisoned_error()),
             Err(std::sync::TryLockError::WouldBlock) => {
                 // The applier holds them through a round that may linger
-                // for more commands: tell it someone waits.
-                self.applier.kick();
-                self.views.read().map_err(|_| self.poisoned_error())?
+                // for more commands: it ends the round for a waiting
+                // reader, and lets it in before the next.
+                self.applier
+                    .as_waiting_reader(|| self.views.read())
+                    .map_err(|_| self.poisoned_error())?
             }
         };
         // Checked with the lock held: a group that failed after the
