@@ -15,7 +15,8 @@
 //!   [`Db::backup`], [`Db::stats`], [`Db::recovery_report`].
 //! - [`Options`] and [`Durability`]: what a crash can lose.
 //! - [`View`], [`ViewTables`], [`ViewSet`]: your own folds, with tables in
-//!   the store; [`registry`] is one, opt-in like any other.
+//!   the store; [`registry`] and [`runtime`] are two, opt-in like any
+//!   other.
 //! - [`Retention`]: what a stream's history keeps.
 //! - [`log::Log`]: the seam between the engine and the log, with the
 //!   local [`wal::WalLog`] and [`log::MemoryLog`].
@@ -44,6 +45,7 @@ pub mod log;
 mod options;
 pub mod registry;
 mod retention;
+pub mod runtime;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod snapshot;

@@ -391,6 +391,30 @@ impl Db {
         Ok(r.stream_meta(stream)?.map_or(0, |m| m.version))
     }
 
+    /// A receiver that wakes when the store's applied LSN moves (for
+    /// views' own subscriptions).
+    pub(crate) fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.health.watch_applied()
+    }
+
+    /// Blocks until the store has applied `lsn`, or the handle is
+    /// poisoned.
+    pub(crate) fn wait_applied(&self, lsn: u64) -> Result<()> {
+        self.inner.wait_applied(lsn)
+    }
+
+    /// Wakes the applier if the log holds more than the store applied.
+    pub(crate) fn kick_applier_past(&self, applied_lsn: u64) {
+        if self.last_lsn() > applied_lsn {
+            self.inner.applier.kick();
+        }
+    }
+
+    /// The handle's poison, if any.
+    pub(crate) fn check_poison(&self) -> Result<()> {
+        self.inner.check_poison()
+    }
+
     /// LSN of the last committed event (0 for an empty log).
     pub fn last_lsn(&self) -> u64 {
         self.inner.committed_lsn.load(Ordering::Acquire)

@@ -1,0 +1,873 @@
+//! The runtime view: worker runtimes (workers, their inputs and
+//! transcripts, a runtime's events and diagnostics) as events.
+//!
+//! Every operation is one command decided in the writer against the
+//! view's tables and logged as one event on `$runtime`, so two racing
+//! operations on one worker never both pass a check only one should pass,
+//! and after a crash everything acknowledged is back. The state lives in
+//! the store only (see [`view`]): a page of events or of a transcript
+//! costs O(page + log n) however long the history, and survives every
+//! checkpoint and compaction.
+//!
+//! ```
+//! use replaydb::runtime::{CreateWorkerRequest, RuntimeOptions, Runtimes, TranscriptQuery, WorkerInput};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let runtimes = Runtimes::open(tmp.path(), replaydb::Options::default(), vec![])?;
+//! let runtime = runtimes.open_runtime(RuntimeOptions::default())?;
+//! let worker = runtime.create_worker(CreateWorkerRequest::default())?;
+//! runtime.send_input(&worker.worker_ref, WorkerInput::user("hello"))?;
+//! let page = runtime.transcript_projection(&worker.worker_ref, TranscriptQuery::new(0, 10))?;
+//! assert_eq!(page.items[0].content, "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod model;
+pub mod record;
+mod subscribe;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub use model::*;
+pub use record::{RUNTIME_STREAM, RuntimeChange, RuntimeRecord};
+pub use subscribe::{EventSubscription, TranscriptSubscription};
+pub use view::{RUNTIME_VIEW, RuntimeMeta, RuntimeView};
+
+use crate::engine::Db;
+use crate::stream::ExpectedVersion;
+use crate::views::{View, ViewTablesRead};
+use view::{Tables, WorkerRow};
+
+/// Everything a runtime operation can refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The runtime takes no more changes.
+    #[error("runtime {runtime_id} is stopped")]
+    RuntimeStopped {
+        /// The runtime.
+        runtime_id: RuntimeId,
+    },
+    /// A worker reference names another runtime.
+    #[error(
+        "worker {worker_id} belongs to runtime {actual_runtime_id}, not runtime {expected_runtime_id}"
+    )]
+    WrongRuntime {
+        /// This runtime.
+        expected_runtime_id: RuntimeId,
+        /// The reference's.
+        actual_runtime_id: RuntimeId,
+        /// The worker.
+        worker_id: WorkerId,
+    },
+    /// A cursor names another runtime.
+    #[error("cursor belongs to runtime {actual_runtime_id}, not runtime {expected_runtime_id}")]
+    WrongRuntimeCursor {
+        /// This runtime.
+        expected_runtime_id: RuntimeId,
+        /// The cursor's.
+        actual_runtime_id: RuntimeId,
+    },
+    /// No such worker in the runtime.
+    #[error("worker {worker_id} was not found in runtime {runtime_id}")]
+    WorkerNotFound {
+        /// The runtime.
+        runtime_id: RuntimeId,
+        /// The worker.
+        worker_id: WorkerId,
+    },
+    /// A page larger than the runtime's limit.
+    #[error("limit {requested} exceeds maximum {max}")]
+    LimitTooLarge {
+        /// Asked for.
+        requested: usize,
+        /// The runtime's limit.
+        max: usize,
+    },
+    /// A request that is not valid (a blank field, an id too long, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// No runtime of that id in the database.
+    #[error("runtime {0} was not found")]
+    UnknownRuntime(RuntimeId),
+    /// The view's tables disagree with themselves: a row that its
+    /// runtime's counts say exists is missing.
+    #[error("runtime store {operation} missing data in {}: {what}", path.display())]
+    StoreMissing {
+        /// What replaydb was doing.
+        operation: &'static str,
+        /// The store file.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// The database failed (a damaged value names the store, the view's
+    /// table and the key).
+    #[error(transparent)]
+    Db(#[from] crate::Error),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn not_registered(op: &'static str) -> RuntimeError {
+    RuntimeError::Db(crate::Error::InvalidArgument {
+        op,
+        reason: "the runtime view is not registered".into(),
+    })
+}
+
+fn check_id_len(what: &str, id: &str) -> Result<(), RuntimeError> {
+    if id.len() > ID_BYTES_MAX {
+        return Err(RuntimeError::InvalidRequest(format!(
+            "{what} is {} bytes, above the limit of {ID_BYTES_MAX}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The runtimes of one database.
+#[derive(Clone, Debug)]
+pub struct Runtimes {
+    db: Db,
+}
+
+impl Runtimes {
+    /// The runtimes of `db`, which must have been opened with a
+    /// [`RuntimeView`] (operations fail otherwise).
+    pub fn new(db: Db) -> Runtimes {
+        Runtimes { db }
+    }
+
+    /// Opens the database at `dir` with the runtime view (and `views`)
+    /// registered.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: crate::Options,
+        mut views: Vec<Box<dyn View>>,
+    ) -> Result<Runtimes, RuntimeError> {
+        views.insert(0, Box::new(RuntimeView::default()));
+        Ok(Runtimes::new(Db::open_with_views(dir, options, views)?))
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Opens the runtime `options.runtime_id`, creating it (event 1,
+    /// "runtime started") if it does not exist or no id is given; an
+    /// existing runtime keeps its own name and limits. The restored
+    /// runtime's workers are checked against its counts.
+    pub fn open_runtime(&self, options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        let id = options
+            .runtime_id
+            .clone()
+            .unwrap_or_else(RuntimeId::generate);
+        check_id_len("runtime id", id.as_str())?;
+        if options.limits.max_event_batch_items == 0
+            || options.limits.max_transcript_projection_items == 0
+        {
+            return Err(RuntimeError::InvalidRequest(
+                "limits must be above zero".into(),
+            ));
+        }
+        let runtime = Runtime {
+            db: self.db.clone(),
+            id: id.clone(),
+        };
+        let record_id = id.clone();
+        runtime.command("open_runtime", move |tables| {
+            if tables.meta(&record_id)?.is_some() {
+                return Ok((None, ()));
+            }
+            Ok((
+                Some(RuntimeRecord {
+                    runtime_id: record_id,
+                    event_id: 1,
+                    at_unix_ms: now_ms(),
+                    change: RuntimeChange::Started {
+                        display_name: options.display_name,
+                        limits: options.limits,
+                    },
+                }),
+                (),
+            ))
+        })?;
+        runtime.check_workers()?;
+        Ok(runtime)
+    }
+
+    /// The existing runtime `id`.
+    pub fn runtime(&self, id: &RuntimeId) -> Result<Runtime, RuntimeError> {
+        let runtime = Runtime {
+            db: self.db.clone(),
+            id: id.clone(),
+        };
+        runtime.read(|_, _| Ok(()))?;
+        Ok(runtime)
+    }
+
+    /// Every runtime's summary, in id order.
+    pub fn list(&self) -> Result<Vec<RuntimeSummary>, RuntimeError> {
+        let all = self
+            .db
+            .view_tables(|_: &RuntimeView, read| Tables { read }.runtimes())?
+            .ok_or_else(|| not_registered("list runtimes"))?
+            .value;
+        Ok(all
+            .into_iter()
+            .map(|(id, meta)| summary(id, &meta))
+            .collect())
+    }
+}
+
+fn summary(runtime_id: RuntimeId, meta: &RuntimeMeta) -> RuntimeSummary {
+    let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    RuntimeSummary {
+        runtime_id,
+        display_name: meta.display_name.clone(),
+        status: meta.status,
+        worker_count: n(meta.worker_count),
+        active_worker_count: n(meta.active_worker_count),
+        stopped_worker_count: n(meta.stopped_worker_count),
+        cancelled_worker_count: n(meta.cancelled_worker_count),
+        diagnostic_count: n(meta.diagnostic_count),
+        limits: meta.limits.clone(),
+        last_event_id: meta.last_event_id,
+    }
+}
+
+fn detail(worker_ref: &WorkerRef, row: WorkerRow) -> WorkerDetail {
+    WorkerDetail {
+        worker_ref: worker_ref.clone(),
+        runtime_id: worker_ref.runtime_id.clone(),
+        worker_id: worker_ref.worker_id.clone(),
+        status: row.status,
+        intent: row.request.intent,
+        profile: row.request.profile,
+        config_bundle: row.request.config_bundle,
+        requested_capabilities: row.request.requested_capabilities,
+        workspace_refs: row.request.workspace_refs,
+        mount_refs: row.request.mount_refs,
+        transcript_len: usize::try_from(row.transcript_len).unwrap_or(usize::MAX),
+        last_event_id: row.last_event_id,
+    }
+}
+
+/// What a decision returns: the record to log (none: nothing changes) and
+/// the answer for the caller.
+type Decision<T> = Result<(Option<RuntimeRecord>, T), RuntimeError>;
+
+/// One runtime of a database: a cheap handle (clone it freely); every
+/// call reads or changes the store.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    db: Db,
+    id: RuntimeId,
+}
+
+impl Runtime {
+    /// The runtime id half of every worker's authority.
+    pub fn runtime_id(&self) -> &RuntimeId {
+        &self.id
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs one operation as a command: `decide` reads the view's tables
+    /// inside the writer and returns the record to log and the answer.
+    fn command<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        decide: impl FnOnce(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let out = answer.clone();
+        let result =
+            self.db
+                .execute(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
+                    let read = views.tables::<RuntimeView>().ok_or_else(|| {
+                        crate::Error::InvalidArgument {
+                            op,
+                            reason: "the runtime view is not registered".into(),
+                        }
+                    })?;
+                    let (record, value) = decide(&Tables { read: &read })
+                        .map_err(|e| crate::Error::Rejected(Box::new(e)))?;
+                    *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+                    match record {
+                        None => Ok(Vec::new()),
+                        Some(r) => Ok(vec![r.encode().map_err(|e| {
+                            crate::Error::InvalidArgument {
+                                op,
+                                reason: e.to_string(),
+                            }
+                        })?]),
+                    }
+                });
+        match result {
+            Ok(_) => answer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .ok_or_else(|| not_registered(op)),
+            Err(crate::Error::Rejected(e)) => match e.downcast::<RuntimeError>() {
+                Ok(e) => Err(*e),
+                Err(other) => Err(RuntimeError::Db(crate::Error::Rejected(other))),
+            },
+            Err(e) => Err(RuntimeError::Db(e)),
+        }
+    }
+
+    /// A change to a running runtime: `decide` gets the tables, the meta
+    /// and the record's event id.
+    fn change<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        decide: impl FnOnce(
+            &Tables<'_, '_>,
+            &RuntimeMeta,
+        ) -> Result<(Option<RuntimeChange>, T), RuntimeError>
+        + Send
+        + 'static,
+    ) -> Result<T, RuntimeError> {
+        let id = self.id.clone();
+        self.command(op, move |tables| {
+            let meta = tables
+                .meta(&id)?
+                .ok_or_else(|| RuntimeError::UnknownRuntime(id.clone()))?;
+            if meta.status == RuntimeStatus::Stopped {
+                return Err(RuntimeError::RuntimeStopped { runtime_id: id });
+            }
+            let (change, answer) = decide(tables, &meta)?;
+            Ok((
+                change.map(|change| RuntimeRecord {
+                    runtime_id: id,
+                    event_id: meta.last_event_id + 1,
+                    at_unix_ms: now_ms(),
+                    change,
+                }),
+                answer,
+            ))
+        })
+    }
+
+    /// Reads the view at one commit: `f` gets the tables and this
+    /// runtime's meta.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Tables<'_, '_>, &RuntimeMeta) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        self.read_at(f).map(|(v, _)| v)
+    }
+
+    /// [`Runtime::read`], with the LSN the read reflects.
+    fn read_at<T>(
+        &self,
+        f: impl FnOnce(&Tables<'_, '_>, &RuntimeMeta) -> Result<T, RuntimeError>,
+    ) -> Result<(T, u64), RuntimeError> {
+        let id = &self.id;
+        let at = self
+            .db
+            .view_tables(|_: &RuntimeView, read: &ViewTablesRead<'_>| {
+                let tables = Tables { read };
+                Ok(match tables.meta(id) {
+                    Ok(Some(meta)) => f(&tables, &meta),
+                    Ok(None) => Err(RuntimeError::UnknownRuntime(id.clone())),
+                    Err(e) => Err(RuntimeError::Db(e)),
+                })
+            })?
+            .ok_or_else(|| not_registered("read runtime"))?;
+        at.value.map(|v| (v, at.lsn))
+    }
+
+    fn check_ref(&self, worker_ref: &WorkerRef) -> Result<(), RuntimeError> {
+        check_ref(&self.id, worker_ref)
+    }
+
+    /// The worker's row; a missing row of a worker the counts say exists
+    /// is damage, not `WorkerNotFound`.
+    fn worker_row(
+        &self,
+        tables: &Tables<'_, '_>,
+        meta: &RuntimeMeta,
+        worker_ref: &WorkerRef,
+    ) -> Result<WorkerRow, RuntimeError> {
+        worker_row(tables, meta, worker_ref)
+    }
+
+    /// Checks that the worker rows agree with the runtime's count.
+    fn check_workers(&self) -> Result<(), RuntimeError> {
+        self.read(|tables, meta| {
+            let rows = tables.workers(&self.id)?.len() as u64;
+            if rows != meta.worker_count {
+                return Err(RuntimeError::StoreMissing {
+                    operation: "open runtime",
+                    path: tables.read.path.to_path_buf(),
+                    what: format!(
+                        "runtime {} has {rows} worker rows, its meta counts {}",
+                        self.id, meta.worker_count
+                    ),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// The runtime at a glance.
+    pub fn summary(&self) -> Result<RuntimeSummary, RuntimeError> {
+        self.read(|_, meta| Ok(summary(self.id.clone(), meta)))
+    }
+
+    /// Running or Stopped.
+    pub fn status(&self) -> Result<RuntimeStatus, RuntimeError> {
+        self.read(|_, meta| Ok(meta.status))
+    }
+
+    /// Stops the runtime: every running worker becomes Stopped (with no
+    /// worker events) and "runtime stopped" is recorded; returns its event
+    /// id. Stopping a stopped runtime adds nothing and returns the last
+    /// event id. Reads keep working.
+    pub fn stop_runtime(&self) -> Result<u64, RuntimeError> {
+        let id = self.id.clone();
+        self.command("stop_runtime", move |tables| {
+            let meta = tables
+                .meta(&id)?
+                .ok_or_else(|| RuntimeError::UnknownRuntime(id.clone()))?;
+            if meta.status == RuntimeStatus::Stopped {
+                return Ok((None, meta.last_event_id));
+            }
+            let event_id = meta.last_event_id + 1;
+            Ok((
+                Some(RuntimeRecord {
+                    runtime_id: id,
+                    event_id,
+                    at_unix_ms: now_ms(),
+                    change: RuntimeChange::Stopped,
+                }),
+                event_id,
+            ))
+        })
+    }
+
+    /// Creates a worker with the runtime's next id. `RuntimeStopped`;
+    /// `InvalidRequest` for a blank task objective or capability name.
+    /// A worker without a config bundle gets the info diagnostic
+    /// `runtime.local_default_resources`, one without capabilities
+    /// `worker.tools_less`.
+    pub fn create_worker(
+        &self,
+        request: CreateWorkerRequest,
+    ) -> Result<WorkerDetail, RuntimeError> {
+        let rt = self.id.clone();
+        self.change("create_worker", move |_, meta| {
+            validate_request(&request)?;
+            let worker_id = WorkerId::generated(meta.worker_count + 1);
+            let worker_ref = WorkerRef::new(rt, worker_id.clone());
+            let row = WorkerRow {
+                request: request.clone(),
+                status: WorkerStatus::Running,
+                transcript_len: 0,
+                last_event_id: meta.last_event_id + 1,
+            };
+            Ok((
+                Some(RuntimeChange::WorkerCreated { worker_id, request }),
+                detail(&worker_ref, row),
+            ))
+        })
+    }
+
+    /// Every worker, ordered by id.
+    pub fn list_workers(&self) -> Result<Vec<WorkerSummary>, RuntimeError> {
+        self.read(|tables, _| {
+            Ok(tables
+                .workers(&self.id)?
+                .into_iter()
+                .map(|(id, row)| {
+                    let d = detail(&WorkerRef::new(self.id.clone(), id), row);
+                    WorkerSummary {
+                        worker_ref: d.worker_ref,
+                        runtime_id: d.runtime_id,
+                        worker_id: d.worker_id,
+                        status: d.status,
+                        requested_capability_count: d.requested_capabilities.len(),
+                        has_config_bundle: d.config_bundle.is_some(),
+                        intent: d.intent,
+                        profile: d.profile,
+                        transcript_len: d.transcript_len,
+                        last_event_id: d.last_event_id,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// One worker: `WrongRuntime` for another runtime's reference (checked
+    /// first), then `WorkerNotFound`.
+    pub fn worker_detail(&self, worker_ref: &WorkerRef) -> Result<WorkerDetail, RuntimeError> {
+        self.check_ref(worker_ref)?;
+        self.read(|tables, meta| {
+            Ok(detail(
+                worker_ref,
+                self.worker_row(tables, meta, worker_ref)?,
+            ))
+        })
+    }
+
+    /// Gives a running worker an input: `RuntimeStopped`, blank content
+    /// `InvalidRequest`, the reference checks, a worker not running
+    /// `InvalidRequest`. Records "worker input accepted" and appends the
+    /// transcript entry with the worker's next sequence.
+    pub fn send_input(
+        &self,
+        worker_ref: &WorkerRef,
+        input: WorkerInput,
+    ) -> Result<WorkerInteractionAck, RuntimeError> {
+        let rt = self.id.clone();
+        let worker_ref = worker_ref.clone();
+        self.change("send_input", move |tables, meta| {
+            if input.content.trim().is_empty() {
+                return Err(RuntimeError::InvalidRequest(
+                    "input content must not be blank".into(),
+                ));
+            }
+            check_ref(&rt, &worker_ref)?;
+            let row = worker_row(tables, meta, &worker_ref)?;
+            if !row.status.is_active() {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "worker {} is {:?}, not running",
+                    worker_ref.worker_id, row.status
+                )));
+            }
+            let sequence = row.transcript_len + 1;
+            let ack = WorkerInteractionAck {
+                worker_ref: worker_ref.clone(),
+                status: row.status,
+                transcript_sequence: sequence,
+                event_id: meta.last_event_id + 1,
+            };
+            Ok((
+                Some(RuntimeChange::InputAccepted {
+                    worker_id: worker_ref.worker_id,
+                    sequence,
+                    role: input.kind.into(),
+                    content: input.content,
+                }),
+                ack,
+            ))
+        })
+    }
+
+    /// Stops a running worker ("worker stopped", or `reason`). A worker
+    /// already stopped or cancelled keeps its state: the answer has its
+    /// status and last event id, and nothing is recorded.
+    pub fn stop_worker(
+        &self,
+        worker_ref: &WorkerRef,
+        reason: Option<String>,
+    ) -> Result<WorkerLifecycleAck, RuntimeError> {
+        self.transition(worker_ref, WorkerStatus::Stopped, reason)
+    }
+
+    /// Cancels a running worker ("worker cancelled", or `reason`); as
+    /// [`Runtime::stop_worker`] for one already final.
+    pub fn cancel_worker(
+        &self,
+        worker_ref: &WorkerRef,
+        reason: Option<String>,
+    ) -> Result<WorkerLifecycleAck, RuntimeError> {
+        self.transition(worker_ref, WorkerStatus::Cancelled, reason)
+    }
+
+    fn transition(
+        &self,
+        worker_ref: &WorkerRef,
+        to: WorkerStatus,
+        reason: Option<String>,
+    ) -> Result<WorkerLifecycleAck, RuntimeError> {
+        let rt = self.id.clone();
+        let worker_ref = worker_ref.clone();
+        self.change("stop_or_cancel_worker", move |tables, meta| {
+            check_ref(&rt, &worker_ref)?;
+            let row = worker_row(tables, meta, &worker_ref)?;
+            if !row.status.is_active() {
+                return Ok((
+                    None,
+                    WorkerLifecycleAck {
+                        worker_ref,
+                        status: row.status,
+                        event_id: row.last_event_id,
+                    },
+                ));
+            }
+            let worker_id = worker_ref.worker_id.clone();
+            let change = match to {
+                WorkerStatus::Cancelled => RuntimeChange::WorkerCancelled {
+                    worker_id,
+                    message: reason.unwrap_or_else(|| "worker cancelled".into()),
+                },
+                _ => RuntimeChange::WorkerStopped {
+                    worker_id,
+                    message: reason.unwrap_or_else(|| "worker stopped".into()),
+                },
+            };
+            Ok((
+                Some(change),
+                WorkerLifecycleAck {
+                    worker_ref,
+                    status: to,
+                    event_id: meta.last_event_id + 1,
+                },
+            ))
+        })
+    }
+
+    /// A page of a worker's transcript: `LimitTooLarge` (checked before
+    /// the reference) above the runtime's limit; `next_start` is `None` at
+    /// the end.
+    pub fn transcript_projection(
+        &self,
+        worker_ref: &WorkerRef,
+        query: TranscriptQuery,
+    ) -> Result<TranscriptProjection, RuntimeError> {
+        self.transcript_at(worker_ref, query).map(|(p, _, _)| p)
+    }
+
+    /// The page, the LSN it reflects, and whether the worker is running.
+    pub(crate) fn transcript_at(
+        &self,
+        worker_ref: &WorkerRef,
+        query: TranscriptQuery,
+    ) -> Result<(TranscriptProjection, u64, bool), RuntimeError> {
+        self.read_at(|tables, meta| {
+            let max = meta.limits.max_transcript_projection_items;
+            if query.limit > max {
+                return Err(RuntimeError::LimitTooLarge {
+                    requested: query.limit,
+                    max,
+                });
+            }
+            self.check_ref(worker_ref)?;
+            let row = self.worker_row(tables, meta, worker_ref)?;
+            let total_items = usize::try_from(row.transcript_len).unwrap_or(usize::MAX);
+            let end = query.start.saturating_add(query.limit).min(total_items);
+            let items = if query.start >= total_items {
+                Vec::new()
+            } else {
+                let from = u64::try_from(query.start).unwrap_or(u64::MAX) + 1;
+                tables.transcript(worker_ref, from, end - query.start)?
+            };
+            if items.len() != end.saturating_sub(query.start) {
+                return Err(RuntimeError::StoreMissing {
+                    operation: "read transcript",
+                    path: tables.read.path.to_path_buf(),
+                    what: format!(
+                        "worker {} has {} of entries {}..{} (transcript length {total_items})",
+                        worker_ref.worker_id,
+                        items.len(),
+                        query.start + 1,
+                        end + 1
+                    ),
+                });
+            }
+            let page = TranscriptProjection {
+                worker_ref: worker_ref.clone(),
+                start: query.start,
+                limit: query.limit,
+                total_items,
+                items,
+                next_start: (end < total_items).then_some(end),
+            };
+            Ok((page, row.status.is_active()))
+        })
+        .map(|((page, active), lsn)| (page, lsn, active))
+    }
+
+    /// A cursor at the first event.
+    pub fn event_cursor_from_start(&self) -> EventCursor {
+        EventCursor {
+            runtime_id: self.id.clone(),
+            next_event_id: 1,
+        }
+    }
+
+    /// A cursor after the last event.
+    pub fn event_cursor_now(&self) -> Result<EventCursor, RuntimeError> {
+        self.read(|_, meta| {
+            Ok(EventCursor {
+                runtime_id: self.id.clone(),
+                next_event_id: meta.last_event_id + 1,
+            })
+        })
+    }
+
+    /// Up to `limit` events from `cursor`: `WrongRuntimeCursor`, then
+    /// `LimitTooLarge`. The next cursor follows the last event returned
+    /// (unchanged when none was); `has_more` says whether more follow.
+    pub fn read_events(
+        &self,
+        cursor: &EventCursor,
+        limit: usize,
+    ) -> Result<RuntimeEventBatch, RuntimeError> {
+        self.events_at(cursor, limit).map(|(b, _)| b)
+    }
+
+    pub(crate) fn events_at(
+        &self,
+        cursor: &EventCursor,
+        limit: usize,
+    ) -> Result<(RuntimeEventBatch, u64), RuntimeError> {
+        if cursor.runtime_id != self.id {
+            return Err(RuntimeError::WrongRuntimeCursor {
+                expected_runtime_id: self.id.clone(),
+                actual_runtime_id: cursor.runtime_id.clone(),
+            });
+        }
+        self.read_at(|tables, meta| {
+            let max = meta.limits.max_event_batch_items;
+            if limit > max {
+                return Err(RuntimeError::LimitTooLarge {
+                    requested: limit,
+                    max,
+                });
+            }
+            let from = cursor.next_event_id.max(1);
+            let events = tables.events(&self.id, from, limit)?;
+            let expected = meta
+                .last_event_id
+                .saturating_add(1)
+                .saturating_sub(from)
+                .min(limit as u64);
+            if events.len() as u64 != expected
+                || events.iter().zip(from..).any(|(e, id)| e.id != id)
+            {
+                return Err(RuntimeError::StoreMissing {
+                    operation: "read events",
+                    path: tables.read.path.to_path_buf(),
+                    what: format!(
+                        "runtime {} events from {from}: {} found, {expected} expected in sequence",
+                        self.id,
+                        events.len()
+                    ),
+                });
+            }
+            let next_event_id = events.last().map_or(cursor.next_event_id, |e| e.id + 1);
+            Ok(RuntimeEventBatch {
+                runtime_id: self.id.clone(),
+                cursor: EventCursor {
+                    runtime_id: self.id.clone(),
+                    next_event_id,
+                },
+                events,
+                has_more: meta.last_event_id >= next_event_id,
+            })
+        })
+    }
+
+    /// A live subscription to this runtime's events from `cursor`:
+    /// `WrongRuntimeCursor` for another runtime's.
+    pub fn subscribe_events(&self, cursor: EventCursor) -> Result<EventSubscription, RuntimeError> {
+        if cursor.runtime_id != self.id {
+            return Err(RuntimeError::WrongRuntimeCursor {
+                expected_runtime_id: self.id.clone(),
+                actual_runtime_id: cursor.runtime_id,
+            });
+        }
+        Ok(EventSubscription::new(self.clone(), cursor))
+    }
+
+    /// A live subscription to one worker's transcript from index `start`
+    /// (0-based, as in [`TranscriptQuery`]).
+    pub fn subscribe_transcript(
+        &self,
+        worker_ref: &WorkerRef,
+        start: usize,
+    ) -> Result<TranscriptSubscription, RuntimeError> {
+        self.worker_detail(worker_ref)?;
+        Ok(TranscriptSubscription::new(
+            self.clone(),
+            worker_ref.clone(),
+            start,
+        ))
+    }
+
+    /// The diagnostics recorded, in id order.
+    pub fn diagnostics(&self) -> Result<Vec<RuntimeDiagnostic>, RuntimeError> {
+        self.read(|tables, _| Ok(tables.diagnostics(&self.id)?))
+    }
+}
+
+fn check_ref(rt: &RuntimeId, worker_ref: &WorkerRef) -> Result<(), RuntimeError> {
+    if worker_ref.runtime_id != *rt {
+        return Err(RuntimeError::WrongRuntime {
+            expected_runtime_id: rt.clone(),
+            actual_runtime_id: worker_ref.runtime_id.clone(),
+            worker_id: worker_ref.worker_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn worker_row(
+    tables: &Tables<'_, '_>,
+    meta: &RuntimeMeta,
+    worker_ref: &WorkerRef,
+) -> Result<WorkerRow, RuntimeError> {
+    if let Some(row) = tables.worker(&worker_ref.runtime_id, &worker_ref.worker_id)? {
+        return Ok(row);
+    }
+    // Worker ids are generated from the runtime's count: one within it
+    // was created, and its row is damage.
+    let within = worker_ref
+        .worker_id
+        .as_str()
+        .strip_prefix("worker-")
+        .filter(|hex| hex.len() >= 8 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .is_some_and(|seq| {
+            seq >= 1 && seq <= meta.worker_count && WorkerId::generated(seq) == worker_ref.worker_id
+        });
+    if within {
+        return Err(RuntimeError::StoreMissing {
+            operation: "read worker",
+            path: tables.read.path.to_path_buf(),
+            what: format!(
+                "worker {} of runtime {} has no row",
+                worker_ref.worker_id, worker_ref.runtime_id
+            ),
+        });
+    }
+    Err(RuntimeError::WorkerNotFound {
+        runtime_id: worker_ref.runtime_id.clone(),
+        worker_id: worker_ref.worker_id.clone(),
+    })
+}
+
+fn validate_request(request: &CreateWorkerRequest) -> Result<(), RuntimeError> {
+    if let WorkerIntent::Task { objective } = &request.intent
+        && objective.trim().is_empty()
+    {
+        return Err(RuntimeError::InvalidRequest(
+            "task objective must not be blank".into(),
+        ));
+    }
+    if request
+        .requested_capabilities
+        .iter()
+        .any(|c| c.name.trim().is_empty())
+    {
+        return Err(RuntimeError::InvalidRequest(
+            "capability name must not be blank".into(),
+        ));
+    }
+    Ok(())
+}
