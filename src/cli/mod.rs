@@ -7,6 +7,7 @@ mod json;
 mod maintenance;
 mod read;
 mod registry;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ pub enum Command {
     Backup(maintenance::BackupArgs),
     /// The pod-registry table: ls, show, history, reclaim.
     Registry(registry::RegistryArgs),
+    /// Worker runtimes: ls, create, stop, events, transcript, and workers
+    /// (create, send, stop, cancel).
+    Runtime(runtime::RuntimeArgs),
     /// Run a realistic workload and show what the engine did.
     Demo(demo::DemoArgs),
 }
@@ -118,7 +122,10 @@ pub fn open_db(dir: &std::path::Path, options: &Options) -> replaydb::Result<rep
     replaydb::Db::open_with_views(
         dir,
         options.clone(),
-        vec![Box::new(replaydb::registry::RegistryView::default())],
+        vec![
+            Box::new(replaydb::registry::RegistryView::default()),
+            Box::new(replaydb::runtime::RuntimeView::default()),
+        ],
     )
 }
 
@@ -144,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => maintenance::run_backup(&cli.db, &options, args),
         Command::Demo(args) => demo::run(&cli.db, &options, args),
         Command::Registry(args) => registry::run(&cli.db, &options, args),
+        Command::Runtime(args) => runtime::run(&cli.db, &options, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
