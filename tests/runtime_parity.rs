@@ -448,4 +448,9 @@ fn fs_store_reports_corrupt_and_missing_data() {
         matches!(err, RuntimeError::StoreMissing { .. }),
         "a worker the counts say exists is damage, not WorkerNotFound: {err:?}"
     );
+    let err = runtime.list_workers().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::StoreMissing { .. }),
+        "a list short of the count is damage: {err:?}"
+    );
 }

@@ -163,7 +163,8 @@ impl Runtimes {
     /// Opens the runtime `options.runtime_id`, creating it (event 1,
     /// "runtime started") if it does not exist or no id is given; an
     /// existing runtime keeps its own name and limits. The restored
-    /// runtime's workers are checked against its counts.
+    /// runtime's first and last events and workers are checked to be
+    /// there.
     pub fn open_runtime(&self, options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
         let id = options
             .runtime_id
@@ -199,7 +200,7 @@ impl Runtimes {
                 (),
             ))
         })?;
-        runtime.check_workers()?;
+        runtime.check_ends()?;
         Ok(runtime)
     }
 
@@ -405,19 +406,33 @@ impl Runtime {
         worker_row(tables, meta, worker_ref)
     }
 
-    /// Checks that the worker rows agree with the runtime's count.
-    fn check_workers(&self) -> Result<(), RuntimeError> {
+    /// Checks, at a cost of O(log n) whatever the runtime's size, that
+    /// the ends of its sequences are in the store: its first and last
+    /// event, and its first and last worker (ids are generated from the
+    /// count). A row lost in between is found when it is read.
+    fn check_ends(&self) -> Result<(), RuntimeError> {
         self.read(|tables, meta| {
-            let rows = tables.workers(&self.id)?.len() as u64;
-            if rows != meta.worker_count {
-                return Err(RuntimeError::StoreMissing {
-                    operation: "open runtime",
-                    path: tables.read.path.to_path_buf(),
-                    what: format!(
-                        "runtime {} has {rows} worker rows, its meta counts {}",
+            let missing = |what: String| RuntimeError::StoreMissing {
+                operation: "open runtime",
+                path: tables.read.path.to_path_buf(),
+                what,
+            };
+            for id in [1, meta.last_event_id] {
+                if tables.events(&self.id, id, 1)?.first().map(|e| e.id) != Some(id) {
+                    return Err(missing(format!(
+                        "runtime {}: event {id} of 1..={} has no row",
+                        self.id, meta.last_event_id
+                    )));
+                }
+            }
+            for n in [1, meta.worker_count] {
+                let w = WorkerId::generated(n);
+                if meta.worker_count > 0 && tables.worker(&self.id, &w)?.is_none() {
+                    return Err(missing(format!(
+                        "runtime {}: worker {w} of {} has no row",
                         self.id, meta.worker_count
-                    ),
-                });
+                    )));
+                }
             }
             Ok(())
         })
@@ -488,9 +503,21 @@ impl Runtime {
 
     /// Every worker, ordered by id.
     pub fn list_workers(&self) -> Result<Vec<WorkerSummary>, RuntimeError> {
-        self.read(|tables, _| {
-            Ok(tables
-                .workers(&self.id)?
+        self.read(|tables, meta| {
+            let rows = tables.workers(&self.id)?;
+            if rows.len() as u64 != meta.worker_count {
+                return Err(RuntimeError::StoreMissing {
+                    operation: "list workers",
+                    path: tables.read.path.to_path_buf(),
+                    what: format!(
+                        "runtime {} has {} worker rows, its count is {}",
+                        self.id,
+                        rows.len(),
+                        meta.worker_count
+                    ),
+                });
+            }
+            Ok(rows
                 .into_iter()
                 .map(|(id, row)| {
                     let d = detail(&WorkerRef::new(self.id.clone(), id), row);
