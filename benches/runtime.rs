@@ -311,6 +311,191 @@ fn table(root: &Path) {
     );
 }
 
+/// The seed's `write_json_atomic`: a temporary file written and synced,
+/// renamed over the old one, the directory synced.
+fn seed_write_atomic(path: &Path, value: &impl serde::Serialize) {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp).expect("create");
+    serde_json::to_writer_pretty(&mut file, value).expect("json");
+    file.write_all(b"\n").expect("write");
+    file.sync_all().expect("sync");
+    drop(file);
+    std::fs::rename(&tmp, path).expect("rename");
+    File::open(path.parent().expect("parent"))
+        .and_then(|d| d.sync_all())
+        .expect("sync dir");
+}
+
+/// One durable input as the original's `send_input` persists it with its
+/// fs-store, under the runtime's one lock: `runtime.json` and the
+/// worker's `worker.json` rewritten atomically, then a line appended
+/// (and synced) to `events.jsonl` and to the worker's `transcript.jsonl`.
+fn seed_send_input(dir: &Path, lock: &std::sync::Mutex<u64>, worker: usize, i: u64) {
+    let mut next_event = lock.lock().expect("lock");
+    *next_event += 1;
+    let w = dir.join(format!("workers/{worker}"));
+    seed_write_atomic(
+        &dir.join("runtime.json"),
+        &serde_json::json!({"runtime_id": "bench", "status": "running", "next_event_id": *next_event}),
+    );
+    seed_write_atomic(
+        &w.join("worker.json"),
+        &serde_json::json!({"worker_id": worker, "status": "running", "next_transcript_sequence": i + 2}),
+    );
+    let event = RuntimeEvent {
+        id: *next_event,
+        worker_ref: None,
+        kind: replaydb::runtime::RuntimeEventKind::WorkerInputAccepted,
+        message: "worker input accepted".into(),
+    };
+    let mut events = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("events.jsonl"))
+        .expect("open");
+    serde_json::to_writer(&mut events, &event).expect("json");
+    events.write_all(b"\n").expect("write");
+    events.sync_all().expect("sync");
+    let entry = transcript_entry(worker, i);
+    seed_append(&w.join("transcript.jsonl"), &entry);
+}
+
+fn transcript_entry(worker: usize, i: u64) -> TranscriptEntry {
+    TranscriptEntry {
+        sequence: i + 1,
+        worker_ref: WorkerRef::new(
+            rt(),
+            replaydb::runtime::WorkerId::generated(worker as u64 + 1),
+        ),
+        role: replaydb::runtime::TranscriptRole::User,
+        content: content(i),
+        event_id: i,
+    }
+}
+
+/// A raw `pwrite` + `fdatasync` of a record-sized write, one at a time:
+/// what this disk's sync costs right now.
+fn raw_sync_loop(path: &Path, n: u64) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.set_len(1 << 20).expect("preallocate");
+    let buf = [0x5au8; 148];
+    let start = Instant::now();
+    for i in 0..n {
+        file.write_all_at(&buf, (i * 148) % (1 << 20))
+            .expect("write");
+        file.sync_data().expect("sync");
+    }
+    start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Appending a transcript entry durably, 16 workers at once, side by
+/// side: every workload in ten short turns, interleaved, so a change in
+/// the disk hits each alike. Per entry, the median over the turns.
+fn append_table(root: &Path) {
+    let dir = root.join("appends");
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtimes = open(&dir.join("db"), Durability::Immediate);
+    let runtime = runtimes
+        .open_runtime(RuntimeOptions::default())
+        .expect("runtime");
+    let workers: Vec<WorkerRef> = (0..WORKERS)
+        .map(|_| {
+            runtime
+                .create_worker(CreateWorkerRequest::default())
+                .expect("worker")
+                .worker_ref
+        })
+        .collect();
+    let seed_dir = dir.join("seed");
+    for w in 0..WORKERS {
+        std::fs::create_dir_all(seed_dir.join(format!("workers/{w}"))).expect("seed dir");
+    }
+    let lock = Arc::new(std::sync::Mutex::new(0u64));
+    let db = runtimes.db().clone();
+    type Workload = Box<dyn Fn(u64) -> Duration>;
+    let workloads: Vec<(&str, Workload)> = vec![
+        ("raw pwrite + fdatasync loop, 1 thread", {
+            let p = dir.join("raw");
+            Box::new(move |n| raw_sync_loop(&p, n))
+        }),
+        ("replaydb plain durable append, 16 threads", {
+            let db = db.clone();
+            Box::new(move |n| {
+                let db = db.clone();
+                concurrent(n, move |t, i| {
+                    db.append(
+                        &format!("plain-{t}"),
+                        replaydb::ExpectedVersion::Any,
+                        &[content(i).as_bytes()],
+                    )
+                    .expect("append");
+                })
+            })
+        }),
+        ("replaydb send_input, 16 workers", {
+            let (runtime, workers) = (runtime.clone(), workers.clone());
+            Box::new(move |n| {
+                let (runtime, workers) = (runtime.clone(), workers.clone());
+                concurrent(n, move |t, i| {
+                    runtime
+                        .send_input(&workers[t], WorkerInput::user(content(i)))
+                        .expect("send");
+                })
+            })
+        }),
+        ("seed transcript line append + fsync, 16 workers", {
+            let seed_dir = seed_dir.clone();
+            Box::new(move |n| {
+                let seed_dir = seed_dir.clone();
+                concurrent(n, move |t, i| {
+                    seed_append(
+                        &seed_dir.join(format!("workers/{t}/transcript-only.jsonl")),
+                        &transcript_entry(t, i),
+                    );
+                })
+            })
+        }),
+        ("seed send_input as the original persists it, 16 workers", {
+            let (seed_dir, lock) = (seed_dir.clone(), lock.clone());
+            Box::new(move |n| {
+                let (seed_dir, lock) = (seed_dir.clone(), lock.clone());
+                concurrent(n / 8, move |t, i| seed_send_input(&seed_dir, &lock, t, i))
+            })
+        }),
+    ];
+    let turns = 10;
+    let per_turn = 320u64;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); workloads.len()];
+    for turn in 0..=turns {
+        for (k, (_, w)) in workloads.iter().enumerate() {
+            let t = w(if k == 0 { per_turn / 2 } else { per_turn });
+            // Turn 0 warms up and is not counted.
+            if turn > 0 {
+                times[k].push(t);
+            }
+        }
+    }
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    let send = medians[2];
+    println!("| workload | per entry | entries/s | vs replaydb send_input |");
+    println!("|---|---:|---:|---:|");
+    for ((name, _), m) in workloads.iter().zip(&medians) {
+        println!(
+            "| {name} | {:.1} µs | {:.0} | {:.2}x |",
+            m.as_secs_f64() * 1e6,
+            1.0 / m.as_secs_f64(),
+            m.as_secs_f64() / send.as_secs_f64()
+        );
+    }
+}
+
 fn bench_reads(c: &mut Criterion, root: &Path) {
     let mut g = c.benchmark_group("runtime_read_events_100");
     g.sample_size(10);
@@ -343,10 +528,10 @@ fn bench_reads(c: &mut Criterion, root: &Path) {
     g.finish();
 }
 
-/// `iters` durable transcript entries from 16 threads, one worker each.
+/// `iters` calls of `each` spread over 16 threads; the wall time per call.
 fn concurrent(iters: u64, each: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
     let each = Arc::new(each);
-    let per = iters.div_ceil(WORKERS as u64);
+    let per = iters.div_ceil(WORKERS as u64).max(1);
     let barrier = Arc::new(Barrier::new(WORKERS + 1));
     let handles: Vec<_> = (0..WORKERS)
         .map(|t| {
@@ -364,9 +549,7 @@ fn concurrent(iters: u64, each: impl Fn(usize, u64) + Send + Sync + 'static) -> 
     for h in handles {
         h.join().expect("thread");
     }
-    // Per entry, as criterion divides by `iters`.
-    start.elapsed() * u32::try_from(iters).unwrap_or(u32::MAX)
-        / u32::try_from(per * WORKERS as u64).unwrap_or(u32::MAX)
+    start.elapsed() / u32::try_from(per * WORKERS as u64).unwrap_or(u32::MAX)
 }
 
 fn bench_appends(c: &mut Criterion, root: &Path) {
@@ -396,7 +579,7 @@ fn bench_appends(c: &mut Criterion, root: &Path) {
                 runtime
                     .send_input(&workers[t], WorkerInput::user(content(i)))
                     .expect("send");
-            })
+            }) * u32::try_from(iters).unwrap_or(u32::MAX)
         })
     });
     g.bench_function("seed_jsonl_append_fsync", |b| {
@@ -411,7 +594,7 @@ fn bench_appends(c: &mut Criterion, root: &Path) {
                     event_id: i,
                 };
                 seed_append(&seed_dir.join(format!("transcript-{t}.jsonl")), &entry);
-            })
+            }) * u32::try_from(iters).unwrap_or(u32::MAX)
         })
     });
     g.finish();
@@ -448,6 +631,7 @@ fn main() {
         return;
     }
     table(&root);
+    append_table(&root);
     if std::env::var_os("REPLAYDB_BENCH_TABLE_ONLY").is_none() {
         let mut c = Criterion::default().configure_from_args();
         bench_reads(&mut c, &root);

@@ -166,11 +166,9 @@ impl Runtimes {
     /// runtime's first and last events and workers are checked to be
     /// there.
     pub fn open_runtime(&self, options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
-        let id = options
-            .runtime_id
-            .clone()
-            .unwrap_or_else(RuntimeId::generate);
-        check_id_len("runtime id", id.as_str())?;
+        if let Some(id) = &options.runtime_id {
+            check_id_len("runtime id", id.as_str())?;
+        }
         if options.limits.max_event_batch_items == 0
             || options.limits.max_transcript_projection_items == 0
         {
@@ -178,18 +176,29 @@ impl Runtimes {
                 "limits must be above zero".into(),
             ));
         }
-        let runtime = Runtime {
+        // Decided against the table: a generated id that happens to name
+        // an existing runtime is generated again, never reused.
+        let driver = Runtime {
             db: self.db.clone(),
-            id: id.clone(),
+            id: options
+                .runtime_id
+                .clone()
+                .unwrap_or_else(RuntimeId::generate),
         };
-        let record_id = id.clone();
-        runtime.command("open_runtime", move |tables| {
-            if tables.meta(&record_id)?.is_some() {
-                return Ok((None, ()));
-            }
+        let id = driver.command("open_runtime", move |tables| {
+            let id = match options.runtime_id {
+                Some(id) if tables.meta(&id)?.is_some() => return Ok((None, id)),
+                Some(id) => id,
+                None => loop {
+                    let id = RuntimeId::generate();
+                    if tables.meta(&id)?.is_none() {
+                        break id;
+                    }
+                },
+            };
             Ok((
                 Some(RuntimeRecord {
-                    runtime_id: record_id,
+                    runtime_id: id.clone(),
                     event_id: 1,
                     at_unix_ms: now_ms(),
                     change: RuntimeChange::Started {
@@ -197,9 +206,13 @@ impl Runtimes {
                         limits: options.limits,
                     },
                 }),
-                (),
+                id,
             ))
         })?;
+        let runtime = Runtime {
+            db: self.db.clone(),
+            id,
+        };
         runtime.check_ends()?;
         Ok(runtime)
     }

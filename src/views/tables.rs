@@ -97,9 +97,9 @@ impl ViewTablesRead<'_> {
                 Err(e) => Err(redb_err("open view table", self.path, e)),
             },
             TablesAt::Write(tx) => {
-                if !self.exists_in_write(tx, &name)? {
-                    return Ok(None);
-                }
+                // Opening creates a missing table (empty, in the view's
+                // own namespace, committed with the round): cheaper than
+                // listing every table to avoid it, on every command's path.
                 let t = tx
                     .open_table(def)
                     .map_err(|e| redb_err("open view table", self.path, e))?;
@@ -126,9 +126,6 @@ impl ViewTablesRead<'_> {
                 Err(e) => Err(redb_err("open view table", self.path, e)),
             },
             TablesAt::Write(tx) => {
-                if !self.exists_in_write(tx, &name)? {
-                    return Ok(());
-                }
                 let t = tx
                     .open_table(def)
                     .map_err(|e| redb_err("open view table", self.path, e))?;
@@ -171,14 +168,6 @@ impl ViewTablesRead<'_> {
                 String::from_utf8_lossy(key)
             ),
         }
-    }
-
-    /// Opening a missing table in a write transaction would create it.
-    fn exists_in_write(&self, tx: &WriteTransaction, name: &str) -> Result<bool> {
-        Ok(tx
-            .list_tables()
-            .map_err(|e| redb_err("list view tables", self.path, e))?
-            .any(|h| redb::TableHandle::name(&h) == name))
     }
 
     fn get_in(
