@@ -395,10 +395,15 @@ fn raw_sync_loop(path: &Path, n: u64) -> Duration {
     start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Appending a transcript entry durably, 16 workers at once, side by
-/// side: every workload in ten short turns, interleaved, so a change in
-/// the disk hits each alike. Per entry, the median over the turns.
-fn append_table(root: &Path) {
+/// A fresh database with a runtime of 16 workers, for the append runs.
+fn append_setup(
+    root: &Path,
+) -> (
+    PathBuf,
+    Runtimes,
+    replaydb::runtime::Runtime,
+    Vec<WorkerRef>,
+) {
     let dir = root.join("appends");
     let _ = std::fs::remove_dir_all(&dir);
     let runtimes = open(&dir.join("db"), Durability::Immediate);
@@ -413,6 +418,14 @@ fn append_table(root: &Path) {
                 .worker_ref
         })
         .collect();
+    (dir, runtimes, runtime, workers)
+}
+
+/// Appending a transcript entry durably, 16 workers at once, side by
+/// side: every workload in ten short turns, interleaved, so a change in
+/// the disk hits each alike. Per entry, the median over the turns.
+fn append_table(root: &Path) {
+    let (dir, runtimes, runtime, workers) = append_setup(root);
     let seed_dir = dir.join("seed");
     for w in 0..WORKERS {
         std::fs::create_dir_all(seed_dir.join(format!("workers/{w}"))).expect("seed dir");
@@ -553,20 +566,7 @@ fn concurrent(iters: u64, each: impl Fn(usize, u64) + Send + Sync + 'static) -> 
 }
 
 fn bench_appends(c: &mut Criterion, root: &Path) {
-    let dir = root.join("appends");
-    let _ = std::fs::remove_dir_all(&dir);
-    let runtimes = open(&dir.join("db"), Durability::Immediate);
-    let runtime = runtimes
-        .open_runtime(RuntimeOptions::default())
-        .expect("runtime");
-    let workers: Vec<WorkerRef> = (0..WORKERS)
-        .map(|_| {
-            runtime
-                .create_worker(CreateWorkerRequest::default())
-                .expect("worker")
-                .worker_ref
-        })
-        .collect();
+    let (dir, _runtimes, runtime, workers) = append_setup(root);
     let seed_dir = dir.join("seed");
     std::fs::create_dir_all(&seed_dir).expect("seed dir");
     let mut g = c.benchmark_group("runtime_transcript_append_16_workers");
