@@ -509,12 +509,22 @@ fn append_table(root: &Path) {
     }
 }
 
+/// Reads a file through, so that its pages are in the OS page cache.
+fn warm(path: &Path) {
+    let mut file = File::open(path).expect("open");
+    std::io::copy(&mut file, &mut std::io::sink()).expect("read");
+}
+
 fn bench_reads(c: &mut Criterion, root: &Path) {
     let mut g = c.benchmark_group("runtime_read_events_100");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(3));
     for events in sizes() {
         let dir = build(root, events);
+        // Every size measured with its files in the OS page cache (this
+        // VM drops them now and then: a page then costs a disk read).
+        warm(&dir.join("store.redb"));
+        warm(&dir.join("events.jsonl"));
         let runtimes = open(&dir, Durability::Immediate);
         let runtime = runtimes.runtime(&rt()).expect("runtime");
         let last = runtime.summary().expect("summary").last_event_id;
