@@ -101,16 +101,25 @@ fn opening_an_existing_runtime_records_nothing_and_keeps_its_name_and_limits() {
         runtimes.runtime(&RuntimeId::new("nope").unwrap()),
         Err(RuntimeError::UnknownRuntime(_))
     ));
+    let zero = RuntimeLimits {
+        max_transcript_projection_items: 0,
+        max_event_batch_items: 1,
+    };
     let err = runtimes
         .open_runtime(RuntimeOptions {
-            limits: RuntimeLimits {
-                max_transcript_projection_items: 0,
-                max_event_batch_items: 1,
-            },
+            limits: zero.clone(),
             ..RuntimeOptions::default()
         })
         .unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err:?}");
+    let existing = runtimes
+        .open_runtime(RuntimeOptions {
+            runtime_id: Some(id),
+            display_name: None,
+            limits: zero,
+        })
+        .expect("an existing runtime keeps its limits; the ones given do not matter");
+    assert_eq!(existing.summary().unwrap().limits.max_event_batch_items, 4);
 }
 
 #[test]
@@ -149,14 +158,29 @@ fn ids_are_stored_unchanged_whatever_bytes_they_hold_and_never_become_paths() {
             "unexpected {n:?} in {names:?}"
         );
     }
-    let long = "x".repeat(ID_BYTES_MAX + 1);
+    let long = RuntimeId::new("x".repeat(ID_BYTES_MAX + 1)).unwrap();
     let err = runtimes
         .open_runtime(RuntimeOptions {
-            runtime_id: Some(RuntimeId::new(long).unwrap()),
+            runtime_id: Some(long.clone()),
             ..RuntimeOptions::default()
         })
         .unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err:?}");
+    assert!(matches!(
+        runtimes.runtime(&long),
+        Err(RuntimeError::InvalidRequest(_))
+    ));
+    // A blank id cannot come in through serde either.
+    let blank: Result<RuntimeOptions, _> = serde_json::from_str(
+        r#"{"runtime_id": "  ", "limits": {"max_transcript_projection_items": 1, "max_event_batch_items": 1}}"#,
+    );
+    assert!(blank.is_err(), "a blank id is refused when deserialised");
+    assert!(serde_json::from_str::<WorkerId>("\"\"").is_err());
+    assert_eq!(
+        serde_json::to_string(&RuntimeId::new("a b").unwrap()).unwrap(),
+        "\"a b\"",
+        "ids are plain strings in JSON"
+    );
 }
 
 #[test]
@@ -185,7 +209,7 @@ fn a_runtime_id_that_prefixes_another_never_sees_its_rows() {
 }
 
 #[test]
-fn create_worker_refuses_blank_fields_and_a_stopped_runtime_in_that_order() {
+fn create_worker_refuses_blank_fields_and_a_stopped_runtime_before_looking_at_the_request() {
     let tmp = tempfile::tempdir().unwrap();
     let runtime = named(&open(tmp.path()), "rt");
     let blank_task = CreateWorkerRequest {
@@ -717,4 +741,56 @@ fn profile_and_references_round_trip() {
         json["profile"],
         serde_json::json!({"kind": "named", "value": "careful"})
     );
+}
+
+#[test]
+fn a_forged_record_that_does_not_follow_on_is_counted_and_changes_nothing() {
+    use replaydb::runtime::{RUNTIME_STREAM, RuntimeChange, RuntimeRecord, RuntimeView};
+    let tmp = tempfile::tempdir().unwrap();
+    let runtimes = open(tmp.path());
+    let runtime = named(&runtimes, "rt");
+    runtime.stop_runtime().unwrap();
+    let before = runtime.summary().unwrap();
+    // `$runtime` takes only commands, but a command may carry anything:
+    // a worker for a stopped runtime, a wrong event id, bytes.
+    let forged = [
+        RuntimeRecord {
+            runtime_id: RuntimeId::new("rt").unwrap(),
+            event_id: before.last_event_id + 1,
+            at_unix_ms: 0,
+            change: RuntimeChange::WorkerCreated {
+                worker_id: WorkerId::generated(1),
+                request: CreateWorkerRequest::default(),
+            },
+        }
+        .encode()
+        .unwrap(),
+        RuntimeRecord {
+            runtime_id: RuntimeId::new("other").unwrap(),
+            event_id: 7,
+            at_unix_ms: 0,
+            change: RuntimeChange::Stopped,
+        }
+        .encode()
+        .unwrap(),
+        b"not a record".to_vec(),
+    ];
+    for data in forged {
+        runtimes
+            .db()
+            .execute(RUNTIME_STREAM, replaydb::ExpectedVersion::Any, move |_| {
+                Ok(vec![data])
+            })
+            .unwrap();
+    }
+    assert_eq!(runtime.summary().unwrap(), before);
+    assert!(runtime.list_workers().unwrap().is_empty());
+    assert_eq!(runtimes.list().unwrap().len(), 1);
+    let rejected = runtimes
+        .db()
+        .view(|v: &RuntimeView| v.rejected_events)
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(rejected, 3);
 }

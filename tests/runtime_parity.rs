@@ -417,6 +417,31 @@ fn fs_store_reports_corrupt_and_missing_data() {
         }
         other => panic!("expected a damaged store value, got {other:?}"),
     }
+    // A value whose CRC checks out but which is not a runtime's row: the
+    // same error, from the row's decoding.
+    let mut value = Vec::new();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(b"runtimes");
+    crc.update(b"runtime-corrupt");
+    crc.update(b"not json");
+    value.extend_from_slice(&crc.finalize().to_le_bytes());
+    value.extend_from_slice(b"not json");
+    tamper(
+        corrupt_root.path(),
+        "runtimes",
+        b"runtime-corrupt",
+        Some(&value),
+    );
+    match fs_runtimes(corrupt_root.path())
+        .unwrap()
+        .open_runtime(options())
+        .unwrap_err()
+    {
+        RuntimeError::Db(replaydb::Error::Store { reason, .. }) => {
+            assert!(reason.contains("undecodable"), "{reason}");
+        }
+        other => panic!("expected an undecodable store value, got {other:?}"),
+    }
 
     let missing_root = tempfile::tempdir().unwrap();
     let missing_runtime_id = RuntimeId::new("runtime-missing").unwrap();

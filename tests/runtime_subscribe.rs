@@ -2,6 +2,9 @@
 //! its cursor on, in order, with no gap and no duplicate: live while it
 //! waits, and again from a saved cursor after the database was closed.
 
+use std::sync::mpsc;
+use std::time::Duration;
+
 use replaydb::Options;
 use replaydb::runtime::{
     CreateWorkerRequest, RuntimeEventKind, RuntimeId, RuntimeOptions, Runtimes, WorkerInput,
@@ -9,6 +12,22 @@ use replaydb::runtime::{
 
 fn open(dir: &std::path::Path) -> Runtimes {
     Runtimes::open(dir, Options::default(), vec![]).unwrap()
+}
+
+/// A waiter that never returns fails the test instead of hanging it.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Runs `f` on a thread; its result, or a failure if it does not finish
+/// within [`WAIT_MAX`] (an event lost would leave it waiting).
+fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl FnOnce() -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    move || {
+        rx.recv_timeout(WAIT_MAX)
+            .expect("the subscriber finished in time")
+    }
 }
 
 fn runtime_options() -> RuntimeOptions {
@@ -27,10 +46,10 @@ fn a_blocked_subscriber_gets_every_event_written_while_it_waits() {
         .subscribe_events(runtime.event_cursor_now().unwrap())
         .unwrap();
     assert!(sub.try_next(10).unwrap().is_none(), "nothing new yet");
-    let reader = std::thread::spawn(move || {
+    let reader = on_thread(move || {
         let mut ids = Vec::new();
         while ids.len() < 51 {
-            let batch = sub.next_blocking(7).unwrap();
+            let batch = sub.next_blocking(7).unwrap().expect("running");
             assert!(!batch.events.is_empty() && batch.events.len() <= 7);
             ids.extend(batch.events.iter().map(|e| e.id));
         }
@@ -44,7 +63,7 @@ fn a_blocked_subscriber_gets_every_event_written_while_it_waits() {
             .send_input(&w.worker_ref, WorkerInput::user(format!("{i}")))
             .unwrap();
     }
-    let (ids, cursor) = reader.join().unwrap();
+    let (ids, cursor) = reader();
     assert_eq!(ids, (2..=52).collect::<Vec<_>>());
     assert_eq!(cursor.next_event_id, 53);
 }
@@ -61,7 +80,7 @@ fn a_subscription_resumes_from_a_saved_cursor_after_a_reopen() {
         runtime
             .create_worker(CreateWorkerRequest::default())
             .unwrap();
-        let first = sub.next_blocking(1).unwrap();
+        let first = sub.next_blocking(1).unwrap().unwrap();
         assert_eq!(first.events[0].kind, RuntimeEventKind::RuntimeStarted);
         sub.cursor().clone()
     };
@@ -71,6 +90,7 @@ fn a_subscription_resumes_from_a_saved_cursor_after_a_reopen() {
     let mut sub = runtime.subscribe_events(cursor).unwrap();
     let kinds: Vec<_> = sub
         .next_blocking(10)
+        .unwrap()
         .unwrap()
         .events
         .into_iter()
@@ -100,7 +120,7 @@ fn a_transcript_subscription_follows_one_worker_and_ends_when_it_stops() {
         .send_input(&a.worker_ref, WorkerInput::user("a0"))
         .unwrap();
     let mut sub = runtime.subscribe_transcript(&a.worker_ref, 0).unwrap();
-    let reader = std::thread::spawn(move || {
+    let reader = on_thread(move || {
         let mut seen = Vec::new();
         while let Some(page) = sub.next_blocking(3).unwrap() {
             seen.extend(page.items.into_iter().map(|e| (e.sequence, e.content)));
@@ -116,7 +136,7 @@ fn a_transcript_subscription_follows_one_worker_and_ends_when_it_stops() {
             .unwrap();
     }
     runtime.stop_worker(&a.worker_ref, None).unwrap();
-    let seen = reader.join().unwrap();
+    let seen = reader();
     let want: Vec<(u64, String)> = (0..10).map(|i| (i + 1, format!("a{i}"))).collect();
     assert_eq!(seen, want, "only a's entries, each once, then the end");
 }
@@ -126,31 +146,33 @@ fn an_async_subscriber_waits_without_blocking_its_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     let runtimes = open(tmp.path());
     let runtime = runtimes.open_runtime(runtime_options()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let writer = runtime.clone();
-    let got = rt.block_on(async move {
-        let mut sub = runtime
-            .subscribe_events(runtime.event_cursor_now().unwrap())
+    let got = on_thread(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap();
-        // The writer runs on a blocking thread; the one async thread only
-        // waits, so a subscriber that blocked it would hang here.
-        let write = tokio::task::spawn_blocking(move || {
-            writer
-                .create_worker(CreateWorkerRequest::default())
+        rt.block_on(async move {
+            let mut sub = runtime
+                .subscribe_events(runtime.event_cursor_now().unwrap())
                 .unwrap();
-            writer.stop_runtime().unwrap();
-        });
-        let mut kinds = Vec::new();
-        while kinds.len() < 2 {
-            let batch = sub.next_async(10).await.unwrap();
-            kinds.extend(batch.events.into_iter().map(|e| e.kind));
-        }
-        write.await.unwrap();
-        kinds
-    });
+            // The writer is a task on the same single thread, after the
+            // subscriber: a subscriber that blocked the thread while it
+            // waits would never let it run, and the test would time out.
+            let write = tokio::spawn(async move {
+                writer
+                    .create_worker(CreateWorkerRequest::default())
+                    .unwrap();
+                writer.stop_runtime().unwrap();
+            });
+            let mut kinds = Vec::new();
+            while let Some(batch) = sub.next_async(10).await.unwrap() {
+                kinds.extend(batch.events.into_iter().map(|e| e.kind));
+            }
+            write.await.unwrap();
+            kinds
+        })
+    })();
     assert_eq!(
         got,
         vec![

@@ -5,7 +5,8 @@
 //! `NoStream`, then items, then payment, each with an exact expected
 //! version), an inventory stream takes shared writes, two counters race
 //! on one stream with optimistic concurrency, and a live subscriber
-//! follows everything. Then the database is closed, reopened (timed) and
+//! follows everything. Then a worker runtime takes inputs for eight
+//! workers at once. Then the database is closed, reopened (timed) and
 //! verified.
 
 use std::path::Path;
@@ -183,6 +184,8 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
             j::decode(&e.data).unwrap_or_default()
         );
     }
+    runtime_part(&db, run_tag)?;
+
     let done = db.checkpoint()?;
     let s = db.stats()?;
     println!(
@@ -218,6 +221,93 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     println!(
         "verify: ok, {} records, {} events, LSNs {}..={} gapless, every CRC checked, store checked page by page, {} history rows match the log",
         v.records, v.events, v.first_lsn, v.last_lsn, v.history_rows_checked
+    );
+    Ok(())
+}
+
+/// Workers a demo runtime drives at once, and inputs each takes.
+const RUNTIME_WORKERS: u64 = 8;
+const RUNTIME_INPUTS: u64 = 50;
+
+/// A worker runtime on the same database: eight workers take inputs at
+/// once, each one event decided in the writer; then a page of its events
+/// and of one transcript.
+fn runtime_part(db: &replaydb::Db, run_tag: u64) -> CmdResult {
+    use replaydb::runtime::{
+        CreateWorkerRequest, EventCursor, RuntimeId, RuntimeOptions, Runtimes, TranscriptQuery,
+        WorkerInput, WorkerIntent,
+    };
+    let runtimes = Runtimes::new(db.clone());
+    let id = RuntimeId::new(format!("demo-{run_tag}")).ok_or("a demo runtime id")?;
+    let runtime = runtimes.open_runtime(RuntimeOptions {
+        runtime_id: Some(id),
+        display_name: Some("demo".into()),
+        ..RuntimeOptions::default()
+    })?;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..RUNTIME_WORKERS {
+        let runtime = runtime.clone();
+        handles.push(std::thread::spawn(
+            move || -> Result<(), replaydb::runtime::RuntimeError> {
+                let worker = runtime.create_worker(CreateWorkerRequest {
+                    intent: WorkerIntent::Task {
+                        objective: format!("task {w}"),
+                    },
+                    ..CreateWorkerRequest::default()
+                })?;
+                for i in 0..RUNTIME_INPUTS {
+                    runtime.send_input(
+                        &worker.worker_ref,
+                        WorkerInput::user(format!("step {i} of task {w}")),
+                    )?;
+                }
+                runtime.stop_worker(&worker.worker_ref, Some("task done".into()))?;
+                Ok(())
+            },
+        ));
+    }
+    for h in handles {
+        h.join().map_err(|_| "a demo worker thread panicked")??;
+    }
+    let elapsed = started.elapsed();
+    let summary = runtime.summary()?;
+    println!(
+        "\nruntime {}: {} workers took {} inputs in {:.2} s ({:.0} durable inputs/s), {} events, {} diagnostics",
+        summary.runtime_id,
+        summary.worker_count,
+        RUNTIME_WORKERS * RUNTIME_INPUTS,
+        elapsed.as_secs_f64(),
+        (RUNTIME_WORKERS * RUNTIME_INPUTS) as f64 / elapsed.as_secs_f64(),
+        summary.last_event_id,
+        summary.diagnostic_count
+    );
+    let middle = EventCursor {
+        runtime_id: summary.runtime_id.clone(),
+        next_event_id: summary.last_event_id / 2,
+    };
+    for e in runtime.read_events(&middle, 3)?.events {
+        let worker = e.worker_ref.as_ref().map_or("-", |w| w.worker_id.as_str());
+        println!("  event {} {worker}: {}", e.id, e.message);
+    }
+    let first = runtime
+        .list_workers()?
+        .into_iter()
+        .next()
+        .ok_or("a demo worker")?;
+    let page = runtime.transcript_projection(&first.worker_ref, TranscriptQuery::new(0, 2))?;
+    for e in &page.items {
+        println!(
+            "  {} transcript {}: {}",
+            first.worker_id, e.sequence, e.content
+        );
+    }
+    println!(
+        "  ({} of {} entries; `replaydb runtime transcript {} {}` shows more)",
+        page.items.len(),
+        page.total_items,
+        summary.runtime_id,
+        first.worker_id
     );
     Ok(())
 }

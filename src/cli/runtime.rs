@@ -65,7 +65,8 @@ enum RuntimeCommand {
         /// Events at most (default and most: the runtime's limit).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
-        /// Keep printing events as they come (until interrupted).
+        /// Keep printing events as they come, until the runtime is stopped
+        /// (or interrupted).
         #[arg(long)]
         follow: bool,
         /// One JSON object per line.
@@ -144,8 +145,9 @@ enum WorkerCommand {
         request: Option<String>,
     },
     /// Give a worker an input; print the transcript sequence and the event
-    /// id once it is durable. With `--stdin`, read `WORKER<TAB>CONTENT`
-    /// lines and print each input's event id once it is durable.
+    /// id once it is acknowledged (durable, unless --buffered-ms). With
+    /// `--stdin`, read `WORKER<TAB>CONTENT` lines and print each input's
+    /// event id once it is acknowledged.
     Send {
         /// The runtime.
         id: String,
@@ -314,12 +316,13 @@ pub fn run(dir: &Path, options: &Options, args: &RuntimeArgs) -> CmdResult {
             };
             if *follow {
                 let mut sub = runtime.subscribe_events(cursor)?;
-                loop {
-                    for e in sub.next_blocking((*limit).max(1))?.events {
-                        print_event(&mut out, &e, *json)?;
+                while let Some(batch) = sub.next_blocking((*limit).max(1))? {
+                    for e in &batch.events {
+                        print_event(&mut out, e, *json)?;
                     }
                     out.flush()?;
                 }
+                return Ok(());
             }
             let batch = runtime.read_events(&cursor, *limit)?;
             for e in &batch.events {

@@ -169,13 +169,6 @@ impl Runtimes {
         if let Some(id) = &options.runtime_id {
             check_id_len("runtime id", id.as_str())?;
         }
-        if options.limits.max_event_batch_items == 0
-            || options.limits.max_transcript_projection_items == 0
-        {
-            return Err(RuntimeError::InvalidRequest(
-                "limits must be above zero".into(),
-            ));
-        }
         // Decided against the table: a generated id that happens to name
         // an existing runtime is generated again, never reused.
         let driver = Runtime {
@@ -196,6 +189,14 @@ impl Runtimes {
                     }
                 },
             };
+            // Checked only for a new runtime: an existing one keeps its own.
+            if options.limits.max_event_batch_items == 0
+                || options.limits.max_transcript_projection_items == 0
+            {
+                return Err(RuntimeError::InvalidRequest(
+                    "limits must be above zero".into(),
+                ));
+            }
             Ok((
                 Some(RuntimeRecord {
                     runtime_id: id.clone(),
@@ -219,6 +220,7 @@ impl Runtimes {
 
     /// The existing runtime `id`.
     pub fn runtime(&self, id: &RuntimeId) -> Result<Runtime, RuntimeError> {
+        check_id_len("runtime id", id.as_str())?;
         let runtime = Runtime {
             db: self.db.clone(),
             id: id.clone(),
@@ -758,14 +760,15 @@ impl Runtime {
         cursor: &EventCursor,
         limit: usize,
     ) -> Result<RuntimeEventBatch, RuntimeError> {
-        self.events_at(cursor, limit).map(|(b, _)| b)
+        self.events_at(cursor, limit).map(|(b, _, _)| b)
     }
 
+    /// The page, the LSN it reflects, and whether the runtime is running.
     pub(crate) fn events_at(
         &self,
         cursor: &EventCursor,
         limit: usize,
-    ) -> Result<(RuntimeEventBatch, u64), RuntimeError> {
+    ) -> Result<(RuntimeEventBatch, u64, bool), RuntimeError> {
         if cursor.runtime_id != self.id {
             return Err(RuntimeError::WrongRuntimeCursor {
                 expected_runtime_id: self.id.clone(),
@@ -801,7 +804,7 @@ impl Runtime {
                 });
             }
             let next_event_id = events.last().map_or(cursor.next_event_id, |e| e.id + 1);
-            Ok(RuntimeEventBatch {
+            let batch = RuntimeEventBatch {
                 runtime_id: self.id.clone(),
                 cursor: EventCursor {
                     runtime_id: self.id.clone(),
@@ -809,8 +812,10 @@ impl Runtime {
                 },
                 events,
                 has_more: meta.last_event_id >= next_event_id,
-            })
+            };
+            Ok((batch, meta.status == RuntimeStatus::Running))
         })
+        .map(|((batch, running), lsn)| (batch, lsn, running))
     }
 
     /// A live subscription to this runtime's events from `cursor`:

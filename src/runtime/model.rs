@@ -13,8 +13,23 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[serde(into = "String", try_from = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            /// Refuses a blank id, as [`Self::new`] does.
+            fn try_from(value: String) -> Result<$name, String> {
+                $name::new(value).ok_or_else(|| "an id must not be blank".to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
 
         impl $name {
             /// The id, unless it is blank after trimming (it is stored

@@ -72,42 +72,56 @@ impl EventSubscription {
 
     /// The next events (at most `limit`) if there are any now.
     pub fn try_next(&mut self, limit: usize) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
-        Ok(self.poll(limit)?.0)
+        Ok(match self.poll(limit)? {
+            Poll::Page(b) => Some(b),
+            Poll::Wait(_) | Poll::Done => None,
+        })
     }
 
-    fn poll(&mut self, limit: usize) -> Result<(Option<RuntimeEventBatch>, u64), RuntimeError> {
-        let (batch, lsn) = self.runtime.events_at(&self.cursor, limit)?;
+    /// The next batch if there is one now; `Done` once the runtime is
+    /// stopped and its last event has been read (it records no more).
+    fn poll(&mut self, limit: usize) -> Result<Poll<RuntimeEventBatch>, RuntimeError> {
+        let (batch, lsn, running) = self.runtime.events_at(&self.cursor, limit)?;
         if batch.events.is_empty() {
-            return Ok((None, lsn));
+            return Ok(if running { Poll::Wait(lsn) } else { Poll::Done });
         }
         self.cursor = batch.cursor.clone();
-        Ok((Some(batch), lsn))
+        Ok(Poll::Page(batch))
     }
 
     /// The next events (at most `limit`, at least one), blocking the
-    /// thread until there are some. Not from inside an async runtime
+    /// thread until there are some; `None` once the runtime is stopped and
+    /// its last event has been read. Not from inside an async runtime
     /// (use [`EventSubscription::next_async`]).
-    pub fn next_blocking(&mut self, limit: usize) -> Result<RuntimeEventBatch, RuntimeError> {
+    pub fn next_blocking(
+        &mut self,
+        limit: usize,
+    ) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
         if limit == 0 {
             return Err(zero_limit());
         }
         loop {
             match self.poll(limit)? {
-                (Some(batch), _) => return Ok(batch),
-                (None, lsn) => self.waiter.wait_past(&self.runtime, lsn)?,
+                Poll::Page(b) => return Ok(Some(b)),
+                Poll::Done => return Ok(None),
+                Poll::Wait(lsn) => self.waiter.wait_past(&self.runtime, lsn)?,
             }
         }
     }
 
     /// [`EventSubscription::next_blocking`] for async callers.
-    pub async fn next_async(&mut self, limit: usize) -> Result<RuntimeEventBatch, RuntimeError> {
+    pub async fn next_async(
+        &mut self,
+        limit: usize,
+    ) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
         if limit == 0 {
             return Err(zero_limit());
         }
         loop {
             match self.poll(limit)? {
-                (Some(batch), _) => return Ok(batch),
-                (None, lsn) => {
+                Poll::Page(b) => return Ok(Some(b)),
+                Poll::Done => return Ok(None),
+                Poll::Wait(lsn) => {
                     let runtime = self.runtime.clone();
                     self.waiter.wait_past_async(&runtime, lsn).await?;
                 }
@@ -143,7 +157,7 @@ impl TranscriptSubscription {
 
     /// The next page if there is one now; `done` when the worker is no
     /// longer running and every entry has been read.
-    fn poll(&mut self, limit: usize) -> Result<Poll, RuntimeError> {
+    fn poll(&mut self, limit: usize) -> Result<Poll<TranscriptProjection>, RuntimeError> {
         let (page, lsn, active) = self.runtime.transcript_at(
             &self.worker_ref,
             TranscriptQuery::new(self.next_start, limit),
@@ -204,8 +218,9 @@ impl TranscriptSubscription {
     }
 }
 
-enum Poll {
-    Page(TranscriptProjection),
+/// What a look at the view found.
+enum Poll<T> {
+    Page(T),
     /// Nothing yet, as of this LSN.
     Wait(u64),
     Done,

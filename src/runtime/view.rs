@@ -113,8 +113,9 @@ pub struct DiagnosticRow {
 
 /// `lp(id)`: the id's length (u32 BE) and its bytes.
 fn push_lp(key: &mut Vec<u8>, id: &str) {
-    // Ids are bounded by ID_BYTES_MAX before they reach a key.
-    key.extend_from_slice(&(id.len() as u32).to_be_bytes());
+    // Ids written are bounded by ID_BYTES_MAX; one looked up may be
+    // longer (it then finds nothing), never longer than u32::MAX.
+    key.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
     key.extend_from_slice(id.as_bytes());
 }
 
@@ -382,7 +383,9 @@ impl RuntimeView {
             (Some(meta), change) if !matches!(change, RuntimeChange::Started { .. }) => meta,
             _ => return Ok(false),
         };
-        if record.event_id != meta.last_event_id + 1 {
+        // Only Started (a new runtime) follows on at event 1; a stopped
+        // runtime takes no change (a second Stopped neither).
+        if record.event_id != meta.last_event_id + 1 || meta.status == RuntimeStatus::Stopped {
             return Ok(false);
         }
         let event = |worker_id: Option<&WorkerId>, kind, message: String| EventRow {
@@ -398,9 +401,6 @@ impl RuntimeView {
                 "runtime started".into(),
             ),
             RuntimeChange::Stopped => {
-                if meta.status == RuntimeStatus::Stopped {
-                    return Ok(false);
-                }
                 meta.status = RuntimeStatus::Stopped;
                 let running: Vec<(WorkerId, WorkerRow)> = Tables {
                     read: &tables.read(),
