@@ -15,8 +15,8 @@
 //!   [`Db::backup`], [`Db::stats`], [`Db::recovery_report`].
 //! - [`Options`] and [`Durability`]: what a crash can lose.
 //! - [`View`], [`ViewTables`], [`ViewSet`]: your own folds, with tables in
-//!   the store; [`registry`] and [`runtime`] are two, opt-in like any
-//!   other.
+//!   the store; [`registry`], [`runtime`] and [`kv`] are built in,
+//!   opt-in like any other.
 //! - [`Retention`]: what a stream's history keeps.
 //! - [`log::Log`]: the seam between the engine and the log, with the
 //!   local [`wal::WalLog`] and [`log::MemoryLog`].
@@ -40,6 +40,7 @@ mod engine;
 mod error;
 #[doc(hidden)]
 pub mod failpoint;
+pub mod kv;
 pub mod layout;
 pub mod log;
 mod options;

@@ -4,6 +4,7 @@
 mod append;
 mod demo;
 mod json;
+mod kv;
 mod maintenance;
 mod read;
 mod registry;
@@ -79,6 +80,8 @@ pub enum Command {
     /// Worker runtimes: ls, create, stop, events, transcript, and workers
     /// (create, send, stop, cancel).
     Runtime(runtime::RuntimeArgs),
+    /// Buckets of keys: put, cas, get, del, ls, watch.
+    Kv(kv::KvArgs),
     /// Run a realistic workload and show what the engine did.
     Demo(demo::DemoArgs),
 }
@@ -125,6 +128,7 @@ pub fn open_db(dir: &std::path::Path, options: &Options) -> replaydb::Result<rep
         vec![
             Box::new(replaydb::registry::RegistryView::default()),
             Box::new(replaydb::runtime::RuntimeView::default()),
+            Box::new(replaydb::kv::KvView::default()),
         ],
     )
 }
@@ -152,6 +156,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&cli.db, &options, args),
         Command::Registry(args) => registry::run(&cli.db, &options, args),
         Command::Runtime(args) => runtime::run(&cli.db, &options, args),
+        Command::Kv(args) => kv::run(&cli.db, &options, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,6 +78,17 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
+/// A [`Db`] that does not keep it open.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakDb(std::sync::Weak<Inner>);
+
+impl WeakDb {
+    /// The database, if it is still open.
+    pub(crate) fn upgrade(&self) -> Option<Db> {
+        self.0.upgrade().map(|inner| Db { inner })
+    }
+}
+
 /// Counts describing the database, from [`Db::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -389,6 +400,12 @@ impl Db {
         validate_internal_stream_name(stream)?;
         let r = self.inner.read_store("stream_version")?;
         Ok(r.stream_meta(stream)?.map_or(0, |m| m.version))
+    }
+
+    /// A handle that does not keep the database open (for a view's own
+    /// background thread).
+    pub(crate) fn downgrade(&self) -> WeakDb {
+        WeakDb(Arc::downgrade(&self.inner))
     }
 
     /// A receiver that wakes when the store's applied LSN moves (for

@@ -1,0 +1,688 @@
+//! The KV view: buckets of keys with revisions, leases and watches, the
+//! contract of dynamo's key-value stores (file, memory, etcd) on the log.
+//!
+//! Every put and delete is one event on `$kv`, decided in the writer
+//! against the view's tables, and its revision is its LSN: of N racing
+//! creators exactly one gets `Created`. Keys belong to their owner's
+//! lease; an owner is alive while a [`KvStore`] of its lease exists in
+//! this process (keep-alives are in memory and write nothing), and a dead
+//! owner's keys are deleted, as events, a bucket's TTL later (see
+//! [`lease`]). A watch reads a bucket's changes from the store, from a
+//! snapshot or from any revision, so it never loses or repeats one.
+//!
+//! ```
+//! use replaydb::kv::{Key, KvStore, StoreOutcome, WatchEvent};
+//! # let tmp = tempfile::tempdir().unwrap();
+//! let store = KvStore::open(tmp.path(), replaydb::Options::default(), vec![])?;
+//! let bucket = store.get_or_create_bucket("v1/instances", None)?;
+//! let key = Key::new("ns/component/endpoint/1a2b");
+//! assert!(matches!(bucket.insert(&key, b"hello".to_vec(), 0)?, StoreOutcome::Created(_)));
+//! assert!(matches!(bucket.insert(&key, b"other".to_vec(), 0)?, StoreOutcome::Exists(_)));
+//! assert_eq!(bucket.get(&key)?.as_deref(), Some(&b"hello"[..]));
+//! let mut watch = bucket.watch()?;
+//! assert!(matches!(watch.next_blocking()?, WatchEvent::Resync(_)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod key;
+pub mod lease;
+pub mod record;
+pub mod view;
+mod watch;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use key::{KEY_BYTES_MAX, Key};
+pub use record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
+pub use view::{KV_VIEW, KeyRow, KvView};
+pub use watch::{KeyValue, Revisioned, Watch, WatchEvent};
+
+use crate::engine::Db;
+use crate::stream::ExpectedVersion;
+use crate::views::View;
+use lease::{Leases, OwnerToken};
+use view::{BUCKETS, KEYS, LEASES, Tables, VALUES, bucket_prefix, key_key, split_lease_key};
+
+/// A bucket's TTL when none is given.
+pub const TTL_DEFAULT: Duration = Duration::from_secs(10);
+/// The shortest TTL: a shorter one is raised to it, with a warning.
+pub const TTL_MIN: Duration = Duration::from_secs(1);
+/// Deletes one expiry or shutdown command carries at most.
+const DELETES_PER_COMMAND_MAX: usize = 512;
+
+/// Everything a KV operation can refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// No bucket of that name.
+    #[error("Could not find bucket '{0}'")]
+    MissingBucket(String),
+    /// No such key (the bucket and the key).
+    #[error("Could not find key '{0}'")]
+    MissingKey(String),
+    /// The value changed under a compare-and-replace: read and try again.
+    #[error("Race condition, retry the call")]
+    Retry,
+    /// A request that is not valid (a name or key too long, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::Error),
+}
+
+/// What an insert did, with the revision of the key's value now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// This call wrote the value, at this revision.
+    Created(u64),
+    /// The key was there already (revision 0 asked to create only): its
+    /// value is untouched, at this revision.
+    Exists(u64),
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn not_registered(op: &'static str) -> KvError {
+    KvError::Db(crate::Error::InvalidArgument {
+        op,
+        reason: "the KV view is not registered".into(),
+    })
+}
+
+fn check_len(what: &str, s: &str) -> Result<(), KvError> {
+    if s.len() > KEY_BYTES_MAX {
+        return Err(KvError::InvalidRequest(format!(
+            "{what} is {} bytes, above the limit of {KEY_BYTES_MAX}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+fn encode(op: &'static str, change: KvChange) -> crate::Result<Vec<u8>> {
+    KvRecord {
+        at_unix_ms: now_ms(),
+        change,
+    }
+    .encode()
+    .map_err(|e| crate::Error::InvalidArgument {
+        op,
+        reason: e.to_string(),
+    })
+}
+
+/// One owner of keys on a database: a connection, in dynamo's words.
+/// Clones share the owner; the owner is alive while one of them is.
+#[derive(Clone, Debug)]
+pub struct KvStore {
+    db: Db,
+    connection_id: u64,
+    /// Held: the owner is alive while one of its handles is. `None`: its
+    /// keys carry no lease and never expire.
+    _owner: Option<Arc<OwnerToken>>,
+}
+
+impl KvStore {
+    /// Opens the database at `dir` with the KV view (and `views`)
+    /// registered, as a new owner.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: crate::Options,
+        mut views: Vec<Box<dyn View>>,
+    ) -> Result<KvStore, KvError> {
+        views.insert(0, Box::new(KvView::default()));
+        KvStore::new(Db::open_with_views(dir, options, views)?)
+    }
+
+    /// A new owner on `db` (opened with a [`KvView`]), with a random
+    /// connection id.
+    pub fn new(db: Db) -> Result<KvStore, KvError> {
+        let id = loop {
+            let id = uuid::Uuid::new_v4().as_u64_pair().0;
+            if id != 0 {
+                break id;
+            }
+        };
+        KvStore::with_connection_id(db, id)
+    }
+
+    /// The owner `connection_id` (not 0) on `db`: after a restart, an
+    /// owner that attaches again within its grace keeps its keys.
+    pub fn with_connection_id(db: Db, connection_id: u64) -> Result<KvStore, KvError> {
+        if connection_id == 0 {
+            return Err(KvError::InvalidRequest(
+                "connection id 0 means no lease".into(),
+            ));
+        }
+        let leases = leases_of(&db)?;
+        let expirer_db = db.downgrade();
+        let expirer_leases = leases.clone();
+        let owner = leases.attach(connection_id, move |stop| {
+            let spawned = std::thread::Builder::new()
+                .name("replaydb-kv-expirer".into())
+                .spawn(move || expire_loop(expirer_db, expirer_leases, stop));
+            match spawned {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "the KV expirer thread did not start");
+                    None
+                }
+            }
+        });
+        Ok(KvStore {
+            db,
+            connection_id,
+            _owner: Some(owner),
+        })
+    }
+
+    /// An owner whose keys carry no lease: they stay until deleted (the
+    /// CLI writes this way unless asked for a TTL).
+    pub fn without_lease(db: Db) -> KvStore {
+        KvStore {
+            db,
+            connection_id: 0,
+            _owner: None,
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// This owner's id (its lease; 0 for [`KvStore::without_lease`]).
+    pub fn connection_id(&self) -> u64 {
+        self.connection_id
+    }
+
+    /// The bucket `name`, created with `ttl` (default 10 s; under 1 s is
+    /// raised to 1 s with a warning) if it does not exist; an existing
+    /// bucket keeps its own TTL.
+    pub fn get_or_create_bucket(
+        &self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Bucket, KvError> {
+        check_len("bucket name", name)?;
+        let mut ttl = ttl.unwrap_or(TTL_DEFAULT);
+        if ttl < TTL_MIN {
+            tracing::warn!(
+                bucket = name,
+                ?ttl,
+                "ttl is too short, increasing to {TTL_MIN:?}"
+            );
+            ttl = TTL_MIN;
+        }
+        let bucket = name.to_string();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let row = self.command("get_or_create_bucket", move |tables, _| {
+            if let Some(row) = tables.bucket(&bucket)? {
+                return Ok((Vec::new(), row.ttl_ms));
+            }
+            Ok((vec![KvChange::BucketCreated { bucket, ttl_ms }], ttl_ms))
+        })?;
+        Ok(self.bucket_handle(name, row))
+    }
+
+    /// The bucket `name`, if it exists.
+    pub fn get_bucket(&self, name: &str) -> Result<Option<Bucket>, KvError> {
+        check_len("bucket name", name)?;
+        let row = self.read(|t| Ok(t.bucket(name)?))?;
+        Ok(row.map(|r| self.bucket_handle(name, r.ttl_ms)))
+    }
+
+    /// Every bucket's name, in name order.
+    pub fn buckets(&self) -> Result<Vec<String>, KvError> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            t.scan(BUCKETS, &[], &[], |k, _| {
+                out.push(String::from_utf8_lossy(k).into_owned());
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+    }
+
+    fn bucket_handle(&self, name: &str, ttl_ms: u64) -> Bucket {
+        Bucket {
+            store: self.clone(),
+            name: name.to_string(),
+            ttl: Duration::from_millis(ttl_ms),
+        }
+    }
+
+    /// Deletes every key this owner wrote (events with reason
+    /// `Shutdown`); returns how many. The owner stays usable.
+    pub fn shutdown(&self) -> Result<u64, KvError> {
+        if self.connection_id == 0 {
+            return Ok(0);
+        }
+        let n = delete_lease_keys(&self.db, self.connection_id, DeleteReason::Shutdown, |_| {
+            true
+        })?;
+        Ok(n)
+    }
+
+    /// Runs a command: `decide` reads the tables (and gets the revision
+    /// the first event will have) and returns the changes and the answer.
+    fn command<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        decide: impl FnOnce(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError>
+        + Send
+        + 'static,
+    ) -> Result<T, KvError> {
+        command(&self.db, op, decide)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Tables<'_, '_>) -> Result<T, KvError>) -> Result<T, KvError> {
+        read_at(&self.db, f).map(|(v, _)| v)
+    }
+}
+
+fn leases_of(db: &Db) -> Result<Arc<Leases>, KvError> {
+    db.view(|v: &KvView| v.leases.clone())?
+        .map(|at| at.value)
+        .ok_or_else(|| not_registered("kv"))
+}
+
+fn command<T: Send + 'static>(
+    db: &Db,
+    op: &'static str,
+    decide: impl FnOnce(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError> + Send + 'static,
+) -> Result<T, KvError> {
+    let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+    let out = answer.clone();
+    let result = db.execute(KV_STREAM, ExpectedVersion::Any, move |views| {
+        let read = views
+            .tables::<KvView>()
+            .ok_or_else(|| crate::Error::InvalidArgument {
+                op,
+                reason: "the KV view is not registered".into(),
+            })?;
+        // The first event of this command gets the next LSN.
+        let revision = views.applied_lsn() + 1;
+        let (changes, value) = decide(&Tables { read: &read }, revision)
+            .map_err(|e| crate::Error::Rejected(Box::new(e)))?;
+        *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+        changes.into_iter().map(|c| encode(op, c)).collect()
+    });
+    match result {
+        Ok(_) => answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| not_registered(op)),
+        Err(crate::Error::Rejected(e)) => match e.downcast::<KvError>() {
+            Ok(e) => Err(*e),
+            Err(other) => Err(KvError::Db(crate::Error::Rejected(other))),
+        },
+        Err(e) => Err(KvError::Db(e)),
+    }
+}
+
+fn read_at<T>(
+    db: &Db,
+    f: impl FnOnce(&Tables<'_, '_>) -> Result<T, KvError>,
+) -> Result<(T, u64), KvError> {
+    let at = db
+        .view_tables(|_: &KvView, read| Ok(f(&Tables { read })))?
+        .ok_or_else(|| not_registered("kv read"))?;
+    at.value.map(|v| (v, at.lsn))
+}
+
+/// Deletes the keys of `lease` that `which(bucket)` selects, a bounded
+/// batch per command, each key checked to be the lease's still; returns
+/// how many went.
+fn delete_lease_keys(
+    db: &Db,
+    lease: u64,
+    reason: DeleteReason,
+    which: impl Fn(&str) -> bool,
+) -> Result<u64, KvError> {
+    let mut deleted = 0u64;
+    loop {
+        let prefix = lease.to_be_bytes();
+        let mut batch: Vec<(String, String)> = Vec::new();
+        read_at(db, |t| {
+            t.read.for_each_from(LEASES, Some(&prefix), |k, _| {
+                if !k.starts_with(&prefix) {
+                    return Ok(false);
+                }
+                if let Some((_, bucket, key)) = split_lease_key(k)
+                    && which(&bucket)
+                {
+                    batch.push((bucket, key));
+                }
+                Ok(batch.len() < DELETES_PER_COMMAND_MAX)
+            })?;
+            Ok(())
+        })?;
+        if batch.is_empty() {
+            return Ok(deleted);
+        }
+        let n = command(db, "delete_lease_keys", move |t, _| {
+            let mut changes = Vec::new();
+            for (bucket, key) in batch {
+                if t.key(&bucket, &key)?.is_some_and(|r| r.lease == lease) {
+                    changes.push(KvChange::Delete {
+                        bucket,
+                        key,
+                        reason,
+                    });
+                }
+            }
+            let n = changes.len() as u64;
+            Ok((changes, n))
+        })?;
+        if n == 0 {
+            // Everything listed was deleted or taken over meanwhile, and
+            // the index no longer lists it: look again.
+            continue;
+        }
+        deleted += n;
+    }
+}
+
+/// The expirer: every check interval, refreshes the live owners and
+/// deletes the keys of dead ones whose bucket's TTL has passed since they
+/// were last alive. Stops as soon as the last owner is gone.
+fn expire_loop(
+    db: crate::engine::WeakDb,
+    leases: Arc<Leases>,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    let mut interval = lease::CHECK_INTERVAL_MIN;
+    loop {
+        if !lease::wait(&stop, interval) {
+            return;
+        }
+        // Held only for this check: the database closes with its users.
+        let Some(db) = db.upgrade() else { return };
+        interval = expire_once(&db, &leases);
+    }
+}
+
+/// Every bucket's TTL.
+fn bucket_ttls(db: &Db) -> Result<HashMap<String, Duration>, KvError> {
+    read_at(db, |t| {
+        let mut ttls = HashMap::new();
+        t.scan(BUCKETS, &[], &[], |k, v| {
+            let row: view::BucketRow = t.decode(BUCKETS, k, v)?;
+            ttls.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                Duration::from_millis(row.ttl_ms),
+            );
+            Ok(true)
+        })?;
+        Ok(ttls)
+    })
+    .map(|(t, _)| t)
+}
+
+/// One look: deletes what is due; returns the next check interval (a
+/// third of the shortest bucket TTL, at least the minimum).
+fn expire_once(db: &Db, leases: &Leases) -> Duration {
+    let ttls = match bucket_ttls(db) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the KV expirer could not read the buckets");
+            return lease::CHECK_INTERVAL_MIN;
+        }
+    };
+    let shortest = ttls.values().copied().min().unwrap_or(TTL_DEFAULT);
+    for (lease_id, last_alive) in leases.sweep() {
+        let now = Instant::now();
+        let due = |bucket: &str| {
+            let ttl = ttls.get(bucket).copied().unwrap_or(TTL_DEFAULT);
+            now.duration_since(last_alive) >= ttl
+        };
+        let reason = DeleteReason::LeaseExpired { lease: lease_id };
+        match delete_lease_keys(db, lease_id, reason, due) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(lease = lease_id, keys = n, "a dead owner's keys expired"),
+            Err(e) => {
+                tracing::error!(lease = lease_id, error = %e, "expiring a lease's keys failed");
+            }
+        }
+        let prefix = lease_id.to_be_bytes();
+        let left = read_at(db, |t| {
+            let mut any = false;
+            t.scan(LEASES, &prefix, &prefix, |_, _| {
+                any = true;
+                Ok(false)
+            })?;
+            Ok(any)
+        });
+        if matches!(left, Ok((false, _))) {
+            leases.forget(lease_id);
+        }
+    }
+    (shortest / 3).max(lease::CHECK_INTERVAL_MIN)
+}
+
+/// A bucket: keys relative to it, a TTL for a dead owner's keys.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    store: KvStore,
+    name: String,
+    ttl: Duration,
+}
+
+impl Bucket {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long a dead owner's keys outlive it.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}/{key}", self.name)
+    }
+
+    /// Writes `value` under `key`, owned by this store's lease. Revision 0
+    /// creates only: `Created` if this call wrote it, `Exists` (value
+    /// untouched) if the key was there. Any other revision overwrites and
+    /// is `Created`. The outcome carries the key's revision (an LSN).
+    pub fn insert(
+        &self,
+        key: &Key,
+        value: impl Into<Vec<u8>>,
+        revision: u64,
+    ) -> Result<StoreOutcome, KvError> {
+        check_len("key", key.as_str())?;
+        let (bucket, key, value) = (self.name.clone(), key.as_str().to_string(), value.into());
+        let lease = self.store.connection_id;
+        self.store.command("insert", move |t, rev| {
+            if t.bucket(&bucket)?.is_none() {
+                return Err(KvError::MissingBucket(bucket));
+            }
+            if revision == 0
+                && let Some(row) = t.key(&bucket, &key)?
+            {
+                return Ok((Vec::new(), StoreOutcome::Exists(row.mod_revision)));
+            }
+            Ok((
+                vec![KvChange::Put {
+                    bucket,
+                    key,
+                    value,
+                    lease,
+                }],
+                StoreOutcome::Created(rev),
+            ))
+        })
+    }
+
+    /// Replaces `key`'s value with `value` only if it is `expected` now:
+    /// a missing key is `MissingKey` (and is not created), another value
+    /// `Retry`. Returns the new revision.
+    pub fn compare_and_replace(
+        &self,
+        key: &Key,
+        expected: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<StoreOutcome, KvError> {
+        check_len("key", key.as_str())?;
+        let (bucket, key, expected, value) = (
+            self.name.clone(),
+            key.as_str().to_string(),
+            expected.into(),
+            value.into(),
+        );
+        let full = self.full(&key);
+        let lease = self.store.connection_id;
+        self.store.command("compare_and_replace", move |t, rev| {
+            if t.bucket(&bucket)?.is_none() {
+                return Err(KvError::MissingBucket(bucket));
+            }
+            match t.value(&bucket, &key)? {
+                None => Err(KvError::MissingKey(full)),
+                Some(v) if v != expected => Err(KvError::Retry),
+                Some(_) => Ok((
+                    vec![KvChange::Put {
+                        bucket,
+                        key,
+                        value,
+                        lease,
+                    }],
+                    StoreOutcome::Created(rev),
+                )),
+            }
+        })
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, KvError> {
+        self.store.read(|t| Ok(t.value(&self.name, key.as_str())?))
+    }
+
+    /// The value of `key` with its revisions and lease.
+    pub fn get_with_revision(&self, key: &Key) -> Result<Option<(Vec<u8>, KeyRow)>, KvError> {
+        self.store.read(|t| {
+            Ok(
+                match (
+                    t.key(&self.name, key.as_str())?,
+                    t.value(&self.name, key.as_str())?,
+                ) {
+                    (Some(row), Some(v)) => Some((v, row)),
+                    _ => None,
+                },
+            )
+        })
+    }
+
+    /// Deletes `key`: `MissingKey` (naming it) if it is not there.
+    /// Returns the delete's revision.
+    pub fn delete(&self, key: &Key) -> Result<u64, KvError> {
+        check_len("key", key.as_str())?;
+        let (bucket, key) = (self.name.clone(), key.as_str().to_string());
+        let full = self.full(&key);
+        self.store.command("delete", move |t, rev| {
+            if t.key(&bucket, &key)?.is_none() {
+                return Err(KvError::MissingKey(full));
+            }
+            Ok((
+                vec![KvChange::Delete {
+                    bucket,
+                    key,
+                    reason: DeleteReason::Deleted,
+                }],
+                rev,
+            ))
+        })
+    }
+
+    /// Every key with its value, keys in full (`bucket/key`).
+    pub fn entries(&self) -> Result<HashMap<Key, Vec<u8>>, KvError> {
+        let prefix = bucket_prefix(&self.name);
+        self.store.read(|t| {
+            let mut out = HashMap::new();
+            t.scan(VALUES, &prefix, &prefix, |rest, v| {
+                out.insert(
+                    Key::new(self.full(&String::from_utf8_lossy(rest))),
+                    v.to_vec(),
+                );
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+    }
+
+    /// The keys (relative to the bucket) that start with `prefix`, in key
+    /// order, without reading a value.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<Key>, KvError> {
+        let mut out = Vec::new();
+        self.scan_keys(prefix, |k| {
+            out.push(Key::new(k));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// How many keys start with `prefix`, without reading a value.
+    pub fn count(&self, prefix: &str) -> Result<u64, KvError> {
+        let mut n = 0u64;
+        self.scan_keys(prefix, |_| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    fn scan_keys(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(String) -> bool,
+    ) -> Result<(), KvError> {
+        let from = key_key(&self.name, prefix);
+        let bucket = bucket_prefix(&self.name);
+        self.store.read(|t| {
+            t.scan(KEYS, &bucket, &from, |rest, _| {
+                let k = String::from_utf8_lossy(rest).into_owned();
+                if !k.starts_with(prefix) {
+                    return Ok(false);
+                }
+                Ok(visit(k))
+            })?;
+            Ok(())
+        })
+    }
+
+    /// A watch of the whole bucket: one [`WatchEvent::Resync`] with its
+    /// state, then every change after it, in order.
+    pub fn watch(&self) -> Result<Watch, KvError> {
+        Watch::snapshot(self.store.db.clone(), self.name.clone(), String::new())
+    }
+
+    /// A watch of the keys under `prefix`: a snapshot of them, then their
+    /// changes.
+    pub fn watch_prefix(&self, prefix: &str) -> Result<Watch, KvError> {
+        Watch::snapshot(self.store.db.clone(), self.name.clone(), prefix.to_string())
+    }
+
+    /// The changes of keys under `prefix` from `revision` on (inclusive),
+    /// without a snapshot: resume where a watch stopped with the revision
+    /// after the last one it saw.
+    pub fn watch_from(&self, prefix: &str, revision: u64) -> Result<Watch, KvError> {
+        Ok(Watch::from_revision(
+            self.store.db.clone(),
+            self.name.clone(),
+            prefix.to_string(),
+            revision,
+        ))
+    }
+}

@@ -1,0 +1,219 @@
+//! Watches: a bucket's (or a key prefix's) changes, read from the store.
+//!
+//! A watch owes its caller only the next revision. It reads the bucket's
+//! `changes` rows from there, a page at a time; when there are none, it
+//! waits for the store's applied LSN to move past the LSN that page
+//! reflected. A snapshot ([`WatchEvent::Resync`]) and the revision after
+//! it are read at one commit, so no change falls between them, and none
+//! is lost or repeated however slow the reader: it never falls behind a
+//! buffer, as there is none.
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio::sync::watch;
+
+use super::key::Key;
+use super::record::DeleteReason;
+use super::view::{CHANGES, ChangeRow, VALUES, bucket_prefix, change_key, key_key};
+use super::{KvError, read_at};
+use crate::engine::Db;
+
+/// Changes read from the store at a time.
+const PAGE_CHANGES: usize = 256;
+
+/// A key with its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key, relative to its bucket.
+    pub key: Key,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl KeyValue {
+    /// A key and value.
+    pub fn new(key: Key, value: impl Into<Vec<u8>>) -> KeyValue {
+        KeyValue {
+            key,
+            value: value.into(),
+        }
+    }
+}
+
+/// One thing a watch reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A key was written.
+    Put(KeyValue),
+    /// A key was deleted.
+    Delete(Key),
+    /// Every key (under the watch's prefix) at one revision: the first
+    /// event of [`Bucket::watch`](super::Bucket::watch).
+    Resync(HashMap<Key, Vec<u8>>),
+}
+
+/// A watch event with its revision (an LSN) and, for a delete, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revisioned {
+    /// The revision of the change (for a `Resync`, the revision the
+    /// snapshot reflects).
+    pub revision: u64,
+    /// Why the key was deleted (a delete only).
+    pub reason: Option<DeleteReason>,
+    /// The event.
+    pub event: WatchEvent,
+}
+
+/// A bucket's changes, from a snapshot or a revision on.
+#[derive(Debug)]
+pub struct Watch {
+    db: Db,
+    bucket: String,
+    prefix: String,
+    /// The first revision not yet read.
+    next_revision: u64,
+    buffer: VecDeque<Revisioned>,
+    applied: watch::Receiver<u64>,
+}
+
+impl Watch {
+    pub(crate) fn snapshot(db: Db, bucket: String, prefix: String) -> Result<Watch, KvError> {
+        let from = key_key(&bucket, &prefix);
+        let bucket_keys = bucket_prefix(&bucket);
+        let (state, lsn) = read_at(&db, |t| {
+            let mut state = HashMap::new();
+            t.scan(VALUES, &bucket_keys, &from, |rest, v| {
+                let key = String::from_utf8_lossy(rest).into_owned();
+                if !key.starts_with(prefix.as_str()) {
+                    return Ok(false);
+                }
+                state.insert(Key::new(key), v.to_vec());
+                Ok(true)
+            })?;
+            Ok(state)
+        })?;
+        let mut w = Watch::from_revision(db, bucket, prefix, lsn + 1);
+        w.buffer.push_back(Revisioned {
+            revision: lsn,
+            reason: None,
+            event: WatchEvent::Resync(state),
+        });
+        Ok(w)
+    }
+
+    pub(crate) fn from_revision(db: Db, bucket: String, prefix: String, revision: u64) -> Watch {
+        Watch {
+            applied: db.watch_applied(),
+            db,
+            bucket,
+            prefix,
+            next_revision: revision.max(1),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The revision the next change will have at least: where to resume.
+    pub fn next_revision(&self) -> u64 {
+        self.next_revision
+    }
+
+    /// Reads the next page; the LSN it reflects.
+    fn fill(&mut self) -> Result<u64, KvError> {
+        let prefix = bucket_prefix(&self.bucket);
+        let from = change_key(&self.bucket, self.next_revision);
+        let want = self.prefix.as_str();
+        let (page, lsn) = read_at(&self.db, |t| {
+            let mut page: Vec<(u64, ChangeRow)> = Vec::new();
+            let mut last = None;
+            // Rows looked at: a prefix that matches few keys of a busy
+            // bucket must not make one page read its whole history.
+            let mut scanned = 0usize;
+            t.scan(CHANGES, &prefix, &from, |rest, v| {
+                scanned += 1;
+                let rev = <[u8; 8]>::try_from(rest)
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| t.read.bad_value(CHANGES, rest))?;
+                last = Some(rev);
+                let row: ChangeRow = t.decode(CHANGES, rest, v)?;
+                if row.key.starts_with(want) {
+                    page.push((rev, row));
+                }
+                Ok(page.len() < PAGE_CHANGES && scanned < PAGE_CHANGES * 16)
+            })?;
+            Ok((page, last))
+        })?;
+        let (page, last) = page;
+        for (revision, row) in page {
+            let key = Key::new(row.key);
+            let event = match row.value {
+                Some(value) => WatchEvent::Put(KeyValue { key, value }),
+                None => WatchEvent::Delete(key),
+            };
+            self.buffer.push_back(Revisioned {
+                revision,
+                reason: row.reason,
+                event,
+            });
+        }
+        if let Some(last) = last {
+            self.next_revision = last + 1;
+        }
+        Ok(lsn)
+    }
+
+    /// The next event if one is there now.
+    pub fn try_next_revisioned(&mut self) -> Result<Option<Revisioned>, KvError> {
+        if self.buffer.is_empty() {
+            self.fill()?;
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    /// The next event, blocking the thread until there is one. Not from
+    /// inside an async runtime (use [`Watch::next_async`]).
+    pub fn next_revisioned_blocking(&mut self) -> Result<Revisioned, KvError> {
+        loop {
+            if let Some(e) = self.buffer.pop_front() {
+                return Ok(e);
+            }
+            let lsn = self.fill()?;
+            if self.buffer.is_empty() {
+                self.db.wait_applied(lsn + 1)?;
+            }
+        }
+    }
+
+    /// The next event, blocking the thread until there is one.
+    pub fn next_blocking(&mut self) -> Result<WatchEvent, KvError> {
+        self.next_revisioned_blocking().map(|r| r.event)
+    }
+
+    /// The next event, without blocking a tokio worker.
+    pub async fn next_revisioned_async(&mut self) -> Result<Revisioned, KvError> {
+        loop {
+            if let Some(e) = self.buffer.pop_front() {
+                return Ok(e);
+            }
+            self.applied.borrow_and_update();
+            let lsn = self.fill()?;
+            if !self.buffer.is_empty() {
+                continue;
+            }
+            while *self.applied.borrow_and_update() <= lsn {
+                self.db.kick_applier_past(lsn);
+                if self.applied.changed().await.is_err() {
+                    return Err(KvError::Db(crate::Error::InvalidArgument {
+                        op: "kv watch",
+                        reason: "the database was closed".into(),
+                    }));
+                }
+            }
+            self.db.check_poison()?;
+        }
+    }
+
+    /// The next event, without blocking a tokio worker.
+    pub async fn next_async(&mut self) -> Result<WatchEvent, KvError> {
+        self.next_revisioned_async().await.map(|r| r.event)
+    }
+}
