@@ -52,7 +52,7 @@ fn a_dropped_owners_keys_expire_a_live_owners_stay_and_keep_alives_write_nothing
             .insert(&Key::new(format!("dead/{i}")), "gone soon", 0)
             .unwrap();
     }
-    let forever = KvStore::without_lease(db.clone());
+    let forever = KvStore::without_lease(db.clone()).unwrap();
     forever
         .get_bucket("v1/instances")
         .unwrap()
@@ -114,10 +114,10 @@ fn shutdown_deletes_exactly_the_owners_keys() {
     assert_eq!(ba.count("").unwrap(), 0);
 }
 
-/// Starts `replaydb kv put BUCKET KEY VALUE --ttl 1 --keep-alive` and
+/// Starts `replaydb kv put BUCKET KEY VALUE --ttl S --keep-alive` and
 /// returns it once the put is acknowledged (it then holds its lease, and
 /// the database, until killed).
-fn child_owner(dir: &std::path::Path, key: &str) -> std::process::Child {
+fn child_owner(dir: &std::path::Path, key: &str, ttl_s: &str) -> std::process::Child {
     let mut child = Command::new(common::bin())
         .arg("--db")
         .arg(dir)
@@ -128,7 +128,7 @@ fn child_owner(dir: &std::path::Path, key: &str) -> std::process::Child {
             key,
             "child",
             "--ttl",
-            "1",
+            ttl_s,
             "--keep-alive",
         ])
         .env_remove("REPLAYDB_DIR")
@@ -153,7 +153,9 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
 
-    let mut first = child_owner(&dir, "dead/first");
+    // A TTL of 3 s: the second child below, which runs the expirer too
+    // while it lives, must not outlive the live owner's grace.
+    let mut first = child_owner(&dir, "dead/first", "3");
     first.kill().unwrap();
     first.wait().unwrap();
 
@@ -164,7 +166,7 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
     let bucket = live.get_or_create_bucket("v1/instances", None).unwrap();
     assert_eq!(
         bucket.ttl(),
-        Duration::from_secs(1),
+        Duration::from_secs(3),
         "the bucket the child created keeps its TTL"
     );
     bucket.insert(&"live/1".into(), "here", 0).unwrap();
@@ -179,7 +181,7 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
     drop((w, bucket, live));
 
     // A restart: another owner dies meanwhile; the live one attaches again.
-    let mut second = child_owner(&dir, "dead/second");
+    let mut second = child_owner(&dir, "dead/second", "3");
     second.kill().unwrap();
     second.wait().unwrap();
     let db = KvStore::open(&dir, Options::default(), vec![])
@@ -196,4 +198,33 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
         Some(&b"here"[..]),
         "a restart does not expire a live owner's keys: the dead one's went, a TTL after the open"
     );
+}
+
+#[test]
+fn an_owner_attached_twice_stays_alive_while_either_handle_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = KvStore::open(tmp.path(), Options::default(), vec![]).unwrap();
+    let db = first.db().clone();
+    let id = first.connection_id();
+    let second = KvStore::with_connection_id(db.clone(), id).unwrap();
+    let bucket = second
+        .get_or_create_bucket("v1/mdc", Some(Duration::from_secs(1)))
+        .unwrap();
+    bucket.insert(&"mine".into(), "v", 0).unwrap();
+    let dead = KvStore::new(db.clone()).unwrap();
+    dead.get_bucket("v1/mdc")
+        .unwrap()
+        .unwrap()
+        .insert(&"dead".into(), "v", 0)
+        .unwrap();
+    let w = bucket.watch_from("", db.last_lsn() + 1).unwrap();
+    drop(first); // one of the two handles of the owner
+    drop(dead);
+    let (_w, seen) = deletes(w, 1);
+    assert_eq!(
+        seen[0].0,
+        Key::new("dead"),
+        "only the dead owner's key expired"
+    );
+    assert!(bucket.get(&"mine".into()).unwrap().is_some());
 }

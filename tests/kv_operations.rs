@@ -134,28 +134,35 @@ fn prefix_listing_and_counts_read_no_value_and_never_cross_buckets() {
 #[test]
 fn names_and_keys_of_any_bytes_are_kept_off_the_file_system() {
     let (tmp, store) = store();
-    for name in ["../../etc", "a/../../b", "nul\0x", "ü/é"] {
+    let names = ["../../etc", "a/../../b", "nul\0x", "ü/é", "a", "a/"];
+    for name in names {
         let b = store.get_or_create_bucket(name, None).unwrap();
-        b.insert(&Key::new("../../../passwd"), "v", 0).unwrap();
+        b.insert(&Key::new("../../../passwd"), name, 0).unwrap();
+    }
+    for name in names {
+        let b = store.get_bucket(name).unwrap().unwrap();
         assert_eq!(
             b.get(&Key::new("../../../passwd")).unwrap().as_deref(),
-            Some(&b"v"[..])
+            Some(name.as_bytes()),
+            "each bucket its own, its name stored as given"
         );
+        assert_eq!(b.count("").unwrap(), 1);
     }
-    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+    let files: Vec<String> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort();
     assert!(
-        names
+        files
             .iter()
             .all(|n| ["LOCK", "SETTINGS", "store.redb", "wal"].contains(&n.as_str())),
-        "{names:?}"
+        "{files:?}"
     );
     let mut buckets = store.buckets().unwrap();
     buckets.sort();
-    assert_eq!(buckets.len(), 4);
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(buckets, want);
 }
 
 #[test]

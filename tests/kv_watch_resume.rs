@@ -150,3 +150,29 @@ fn a_shell_watch_resumes_from_the_revision_after_the_last_line_it_printed() {
         "each once, in order"
     );
 }
+
+#[test]
+fn a_prefix_watch_passes_over_long_runs_of_other_keys_without_waiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = KvStore::open(tmp.path(), Options::default(), vec![]).unwrap();
+    let bucket = store.get_or_create_bucket("b", None).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let bucket = &bucket;
+            s.spawn(move || {
+                for i in 0..1_000 {
+                    bucket
+                        .insert(&Key::new(format!("a/{t}/{i}")), "x", 1)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    bucket.insert(&"b/x".into(), "found", 0).unwrap();
+    let mut w = bucket.watch_from("b/", 1).unwrap();
+    match w.try_next_revisioned().unwrap().map(|e| e.event) {
+        Some(WatchEvent::Put(kv)) => assert_eq!(kv.key.as_str(), "b/x"),
+        other => panic!("8 000 other changes hid it: {other:?}"),
+    }
+    assert!(w.try_next_revisioned().unwrap().is_none());
+}

@@ -137,7 +137,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
         } => {
             let store = match ttl {
                 Some(_) => KvStore::new(db)?,
-                None => KvStore::without_lease(db),
+                None => KvStore::without_lease(db)?,
             };
             let b = store.get_or_create_bucket(bucket, ttl.map(Duration::from_secs))?;
             let o = b.insert(
@@ -159,7 +159,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             expected,
             value,
         } => {
-            let store = KvStore::without_lease(db);
+            let store = KvStore::without_lease(db)?;
             let o = bucket_of(&store, bucket)?.compare_and_replace(
                 &Key::new(key.as_str()),
                 expected.as_bytes().to_vec(),
@@ -168,7 +168,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             writeln!(out, "{}", outcome(o))?;
         }
         KvCommand::Get { bucket, key } => {
-            let store = KvStore::without_lease(db);
+            let store = KvStore::without_lease(db)?;
             match bucket_of(&store, bucket)?.get(&Key::new(key.as_str()))? {
                 Some(v) => {
                     out.write_all(&v)?;
@@ -182,7 +182,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             }
         }
         KvCommand::Del { bucket, key } => {
-            let store = KvStore::without_lease(db);
+            let store = KvStore::without_lease(db)?;
             writeln!(
                 out,
                 "{}",
@@ -196,7 +196,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             count,
             json,
         } => {
-            let store = KvStore::without_lease(db);
+            let store = KvStore::without_lease(db)?;
             let b = bucket_of(&store, bucket)?;
             if *count {
                 writeln!(out, "{}", b.count(prefix)?)?;
@@ -220,7 +220,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             from,
             limit,
         } => {
-            let store = KvStore::without_lease(db);
+            let store = KvStore::without_lease(db)?;
             let b = bucket_of(&store, bucket)?;
             let mut w = match from {
                 Some(rev) => b.watch_from(prefix, *rev)?,

@@ -50,6 +50,7 @@ impl Key {
         while let Some(&b) = bytes.get(i) {
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             match (b, hex) {
@@ -95,6 +96,11 @@ mod tests {
         assert_eq!(k.url_safe(), "ns%2Fcomp%20%C3%B1%2E%25x");
         assert_eq!(Key::from_url_safe(&k.url_safe()), k);
         assert_eq!(Key::from_url_safe("%G1%4").as_str(), "%G1%4", "kept as is");
+        assert_eq!(
+            Key::from_url_safe("%+1").as_str(),
+            "%+1",
+            "two hex digits, no sign"
+        );
         assert_eq!(
             Key::from_url_safe("a%FF").as_str(),
             "a\u{FFFD}",

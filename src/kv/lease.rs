@@ -43,13 +43,24 @@ pub(crate) struct OwnerToken {
     pub lease: u64,
     leases: Arc<Leases>,
     /// Keeps the expirer running while the owner lives.
-    _expirer: Arc<ExpirerLink>,
+    expirer: Arc<ExpirerLink>,
+}
+
+impl OwnerToken {
+    /// The expirer this owner keeps running.
+    pub fn expirer(&self) -> Arc<ExpirerLink> {
+        self.expirer.clone()
+    }
 }
 
 impl Drop for OwnerToken {
     fn drop(&mut self) {
         let mut states = self.leases.lock();
-        if let Some(s) = states.get_mut(&self.lease) {
+        if let Some(s) = states.get_mut(&self.lease)
+            && s.owner
+                .as_ref()
+                .is_some_and(|o| std::ptr::eq(o.as_ptr(), self))
+        {
             s.owner = None;
             s.last_alive = Instant::now();
         }
@@ -107,27 +118,22 @@ impl Leases {
         lease: u64,
         start: impl FnOnce(Receiver<()>) -> Option<std::thread::JoinHandle<()>>,
     ) -> Arc<OwnerToken> {
-        let link = {
-            let mut e = self.expirer.lock().unwrap_or_else(PoisonError::into_inner);
-            match e.upgrade() {
-                Some(link) => link,
-                None => {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    let link = Arc::new(ExpirerLink {
-                        stop: Mutex::new(Some(tx)),
-                        thread: Mutex::new(start(rx)),
-                    });
-                    *e = Arc::downgrade(&link);
-                    link
-                }
-            }
-        };
+        let link = self.expirer(start);
+        let mut states = self.lock();
+        // The same owner attached twice shares one token: either handle
+        // keeps it alive.
+        if let Some(live) = states
+            .get(&lease)
+            .and_then(|s| s.owner.as_ref())
+            .and_then(Weak::upgrade)
+        {
+            return live;
+        }
         let token = Arc::new(OwnerToken {
             lease,
             leases: self.clone(),
-            _expirer: link,
+            expirer: link,
         });
-        let mut states = self.lock();
         let s = states.entry(lease).or_insert_with(|| LeaseState {
             owner: None,
             last_alive: Instant::now(),
@@ -137,9 +143,43 @@ impl Leases {
         token
     }
 
-    /// Forgets `lease` (its owner shut down and its keys are gone).
+    /// Forgets `lease` once its keys are gone, unless an owner attached
+    /// to it meanwhile.
     pub fn forget(&self, lease: u64) {
-        self.lock().remove(&lease);
+        let mut states = self.lock();
+        if states.get(&lease).is_some_and(|s| !Self::alive(s)) {
+            states.remove(&lease);
+        }
+    }
+
+    fn alive(s: &LeaseState) -> bool {
+        s.owner.as_ref().is_some_and(|o| o.strong_count() > 0)
+    }
+
+    /// Whether `lease` has a live owner in this process now.
+    pub fn is_alive(&self, lease: u64) -> bool {
+        self.lock().get(&lease).is_some_and(Self::alive)
+    }
+
+    /// A handle on the expirer without an owner: a store that writes no
+    /// leased key still runs expiry while it lives.
+    pub fn expirer(
+        self: &Arc<Leases>,
+        start: impl FnOnce(Receiver<()>) -> Option<std::thread::JoinHandle<()>>,
+    ) -> Arc<ExpirerLink> {
+        let mut e = self.expirer.lock().unwrap_or_else(PoisonError::into_inner);
+        match e.upgrade() {
+            Some(link) => link,
+            None => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let link = Arc::new(ExpirerLink {
+                    stop: Mutex::new(Some(tx)),
+                    thread: Mutex::new(start(rx)),
+                });
+                *e = Arc::downgrade(&link);
+                link
+            }
+        }
     }
 
     /// Refreshes every live owner and returns the dead leases with when
@@ -148,7 +188,7 @@ impl Leases {
         let now = Instant::now();
         let mut dead = Vec::new();
         for (lease, s) in self.lock().iter_mut() {
-            if s.owner.as_ref().is_some_and(|o| o.strong_count() > 0) {
+            if Self::alive(s) {
                 s.last_alive = now;
             } else {
                 s.owner = None;

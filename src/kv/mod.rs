@@ -128,6 +128,8 @@ pub struct KvStore {
     /// Held: the owner is alive while one of its handles is. `None`: its
     /// keys carry no lease and never expire.
     _owner: Option<Arc<OwnerToken>>,
+    /// Held: the expirer runs while any store handle lives.
+    _expirer: Arc<lease::ExpirerLink>,
 }
 
 impl KvStore {
@@ -163,21 +165,9 @@ impl KvStore {
             ));
         }
         let leases = leases_of(&db)?;
-        let expirer_db = db.downgrade();
-        let expirer_leases = leases.clone();
-        let owner = leases.attach(connection_id, move |stop| {
-            let spawned = std::thread::Builder::new()
-                .name("replaydb-kv-expirer".into())
-                .spawn(move || expire_loop(expirer_db, expirer_leases, stop));
-            match spawned {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::error!(error = %e, "the KV expirer thread did not start");
-                    None
-                }
-            }
-        });
+        let owner = leases.attach(connection_id, start_expirer(&db, &leases));
         Ok(KvStore {
+            _expirer: owner.expirer(),
             db,
             connection_id,
             _owner: Some(owner),
@@ -185,13 +175,16 @@ impl KvStore {
     }
 
     /// An owner whose keys carry no lease: they stay until deleted (the
-    /// CLI writes this way unless asked for a TTL).
-    pub fn without_lease(db: Db) -> KvStore {
-        KvStore {
+    /// CLI writes this way unless asked for a TTL). It still runs the
+    /// expirer for the others' while it lives.
+    pub fn without_lease(db: Db) -> Result<KvStore, KvError> {
+        let leases = leases_of(&db)?;
+        Ok(KvStore {
+            _expirer: leases.expirer(start_expirer(&db, &leases)),
             db,
             connection_id: 0,
             _owner: None,
-        }
+        })
     }
 
     /// The database.
@@ -266,9 +259,14 @@ impl KvStore {
         if self.connection_id == 0 {
             return Ok(0);
         }
-        let n = delete_lease_keys(&self.db, self.connection_id, DeleteReason::Shutdown, |_| {
-            true
-        })?;
+        let n = delete_lease_keys(
+            &self.db,
+            self.connection_id,
+            DeleteReason::Shutdown,
+            |_| true,
+            None,
+            &|| true,
+        )?;
         Ok(n)
     }
 
@@ -286,6 +284,26 @@ impl KvStore {
 
     fn read<T>(&self, f: impl FnOnce(&Tables<'_, '_>) -> Result<T, KvError>) -> Result<T, KvError> {
         read_at(&self.db, f).map(|(v, _)| v)
+    }
+}
+
+/// What starts the expirer thread, if none runs.
+fn start_expirer(
+    db: &Db,
+    leases: &Arc<Leases>,
+) -> impl FnOnce(std::sync::mpsc::Receiver<()>) -> Option<std::thread::JoinHandle<()>> {
+    let (expirer_db, expirer_leases) = (db.downgrade(), leases.clone());
+    move |stop| {
+        let spawned = std::thread::Builder::new()
+            .name("replaydb-kv-expirer".into())
+            .spawn(move || expire_loop(expirer_db, expirer_leases, stop));
+        match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "the KV expirer thread did not start");
+                None
+            }
+        }
     }
 }
 
@@ -340,19 +358,29 @@ fn read_at<T>(
     at.value.map(|v| (v, at.lsn))
 }
 
-/// Deletes the keys of `lease` that `which(bucket)` selects, a bounded
-/// batch per command, each key checked to be the lease's still; returns
-/// how many went.
+/// Bytes of keys one expiry or shutdown command deletes at most, so a
+/// command stays well under any record limit.
+const DELETE_BYTES_PER_COMMAND_MAX: usize = 256 << 10;
+
+/// Deletes the keys of `lease` in the buckets `which` selects, a bounded
+/// batch per command, each key checked to be the lease's still (and,
+/// with `unless_alive`, the lease to have no live owner: one that
+/// attached again since the sweep keeps its keys). Stops between batches
+/// once `keep_going` says so. Returns how many went.
 fn delete_lease_keys(
     db: &Db,
     lease: u64,
     reason: DeleteReason,
     which: impl Fn(&str) -> bool,
+    unless_alive: Option<Arc<Leases>>,
+    keep_going: &dyn Fn() -> bool,
 ) -> Result<u64, KvError> {
     let mut deleted = 0u64;
-    loop {
+    let mut idle_rounds = 0;
+    while keep_going() {
         let prefix = lease.to_be_bytes();
         let mut batch: Vec<(String, String)> = Vec::new();
+        let mut bytes = 0usize;
         read_at(db, |t| {
             t.read.for_each_from(LEASES, Some(&prefix), |k, _| {
                 if !k.starts_with(&prefix) {
@@ -361,16 +389,21 @@ fn delete_lease_keys(
                 if let Some((_, bucket, key)) = split_lease_key(k)
                     && which(&bucket)
                 {
+                    bytes += bucket.len() + key.len();
                     batch.push((bucket, key));
                 }
-                Ok(batch.len() < DELETES_PER_COMMAND_MAX)
+                Ok(batch.len() < DELETES_PER_COMMAND_MAX && bytes < DELETE_BYTES_PER_COMMAND_MAX)
             })?;
             Ok(())
         })?;
         if batch.is_empty() {
-            return Ok(deleted);
+            break;
         }
+        let leases = unless_alive.clone();
         let n = command(db, "delete_lease_keys", move |t, _| {
+            if leases.is_some_and(|l| l.is_alive(lease)) {
+                return Ok((Vec::new(), 0));
+            }
             let mut changes = Vec::new();
             for (bucket, key) in batch {
                 if t.key(&bucket, &key)?.is_some_and(|r| r.lease == lease) {
@@ -385,12 +418,17 @@ fn delete_lease_keys(
             Ok((changes, n))
         })?;
         if n == 0 {
-            // Everything listed was deleted or taken over meanwhile, and
-            // the index no longer lists it: look again.
+            // Nothing listed was deleted: taken over or deleted meanwhile
+            // (then the index no longer lists it), or the owner is back.
+            idle_rounds += 1;
+            if idle_rounds >= 3 || unless_alive.as_ref().is_some_and(|l| l.is_alive(lease)) {
+                break;
+            }
             continue;
         }
         deleted += n;
     }
+    Ok(deleted)
 }
 
 /// The expirer: every check interval, refreshes the live owners and
@@ -408,7 +446,8 @@ fn expire_loop(
         }
         // Held only for this check: the database closes with its users.
         let Some(db) = db.upgrade() else { return };
-        interval = expire_once(&db, &leases);
+        let keep_going = || matches!(stop.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty));
+        interval = expire_once(&db, &leases, &keep_going);
     }
 }
 
@@ -431,7 +470,7 @@ fn bucket_ttls(db: &Db) -> Result<HashMap<String, Duration>, KvError> {
 
 /// One look: deletes what is due; returns the next check interval (a
 /// third of the shortest bucket TTL, at least the minimum).
-fn expire_once(db: &Db, leases: &Leases) -> Duration {
+fn expire_once(db: &Db, leases: &Arc<Leases>, keep_going: &dyn Fn() -> bool) -> Duration {
     let ttls = match bucket_ttls(db) {
         Ok(t) => t,
         Err(e) => {
@@ -447,7 +486,7 @@ fn expire_once(db: &Db, leases: &Leases) -> Duration {
             now.duration_since(last_alive) >= ttl
         };
         let reason = DeleteReason::LeaseExpired { lease: lease_id };
-        match delete_lease_keys(db, lease_id, reason, due) {
+        match delete_lease_keys(db, lease_id, reason, due, Some(leases.clone()), keep_going) {
             Ok(0) => {}
             Ok(n) => tracing::info!(lease = lease_id, keys = n, "a dead owner's keys expired"),
             Err(e) => {

@@ -117,8 +117,9 @@ impl Watch {
         self.next_revision
     }
 
-    /// Reads the next page; the LSN it reflects.
-    fn fill(&mut self) -> Result<u64, KvError> {
+    /// Reads the next page: the LSN it reflects, or `None` if it stopped
+    /// at its scan limit with rows left to read (read again at once).
+    fn fill(&mut self) -> Result<Option<u64>, KvError> {
         let prefix = bucket_prefix(&self.bucket);
         let from = change_key(&self.bucket, self.next_revision);
         let want = self.prefix.as_str();
@@ -140,9 +141,9 @@ impl Watch {
                 }
                 Ok(page.len() < PAGE_CHANGES && scanned < PAGE_CHANGES * 16)
             })?;
-            Ok((page, last))
+            Ok((page, last, scanned >= PAGE_CHANGES * 16))
         })?;
-        let (page, last) = page;
+        let (page, last, capped) = page;
         for (revision, row) in page {
             let key = Key::new(row.key);
             let event = match row.value {
@@ -158,14 +159,12 @@ impl Watch {
         if let Some(last) = last {
             self.next_revision = last + 1;
         }
-        Ok(lsn)
+        Ok((!capped).then_some(lsn))
     }
 
     /// The next event if one is there now.
     pub fn try_next_revisioned(&mut self) -> Result<Option<Revisioned>, KvError> {
-        if self.buffer.is_empty() {
-            self.fill()?;
-        }
+        while self.buffer.is_empty() && self.fill()?.is_none() {}
         Ok(self.buffer.pop_front())
     }
 
@@ -176,8 +175,9 @@ impl Watch {
             if let Some(e) = self.buffer.pop_front() {
                 return Ok(e);
             }
-            let lsn = self.fill()?;
-            if self.buffer.is_empty() {
+            if let Some(lsn) = self.fill()?
+                && self.buffer.is_empty()
+            {
                 self.db.wait_applied(lsn + 1)?;
             }
         }
@@ -195,7 +195,7 @@ impl Watch {
                 return Ok(e);
             }
             self.applied.borrow_and_update();
-            let lsn = self.fill()?;
+            let Some(lsn) = self.fill()? else { continue };
             if !self.buffer.is_empty() {
                 continue;
             }
