@@ -546,9 +546,8 @@ impl Bucket {
         let (bucket, key, value) = (self.name.clone(), key.as_str().to_string(), value.into());
         let lease = self.store.connection_id;
         self.store.command("insert", move |t, rev| {
-            if t.bucket(&bucket)?.is_none() {
-                return Err(KvError::MissingBucket(bucket));
-            }
+            // Buckets are never deleted: this handle's exists (the fold
+            // checks it all the same).
             if revision == 0
                 && let Some(row) = t.key(&bucket, &key)?
             {
