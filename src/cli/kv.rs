@@ -32,9 +32,10 @@ enum KvCommand {
         #[arg(long)]
         create: bool,
         /// Lease the key to this process, for a bucket with this TTL in
-        /// seconds (when it creates the bucket): the key is deleted TTL
-        /// after the process is last alive. Without it, the key stays
-        /// until deleted.
+        /// seconds (when it creates the bucket): once the process is gone,
+        /// whichever process next has the database open with a KV store
+        /// for longer than the TTL (a service, `kv watch`) deletes it.
+        /// Without it, the key stays until deleted.
         #[arg(long, value_name = "S")]
         ttl: Option<u64>,
         /// Keep the lease alive until stdin closes (or the process is
