@@ -6,7 +6,8 @@
 //! version), an inventory stream takes shared writes, two counters race
 //! on one stream with optimistic concurrency, and a live subscriber
 //! follows everything. Then a worker runtime takes inputs for eight
-//! workers at once. Then the database is closed, reopened (timed) and
+//! workers at once, and sixteen services register in a KV bucket and race
+//! for one claim. Then the database is closed, reopened (timed) and
 //! verified.
 
 use std::path::Path;
@@ -185,6 +186,7 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
         );
     }
     runtime_part(&db, run_tag)?;
+    kv_part(&db, run_tag)?;
 
     let done = db.checkpoint()?;
     let s = db.stats()?;
@@ -308,6 +310,73 @@ fn runtime_part(db: &replaydb::Db, run_tag: u64) -> CmdResult {
         page.total_items,
         summary.runtime_id,
         first.worker_id
+    );
+    Ok(())
+}
+
+/// Service discovery on the KV view: sixteen services register their
+/// instances (create-if-absent), race for one claim (one winner), and a
+/// watcher started before them sees every registration.
+fn kv_part(db: &replaydb::Db, run_tag: u64) -> CmdResult {
+    use replaydb::kv::{Key, KvStore, StoreOutcome, WatchEvent};
+    let watcher = KvStore::without_lease(db.clone())?;
+    let instances = watcher.get_or_create_bucket(&format!("demo-{run_tag}/v1/instances"), None)?;
+    let claims = watcher.get_or_create_bucket(&format!("demo-{run_tag}/v1/claims"), None)?;
+    let mut watch = instances.watch()?;
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for s in 0..16u64 {
+        let db = db.clone();
+        let (instances, claims) = (instances.name().to_string(), claims.name().to_string());
+        handles.push(std::thread::spawn(
+            move || -> Result<(bool, KvStore), replaydb::kv::KvError> {
+                let service = KvStore::new(db)?;
+                let mine = service.get_or_create_bucket(&instances, None)?;
+                for i in 0..8u64 {
+                    let key = Key::new(format!("ns/service-{s}/generate/{:016x}", s << 8 | i));
+                    mine.insert(&key, format!("{{\"addr\":\"10.0.{s}.{i}:9000\"}}"), 0)?;
+                }
+                let claim = service.get_or_create_bucket(&claims, None)?;
+                let won = matches!(
+                    claim.insert(&Key::new("leader"), format!("service-{s}"), 0)?,
+                    StoreOutcome::Created(_)
+                );
+                // Kept alive until the demo ends, as a running service would be.
+                Ok((won, service))
+            },
+        ));
+    }
+    let mut winners = 0;
+    let mut services = Vec::new();
+    for h in handles {
+        let (won, service) = h.join().map_err(|_| "a demo service thread panicked")??;
+        winners += usize::from(won);
+        services.push(service);
+    }
+    let elapsed = started.elapsed();
+    let mut seen = 0;
+    if let WatchEvent::Resync(state) = watch.next_blocking()? {
+        seen += state.len();
+    }
+    while seen < 16 * 8 {
+        if let WatchEvent::Put(_) = watch.next_blocking()? {
+            seen += 1;
+        }
+    }
+    let leader = claims.get(&Key::new("leader"))?.unwrap_or_default();
+    println!(
+        "\nkv: 16 services registered {} instances in {:.2} s (each a durable put, create-if-absent); {winners} of 16 racers won the claim ({}); a watcher started before them saw all {seen}",
+        instances.count("ns/")?,
+        elapsed.as_secs_f64(),
+        String::from_utf8_lossy(&leader)
+    );
+    for s in &services {
+        s.shutdown()?;
+    }
+    println!(
+        "  after the services shut down: {} instances left (`replaydb kv watch {}` shows the deletes)",
+        instances.count("")?,
+        instances.name()
     );
     Ok(())
 }
