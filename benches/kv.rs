@@ -14,14 +14,17 @@
 //! median over the turns. The raw `pwrite` + `fdatasync` loop of the same
 //! run is the floor a durable put is measured against.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hint::black_box;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use replaydb::kv::{Bucket, Key, KvStore};
+
+mod common;
+use common::{concurrent, mb, median, raw_sync_loop, rss_bytes};
 use replaydb::{Durability, Options};
 
 const KEYS: usize = 10_000;
@@ -76,63 +79,6 @@ fn seed_entries(dir: &Path) -> usize {
         n += 1;
     }
     n
-}
-
-fn raw_sync_loop(path: &Path, n: u64) -> Duration {
-    use std::os::unix::fs::FileExt;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("open");
-    file.set_len(1 << 20).expect("preallocate");
-    let buf = [0x5au8; 148];
-    let start = Instant::now();
-    for i in 0..n {
-        file.write_all_at(&buf, (i * 148) % (1 << 20))
-            .expect("write");
-        file.sync_data().expect("sync");
-    }
-    start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// `n` calls of `each` over `threads` threads; the wall time per call.
-fn concurrent(threads: usize, n: u64, each: Arc<dyn Fn(usize, u64) + Send + Sync>) -> Duration {
-    let per = n.div_ceil(threads as u64).max(1);
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (each, barrier) = (each.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                for i in 0..per {
-                    each(t, i);
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for h in handles {
-        h.join().expect("thread");
-    }
-    start.elapsed() / u32::try_from(per * threads as u64).unwrap_or(u32::MAX)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn fill(bucket: &Bucket, n: usize) {
@@ -208,29 +154,21 @@ fn side_by_side(root: &Path) {
             let b = bucket.clone();
             Box::new(move |n| {
                 let b = b.clone();
-                concurrent(
-                    WRITERS,
-                    n * 4,
-                    Arc::new(move |t, i| {
-                        let k = (t * 613 + i as usize * 7) % KEYS;
-                        b.insert(&key(k), value(k), 1).expect("insert");
-                    }),
-                )
+                concurrent(WRITERS, n * 4, move |t, i| {
+                    let k = (t * 613 + i as usize * 7) % KEYS;
+                    b.insert(&key(k), value(k), 1).expect("insert");
+                })
             })
         }),
         ("seed put, fsync file and dir, 16 writers", {
             let (s, c) = (seed.clone(), counter.clone());
             Box::new(move |n| {
                 let (s, c) = (s.clone(), c.clone());
-                concurrent(
-                    WRITERS,
-                    n,
-                    Arc::new(move |t, i| {
-                        let k = (t * 613 + i as usize * 7) % KEYS;
-                        let m = c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        seed_put(&s, &key(k), &value(k), true, m);
-                    }),
-                )
+                concurrent(WRITERS, n, move |t, i| {
+                    let k = (t * 613 + i as usize * 7) % KEYS;
+                    let m = c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    seed_put(&s, &key(k), &value(k), true, m);
+                })
             })
         }),
         ("replaydb get", {
@@ -335,7 +273,7 @@ fn memory(root: &Path) {
     println!(
         "{n} keys written in {:.1} s by {WRITERS} writers (Buffered); resident memory grew by {:.0} MB; count() of them {:.0} ms",
         t.elapsed().as_secs_f64(),
-        filled.saturating_sub(empty) as f64 / (1 << 20) as f64,
+        mb(filled.saturating_sub(empty)),
         count_t.elapsed().as_secs_f64() * 1e3
     );
     assert_eq!(count, n as u64);

@@ -18,11 +18,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use replaydb::registry::{Allocation, Registration, Registry, RegistryState, ScopeRule, decide};
 use replaydb::{Durability, ExpectedVersion, Options};
+
+mod common;
+use common::median;
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -132,34 +135,14 @@ fn run(
     changes: usize,
     change: Arc<dyn Fn(usize, usize) + Send + Sync>,
 ) -> Duration {
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (barrier, change) = (barrier.clone(), change.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                for i in 0..changes {
-                    change(t, i);
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for h in handles {
-        h.join().expect("thread");
-    }
-    start.elapsed() / (threads * changes) as u32
+    common::concurrent(threads, (threads * changes) as u64, move |t, i| {
+        change(t, i as usize)
+    })
 }
 
 /// Blocks the append and replaydb alternate in, per run (each an even
 /// number of changes: a registration and its release).
 const BLOCKS: usize = 20;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {

@@ -24,10 +24,13 @@ use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+
+mod common;
+use common::{concurrent, mb, median, raw_sync_loop, rss_bytes};
 use replaydb::runtime::{
     CreateWorkerRequest, EventCursor, RuntimeEvent, RuntimeId, RuntimeOptions, Runtimes,
     TranscriptEntry, WorkerInput, WorkerRef,
@@ -196,24 +199,6 @@ fn seed_append(path: &Path, entry: &TranscriptEntry) {
     file.sync_all().expect("sync");
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// The child: open the runtime at `dir`, read a page of events and of a
 /// transcript from the middle, report the open's time and the resident
 /// memory after as one line, exit.
@@ -373,28 +358,6 @@ fn transcript_entry(worker: usize, i: u64) -> TranscriptEntry {
     }
 }
 
-/// A raw `pwrite` + `fdatasync` of a record-sized write, one at a time:
-/// what this disk's sync costs right now.
-fn raw_sync_loop(path: &Path, n: u64) -> Duration {
-    use std::os::unix::fs::FileExt;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("open");
-    file.set_len(1 << 20).expect("preallocate");
-    let buf = [0x5au8; 148];
-    let start = Instant::now();
-    for i in 0..n {
-        file.write_all_at(&buf, (i * 148) % (1 << 20))
-            .expect("write");
-        file.sync_data().expect("sync");
-    }
-    start.elapsed() / u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 /// A fresh database with a runtime of 16 workers, for the append runs.
 fn append_setup(
     root: &Path,
@@ -442,7 +405,7 @@ fn append_table(root: &Path) {
             let db = db.clone();
             Box::new(move |n| {
                 let db = db.clone();
-                concurrent(n, move |t, i| {
+                concurrent(WORKERS, n, move |t, i| {
                     db.append(
                         &format!("plain-{t}"),
                         replaydb::ExpectedVersion::Any,
@@ -456,7 +419,7 @@ fn append_table(root: &Path) {
             let (runtime, workers) = (runtime.clone(), workers.clone());
             Box::new(move |n| {
                 let (runtime, workers) = (runtime.clone(), workers.clone());
-                concurrent(n, move |t, i| {
+                concurrent(WORKERS, n, move |t, i| {
                     runtime
                         .send_input(&workers[t], WorkerInput::user(content(i)))
                         .expect("send");
@@ -467,7 +430,7 @@ fn append_table(root: &Path) {
             let seed_dir = seed_dir.clone();
             Box::new(move |n| {
                 let seed_dir = seed_dir.clone();
-                concurrent(n, move |t, i| {
+                concurrent(WORKERS, n, move |t, i| {
                     seed_append(
                         &seed_dir.join(format!("workers/{t}/transcript-only.jsonl")),
                         &transcript_entry(t, i),
@@ -479,7 +442,9 @@ fn append_table(root: &Path) {
             let (seed_dir, lock) = (seed_dir.clone(), lock.clone());
             Box::new(move |n| {
                 let (seed_dir, lock) = (seed_dir.clone(), lock.clone());
-                concurrent(n / 8, move |t, i| seed_send_input(&seed_dir, &lock, t, i))
+                concurrent(WORKERS, n / 8, move |t, i| {
+                    seed_send_input(&seed_dir, &lock, t, i)
+                })
             })
         }),
     ];
@@ -551,30 +516,6 @@ fn bench_reads(c: &mut Criterion, root: &Path) {
     g.finish();
 }
 
-/// `iters` calls of `each` spread over 16 threads; the wall time per call.
-fn concurrent(iters: u64, each: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
-    let each = Arc::new(each);
-    let per = iters.div_ceil(WORKERS as u64).max(1);
-    let barrier = Arc::new(Barrier::new(WORKERS + 1));
-    let handles: Vec<_> = (0..WORKERS)
-        .map(|t| {
-            let (each, barrier) = (each.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                for i in 0..per {
-                    each(t, i);
-                }
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    for h in handles {
-        h.join().expect("thread");
-    }
-    start.elapsed() / u32::try_from(per * WORKERS as u64).unwrap_or(u32::MAX)
-}
-
 fn bench_appends(c: &mut Criterion, root: &Path) {
     let (dir, _runtimes, runtime, workers) = append_setup(root);
     let seed_dir = dir.join("seed");
@@ -585,7 +526,7 @@ fn bench_appends(c: &mut Criterion, root: &Path) {
     g.bench_function("replaydb_send_input", |b| {
         b.iter_custom(|iters| {
             let (runtime, workers) = (runtime.clone(), workers.clone());
-            concurrent(iters, move |t, i| {
+            concurrent(WORKERS, iters, move |t, i| {
                 runtime
                     .send_input(&workers[t], WorkerInput::user(content(i)))
                     .expect("send");
@@ -595,7 +536,7 @@ fn bench_appends(c: &mut Criterion, root: &Path) {
     g.bench_function("seed_jsonl_append_fsync", |b| {
         b.iter_custom(|iters| {
             let (seed_dir, workers) = (seed_dir.clone(), workers.clone());
-            concurrent(iters, move |t, i| {
+            concurrent(WORKERS, iters, move |t, i| {
                 let entry = TranscriptEntry {
                     sequence: i + 1,
                     worker_ref: workers[t].clone(),

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+
+mod common;
+use common::{mb, median, percentile, rss_bytes};
 use replaydb::{
     Db, Durability, EventRef, ExpectedVersion, Options, View, ViewTables, ViewTablesRead,
 };
@@ -74,30 +77,6 @@ fn open(dir: &Path, durability: Durability) -> Db {
 
 fn name(i: u64) -> String {
     format!("key-{i:08}")
-}
-
-/// Resident memory of this process, in bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    percentile(&v, 0.5)
 }
 
 /// The child: open the database at `dir`, report time and memory as one

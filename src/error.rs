@@ -229,6 +229,23 @@ fn holder(pid: Option<u32>) -> String {
 }
 
 impl Error {
+    /// A decision's refusal, `e`, as [`Error::Rejected`].
+    pub fn rejected(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Rejected(Box::new(e))
+    }
+
+    /// The decision's own refusal back, if this is an [`Error::Rejected`]
+    /// holding an `E`; otherwise the error itself.
+    pub fn into_rejected<E: std::error::Error + 'static>(self) -> std::result::Result<E, Error> {
+        match self {
+            Error::Rejected(e) => match e.downcast::<E>() {
+                Ok(e) => Ok(*e),
+                Err(other) => Err(Error::Rejected(other)),
+            },
+            other => Err(other),
+        }
+    }
+
     /// Builds an [`Error::Io`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

@@ -158,6 +158,14 @@ pub struct Appended {
     pub version: u64,
 }
 
+/// Milliseconds since the Unix epoch (0 before it), as events and rows
+/// record their time.
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {

@@ -1,6 +1,6 @@
 //! `replaydb append`.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -78,13 +78,11 @@ fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdRe
         let mut stdin = std::io::stdin().lock();
         let mut buf = Vec::new();
         for n in 1u64.. {
-            buf.clear();
-            let read =
-                std::io::Read::take(&mut stdin, line_bytes_max + 1).read_until(b'\n', &mut buf);
+            let read = crate::cli::read_line_bounded(&mut stdin, line_bytes_max, &mut buf);
             let msg = match read {
                 Err(e) => Line::ReadFailed(e.to_string()),
-                Ok(0) => return,
-                Ok(_) if buf.len() as u64 > line_bytes_max => Line::Invalid {
+                Ok(None) => return,
+                Ok(Some(false)) => Line::Invalid {
                     line: n,
                     error: format!("longer than {line_bytes_max} bytes"),
                 },

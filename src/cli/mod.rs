@@ -133,6 +133,28 @@ pub fn open_db(dir: &std::path::Path, options: &Options) -> replaydb::Result<rep
     )
 }
 
+/// Reads one line (with its `\n`, if any) into `buf`, reading at most
+/// `bytes_max + 1` bytes of it: `Ok(None)` at the end of input,
+/// `Ok(Some(false))` for a line longer than `bytes_max` (the rest of it is
+/// not read), `Ok(Some(true))` otherwise. A line from stdin never grows
+/// memory past its bound.
+pub fn read_line_bounded(
+    input: &mut impl std::io::BufRead,
+    bytes_max: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let n = std::io::BufRead::read_until(
+        &mut std::io::Read::take(input, bytes_max.saturating_add(1)),
+        b'\n',
+        buf,
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(buf.len() as u64 <= bytes_max))
+}
+
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

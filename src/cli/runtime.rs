@@ -1,6 +1,6 @@
 //! `replaydb runtime ...`: worker runtimes, driven from a shell.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 use clap::{Args, Subcommand};
@@ -453,13 +453,27 @@ fn run_worker(runtime: &Runtime, command: &WorkerCommand, out: &mut impl Write) 
                 }
             };
             if *stdin {
-                for (n, line) in std::io::stdin().lock().lines().enumerate() {
-                    let line = line?;
+                // An input is one record: a line longer than a record can
+                // never be accepted, and is not read whole.
+                let line_bytes_max = runtime.db().options().record_bytes_max;
+                let mut stdin = std::io::stdin().lock();
+                let mut buf = Vec::new();
+                for n in 1u64.. {
+                    let bad = |why: &str| Failure {
+                        message: format!("stdin line {n}: {why}"),
+                        code: 1,
+                    };
+                    match crate::cli::read_line_bounded(&mut stdin, line_bytes_max, &mut buf)? {
+                        None => break,
+                        Some(false) => {
+                            return Err(bad(&format!("longer than {line_bytes_max} bytes")));
+                        }
+                        Some(true) => {}
+                    }
+                    let line = std::str::from_utf8(&buf).map_err(|e| bad(&e.to_string()))?;
+                    let line = line.strip_suffix('\n').unwrap_or(line);
                     let Some((w, content)) = line.split_once('\t') else {
-                        return Err(Failure {
-                            message: format!("stdin line {}: expected WORKER<TAB>CONTENT", n + 1),
-                            code: 1,
-                        });
+                        return Err(bad("expected WORKER<TAB>CONTENT"));
                     };
                     let ack =
                         runtime.send_input(&worker_ref(runtime, w)?, input(content.to_string()))?;

@@ -36,6 +36,7 @@ use lock::DirLock;
 use versions::VersionCache;
 
 pub use applier::CheckpointOutcome;
+pub(crate) use subscribe::AppliedWatch;
 pub use subscribe::Subscription;
 
 /// Shared state behind every [`Db`] clone.
@@ -317,6 +318,34 @@ impl Db {
         Ok((done.last_lsn >= done.first_lsn).then_some(done))
     }
 
+    /// [`Db::execute`] for a decision that also answers its caller:
+    /// `decide` returns the events and a value, which is handed back once
+    /// the events are committed (durable, in the default mode). A refusal
+    /// is [`Error::rejected`], turned back with [`Error::into_rejected`].
+    pub fn execute_with<T: Send + 'static>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        decide: impl FnOnce(&ViewSet<'_>) -> Result<(Vec<Vec<u8>>, T)> + Send + 'static,
+    ) -> Result<(Option<Appended>, T)> {
+        let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let out = answer.clone();
+        let appended = self.execute(stream, expected, move |views| {
+            let (events, value) = decide(views)?;
+            *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+            Ok(events)
+        })?;
+        let value = answer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or(Error::InvalidArgument {
+                op: "execute",
+                reason: "the command was committed without being decided".into(),
+            })?;
+        Ok((appended, value))
+    }
+
     /// Sets what `stream`'s history keeps (see [`Retention`]). The change
     /// is an event on `$retention`, so it survives like any other; it
     /// removes at once what a count or truncate limit no longer keeps,
@@ -406,30 +435,6 @@ impl Db {
     /// background thread).
     pub(crate) fn downgrade(&self) -> WeakDb {
         WeakDb(Arc::downgrade(&self.inner))
-    }
-
-    /// A receiver that wakes when the store's applied LSN moves (for
-    /// views' own subscriptions).
-    pub(crate) fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.health.watch_applied()
-    }
-
-    /// Blocks until the store has applied `lsn`, or the handle is
-    /// poisoned.
-    pub(crate) fn wait_applied(&self, lsn: u64) -> Result<()> {
-        self.inner.wait_applied(lsn)
-    }
-
-    /// Wakes the applier if the log holds more than the store applied.
-    pub(crate) fn kick_applier_past(&self, applied_lsn: u64) {
-        if self.last_lsn() > applied_lsn {
-            self.inner.applier.kick();
-        }
-    }
-
-    /// The handle's poison, if any.
-    pub(crate) fn check_poison(&self) -> Result<()> {
-        self.inner.check_poison()
     }
 
     /// LSN of the last committed event (0 for an empty log).
@@ -529,11 +534,7 @@ impl Db {
                 oldest_available: history_from,
             });
         }
-        Ok(Subscription::new(
-            self.clone(),
-            self.inner.health.watch_applied(),
-            from_lsn,
-        ))
+        Ok(Subscription::new(self.clone(), from_lsn))
     }
 
     /// Reads the in-memory part of the registered view of type `V` through

@@ -27,7 +27,7 @@ const PAGE_EVENTS: usize = 1024;
 #[derive(Debug)]
 pub struct Subscription {
     db: Db,
-    applied: watch::Receiver<u64>,
+    applied: AppliedWatch,
     next_lsn: u64,
     buffer: VecDeque<Event>,
     failed: bool,
@@ -39,10 +39,10 @@ enum Step {
 }
 
 impl Subscription {
-    pub(crate) fn new(db: Db, applied: watch::Receiver<u64>, from_lsn: u64) -> Self {
+    pub(crate) fn new(db: Db, from_lsn: u64) -> Self {
         Subscription {
+            applied: AppliedWatch::new(&db),
             db,
-            applied,
             next_lsn: from_lsn,
             buffer: VecDeque::new(),
             failed: false,
@@ -113,17 +113,14 @@ impl Subscription {
             return None;
         }
         loop {
-            self.applied.borrow_and_update();
             match self.step() {
                 Ok(Step::Ready(e)) => return self.finish(Ok(e)),
                 Ok(Step::Wait) => {}
                 Err(e) => return self.finish(Err(e)),
             }
-            if self.db.last_lsn() >= self.next_lsn {
-                self.db.inner.applier.kick();
-            }
-            if self.applied.changed().await.is_err() {
-                return self.finish(Err(closed()));
+            let waited = self.applied.wait_past_async(self.next_lsn - 1).await;
+            if let Err(e) = waited {
+                return self.finish(Err(e));
             }
         }
     }
@@ -180,5 +177,44 @@ fn closed() -> Error {
     Error::InvalidArgument {
         op: "subscribe",
         reason: "the database was closed".into(),
+    }
+}
+
+/// What a view's own follower (a runtime subscription, a KV watch) waits
+/// on: the store's applied LSN moving past the LSN its last page
+/// reflected. One place for the blocking and the async wait.
+#[derive(Debug)]
+pub(crate) struct AppliedWatch {
+    db: Db,
+    applied: watch::Receiver<u64>,
+}
+
+impl AppliedWatch {
+    pub(crate) fn new(db: &Db) -> AppliedWatch {
+        AppliedWatch {
+            db: db.clone(),
+            applied: db.inner.health.watch_applied(),
+        }
+    }
+
+    /// Blocks the thread until the store has applied past `lsn`.
+    pub(crate) fn wait_past(&self, lsn: u64) -> Result<()> {
+        self.db.inner.wait_applied(lsn + 1)
+    }
+
+    /// Waits, without blocking a tokio worker, until the store has
+    /// applied past `lsn`.
+    pub(crate) async fn wait_past_async(&mut self, lsn: u64) -> Result<()> {
+        loop {
+            if *self.applied.borrow_and_update() > lsn {
+                return self.db.inner.check_poison();
+            }
+            if self.db.last_lsn() > lsn {
+                self.db.inner.applier.kick();
+            }
+            if self.applied.changed().await.is_err() {
+                return Err(closed());
+            }
+        }
     }
 }

@@ -32,7 +32,7 @@ mod watch;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use key::{KEY_BYTES_MAX, Key};
@@ -84,12 +84,6 @@ pub enum StoreOutcome {
     Exists(u64),
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn not_registered(op: &'static str) -> KvError {
     KvError::Db(crate::Error::InvalidArgument {
         op,
@@ -109,7 +103,7 @@ fn check_len(what: &str, s: &str) -> Result<(), KvError> {
 
 fn encode(op: &'static str, change: KvChange) -> crate::Result<Vec<u8>> {
     KvRecord {
-        at_unix_ms: now_ms(),
+        at_unix_ms: crate::stream::now_unix_ms(),
         change,
     }
     .encode()
@@ -238,7 +232,7 @@ impl KvStore {
         self.read(|t| {
             let mut out = Vec::new();
             t.scan(BUCKETS, &[], &[], |k, _| {
-                out.push(String::from_utf8_lossy(k).into_owned());
+                out.push(t.text(BUCKETS, k)?.to_string());
                 Ok(true)
             })?;
             Ok(out)
@@ -318,9 +312,7 @@ fn command<T: Send + 'static>(
     op: &'static str,
     decide: impl FnOnce(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError> + Send + 'static,
 ) -> Result<T, KvError> {
-    let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
-    let out = answer.clone();
-    let result = db.execute(KV_STREAM, ExpectedVersion::Any, move |views| {
+    let result = db.execute_with(KV_STREAM, ExpectedVersion::Any, move |views| {
         let read = views
             .tables::<KvView>()
             .ok_or_else(|| crate::Error::InvalidArgument {
@@ -329,22 +321,17 @@ fn command<T: Send + 'static>(
             })?;
         // The first event of this command gets the next LSN.
         let revision = views.applied_lsn() + 1;
-        let (changes, value) = decide(&Tables { read: &read }, revision)
-            .map_err(|e| crate::Error::Rejected(Box::new(e)))?;
-        *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
-        changes.into_iter().map(|c| encode(op, c)).collect()
+        let (changes, value) =
+            decide(&Tables { read: &read }, revision).map_err(crate::Error::rejected)?;
+        let events = changes
+            .into_iter()
+            .map(|c| encode(op, c))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok((events, value))
     });
     match result {
-        Ok(_) => answer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| not_registered(op)),
-        Err(crate::Error::Rejected(e)) => match e.downcast::<KvError>() {
-            Ok(e) => Err(*e),
-            Err(other) => Err(KvError::Db(crate::Error::Rejected(other))),
-        },
-        Err(e) => Err(KvError::Db(e)),
+        Ok((_, value)) => Ok(value),
+        Err(e) => Err(e.into_rejected::<KvError>().unwrap_or_else(KvError::Db)),
     }
 }
 
@@ -458,7 +445,7 @@ fn bucket_ttls(db: &Db) -> Result<HashMap<String, Duration>, KvError> {
         t.scan(BUCKETS, &[], &[], |k, v| {
             let row: view::BucketRow = t.decode(BUCKETS, k, v)?;
             ttls.insert(
-                String::from_utf8_lossy(k).into_owned(),
+                t.text(BUCKETS, k)?.to_string(),
                 Duration::from_millis(row.ttl_ms),
             );
             Ok(true)
@@ -650,10 +637,7 @@ impl Bucket {
         self.store.read(|t| {
             let mut out = HashMap::new();
             t.scan(VALUES, &prefix, &prefix, |rest, v| {
-                out.insert(
-                    Key::new(self.full(&String::from_utf8_lossy(rest))),
-                    v.to_vec(),
-                );
+                out.insert(Key::new(self.full(t.text(VALUES, rest)?)), v.to_vec());
                 Ok(true)
             })?;
             Ok(out)
@@ -690,7 +674,7 @@ impl Bucket {
         let bucket = bucket_prefix(&self.name);
         self.store.read(|t| {
             t.scan(KEYS, &bucket, &from, |rest, _| {
-                let k = String::from_utf8_lossy(rest).into_owned();
+                let k = t.text(KEYS, rest)?.to_string();
                 if !k.starts_with(prefix) {
                     return Ok(false);
                 }

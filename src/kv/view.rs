@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::lease::Leases;
 use super::record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
 use crate::stream::EventRef;
-use crate::views::{View, ViewTables, ViewTablesRead};
+use crate::views::{View, ViewTables, ViewTablesRead, encode_row, push_len_prefixed};
 
 /// The view's name (it names its tables in the store).
 pub const KV_VIEW: &str = "kv";
@@ -66,14 +66,9 @@ pub struct ChangeRow {
     pub reason: Option<DeleteReason>,
 }
 
-pub(crate) fn push_lp(k: &mut Vec<u8>, s: &str) {
-    k.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
-    k.extend_from_slice(s.as_bytes());
-}
-
 pub(crate) fn bucket_prefix(bucket: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + bucket.len() + 16);
-    push_lp(&mut k, bucket);
+    push_len_prefixed(&mut k, bucket);
     k
 }
 
@@ -91,7 +86,7 @@ pub(crate) fn change_key(bucket: &str, revision: u64) -> Vec<u8> {
 
 pub(crate) fn lease_key(lease: u64, bucket: &str, key: &str) -> Vec<u8> {
     let mut k = lease.to_be_bytes().to_vec();
-    push_lp(&mut k, bucket);
+    push_len_prefixed(&mut k, bucket);
     k.extend_from_slice(key.as_bytes());
     k
 }
@@ -103,13 +98,6 @@ pub(crate) fn split_lease_key(k: &[u8]) -> Option<(u64, String, String)> {
     let bucket = std::str::from_utf8(k.get(12..12 + len)?).ok()?;
     let key = std::str::from_utf8(k.get(12 + len..)?).ok()?;
     Some((lease, bucket.to_string(), key.to_string()))
-}
-
-fn encode<T: Serialize>(op: &'static str, row: &T) -> crate::Result<Vec<u8>> {
-    rmp_serde::to_vec_named(row).map_err(|e| crate::Error::InvalidArgument {
-        op,
-        reason: e.to_string(),
-    })
 }
 
 /// Typed reads of the view's tables.
@@ -154,6 +142,12 @@ impl Tables<'_, '_> {
                 Some(rest) => visit(rest, v),
                 None => Ok(false),
             })
+    }
+
+    /// A key's text (a bucket name or a key are UTF-8; anything else in
+    /// `table` is damage, never passed over or altered).
+    pub fn text<'k>(&self, table: &str, k: &'k [u8]) -> crate::Result<&'k str> {
+        std::str::from_utf8(k).map_err(|_| self.read.bad_value(table, k))
     }
 
     /// Decodes a row of `table` read by [`Tables::scan`].
@@ -209,7 +203,11 @@ impl KvView {
                     ttl_ms: *ttl_ms,
                     created_revision: lsn,
                 };
-                tables.put(BUCKETS, bucket.as_bytes(), &encode("save kv bucket", &row)?)?;
+                tables.put(
+                    BUCKETS,
+                    bucket.as_bytes(),
+                    &encode_row("save kv bucket", &row)?,
+                )?;
             }
             KvChange::Put {
                 bucket,
@@ -234,7 +232,7 @@ impl KvView {
                     lease: *lease,
                 };
                 let k = key_key(bucket, key);
-                tables.put(KEYS, &k, &encode("save kv key", &row)?)?;
+                tables.put(KEYS, &k, &encode_row("save kv key", &row)?)?;
                 tables.put(VALUES, &k, value)?;
                 if *lease != 0 {
                     tables.put(LEASES, &lease_key(*lease, bucket, key), &[])?;
@@ -248,7 +246,7 @@ impl KvView {
                 tables.put(
                     CHANGES,
                     &change_key(bucket, lsn),
-                    &encode("save kv change", &change)?,
+                    &encode_row("save kv change", &change)?,
                 )?;
             }
             KvChange::Delete {
@@ -273,7 +271,7 @@ impl KvView {
                 tables.put(
                     CHANGES,
                     &change_key(bucket, lsn),
-                    &encode("save kv change", &change)?,
+                    &encode_row("save kv change", &change)?,
                 )?;
             }
         }
@@ -316,10 +314,12 @@ impl View for KvView {
         loop {
             let mut next = None;
             tables.for_each_from(LEASES, Some(&from.to_be_bytes()), |k, _| {
-                next = k
+                let lease = k
                     .get(..8)
                     .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map(u64::from_be_bytes);
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| tables.bad_value(LEASES, k))?;
+                next = Some(lease);
                 Ok(false)
             })?;
             match next {

@@ -10,13 +10,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tokio::sync::watch;
-
 use super::key::Key;
 use super::record::DeleteReason;
 use super::view::{CHANGES, ChangeRow, VALUES, bucket_prefix, change_key, key_key};
 use super::{KvError, read_at};
-use crate::engine::Db;
+use crate::engine::{AppliedWatch, Db};
 
 /// Changes read from the store at a time.
 const PAGE_CHANGES: usize = 256;
@@ -73,7 +71,7 @@ pub struct Watch {
     /// The first revision not yet read.
     next_revision: u64,
     buffer: VecDeque<Revisioned>,
-    applied: watch::Receiver<u64>,
+    applied: AppliedWatch,
 }
 
 impl Watch {
@@ -83,7 +81,7 @@ impl Watch {
         let (state, lsn) = read_at(&db, |t| {
             let mut state = HashMap::new();
             t.scan(VALUES, &bucket_keys, &from, |rest, v| {
-                let key = String::from_utf8_lossy(rest).into_owned();
+                let key = t.text(VALUES, rest)?.to_string();
                 if !key.starts_with(prefix.as_str()) {
                     return Ok(false);
                 }
@@ -103,7 +101,7 @@ impl Watch {
 
     pub(crate) fn from_revision(db: Db, bucket: String, prefix: String, revision: u64) -> Watch {
         Watch {
-            applied: db.watch_applied(),
+            applied: AppliedWatch::new(&db),
             db,
             bucket,
             prefix,
@@ -178,7 +176,7 @@ impl Watch {
             if let Some(lsn) = self.fill()?
                 && self.buffer.is_empty()
             {
-                self.db.wait_applied(lsn + 1)?;
+                self.applied.wait_past(lsn)?;
             }
         }
     }
@@ -194,21 +192,10 @@ impl Watch {
             if let Some(e) = self.buffer.pop_front() {
                 return Ok(e);
             }
-            self.applied.borrow_and_update();
             let Some(lsn) = self.fill()? else { continue };
-            if !self.buffer.is_empty() {
-                continue;
+            if self.buffer.is_empty() {
+                self.applied.wait_past_async(lsn).await?;
             }
-            while *self.applied.borrow_and_update() <= lsn {
-                self.db.kick_applier_past(lsn);
-                if self.applied.changed().await.is_err() {
-                    return Err(KvError::Db(crate::Error::InvalidArgument {
-                        op: "kv watch",
-                        reason: "the database was closed".into(),
-                    }));
-                }
-            }
-            self.db.check_poison()?;
         }
     }
 

@@ -339,12 +339,6 @@ pub struct HistoryPage {
     pub next: Option<u64>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn check_name(name: &str) -> Result<(), RegistryError> {
     crate::stream::validate_stream_name(name).map_err(|e| RegistryError::InvalidScope {
         reason: format!("pod name: {e}"),
@@ -446,11 +440,9 @@ impl Registry {
     ) -> Result<Vec<Change>, RegistryError> {
         // What the decision made of it: the changes written, and a refusal
         // that still wrote a reclaim.
-        let decided: Arc<Mutex<(Vec<Change>, Option<RegistryError>)>> = Arc::default();
-        let out = decided.clone();
         let result =
             self.db
-                .execute(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
+                .execute_with(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
                     let view = views.get::<RegistryView>().ok_or_else(|| {
                         crate::Error::InvalidArgument {
                             op,
@@ -464,17 +456,17 @@ impl Registry {
                             let alive = reclaim_on_refusal.as_deref().unwrap_or(&|_| true);
                             let reclaimed = decide::reclaim_stale(state, alive);
                             if reclaimed.is_empty() {
-                                return Err(crate::Error::Rejected(Box::new(e)));
+                                return Err(crate::Error::rejected(e));
                             }
                             (reclaimed, "reclaim_stale", Some(e))
                         }
-                        Err(e) => return Err(crate::Error::Rejected(Box::new(e))),
+                        Err(e) => return Err(crate::Error::rejected(e)),
                     };
                     if changes.is_empty() {
-                        return Ok(Vec::new());
+                        return Ok((Vec::new(), (Vec::new(), None)));
                     }
                     let record = RegistryRecord {
-                        at_unix_ms: now_ms(),
+                        at_unix_ms: crate::stream::now_unix_ms(),
                         by_pid: std::process::id(),
                         op: op_name.to_string(),
                         changes: changes.clone(),
@@ -484,28 +476,14 @@ impl Registry {
                             op,
                             reason: e.to_string(),
                         })?;
-                    if let Ok(mut o) = out.lock() {
-                        *o = (changes, refusal);
-                    }
-                    Ok(vec![data])
+                    Ok((vec![data], (changes, refusal)))
                 });
         match result {
-            Ok(_) => {
-                let (changes, refusal) = std::mem::take(
-                    &mut *decided
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                );
-                match refusal {
-                    Some(e) => Err(e),
-                    None => Ok(changes),
-                }
-            }
-            Err(crate::Error::Rejected(e)) => match e.downcast::<RegistryError>() {
-                Ok(e) => Err(*e),
-                Err(other) => Err(RegistryError::Db(crate::Error::Rejected(other))),
-            },
-            Err(e) => Err(RegistryError::Db(e)),
+            Ok((_, (_, Some(refusal)))) => Err(refusal),
+            Ok((_, (changes, None))) => Ok(changes),
+            Err(e) => Err(e
+                .into_rejected::<RegistryError>()
+                .unwrap_or_else(RegistryError::Db)),
         }
     }
 

@@ -27,7 +27,6 @@ mod subscribe;
 pub mod view;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 pub use model::*;
 pub use record::{RUNTIME_STREAM, RuntimeChange, RuntimeRecord};
@@ -106,12 +105,6 @@ pub enum RuntimeError {
     /// table and the key).
     #[error(transparent)]
     Db(#[from] crate::Error),
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn not_registered(op: &'static str) -> RuntimeError {
@@ -201,7 +194,7 @@ impl Runtimes {
                 Some(RuntimeRecord {
                     runtime_id: id.clone(),
                     event_id: 1,
-                    at_unix_ms: now_ms(),
+                    at_unix_ms: crate::stream::now_unix_ms(),
                     change: RuntimeChange::Started {
                         display_name: options.display_name,
                         limits: options.limits,
@@ -306,41 +299,31 @@ impl Runtime {
         op: &'static str,
         decide: impl FnOnce(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
-        let out = answer.clone();
         let result =
             self.db
-                .execute(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
+                .execute_with(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
                     let read = views.tables::<RuntimeView>().ok_or_else(|| {
                         crate::Error::InvalidArgument {
                             op,
                             reason: "the runtime view is not registered".into(),
                         }
                     })?;
-                    let (record, value) = decide(&Tables { read: &read })
-                        .map_err(|e| crate::Error::Rejected(Box::new(e)))?;
-                    *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
-                    match record {
-                        None => Ok(Vec::new()),
-                        Some(r) => Ok(vec![r.encode().map_err(|e| {
-                            crate::Error::InvalidArgument {
-                                op,
-                                reason: e.to_string(),
-                            }
-                        })?]),
-                    }
+                    let (record, value) =
+                        decide(&Tables { read: &read }).map_err(crate::Error::rejected)?;
+                    let events = match record {
+                        None => Vec::new(),
+                        Some(r) => vec![r.encode().map_err(|e| crate::Error::InvalidArgument {
+                            op,
+                            reason: e.to_string(),
+                        })?],
+                    };
+                    Ok((events, value))
                 });
         match result {
-            Ok(_) => answer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-                .ok_or_else(|| not_registered(op)),
-            Err(crate::Error::Rejected(e)) => match e.downcast::<RuntimeError>() {
-                Ok(e) => Err(*e),
-                Err(other) => Err(RuntimeError::Db(crate::Error::Rejected(other))),
-            },
-            Err(e) => Err(RuntimeError::Db(e)),
+            Ok((_, value)) => Ok(value),
+            Err(e) => Err(e
+                .into_rejected::<RuntimeError>()
+                .unwrap_or_else(RuntimeError::Db)),
         }
     }
 
@@ -369,7 +352,7 @@ impl Runtime {
                 change.map(|change| RuntimeRecord {
                     runtime_id: id,
                     event_id: meta.last_event_id + 1,
-                    at_unix_ms: now_ms(),
+                    at_unix_ms: crate::stream::now_unix_ms(),
                     change,
                 }),
                 answer,
@@ -481,7 +464,7 @@ impl Runtime {
                 Some(RuntimeRecord {
                     runtime_id: id,
                     event_id,
-                    at_unix_ms: now_ms(),
+                    at_unix_ms: crate::stream::now_unix_ms(),
                     change: RuntimeChange::Stopped,
                 }),
                 event_id,

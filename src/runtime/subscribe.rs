@@ -4,89 +4,143 @@
 //! again. A subscription owes its caller only a cursor, so it resumes
 //! without loss from wherever it was, after any length of absence.
 
-use tokio::sync::watch;
-
 use super::model::{
     EventCursor, RuntimeEventBatch, TranscriptProjection, TranscriptQuery, WorkerRef,
 };
 use super::{Runtime, RuntimeError};
+use crate::engine::AppliedWatch;
 
-/// What a subscription waits on: the applied LSN.
-#[derive(Debug)]
-struct Waiter {
-    applied: watch::Receiver<u64>,
+/// What a look at the view found.
+enum Poll<T> {
+    Page(T),
+    /// Nothing yet, as of this LSN.
+    Wait(u64),
+    /// Nothing, and nothing can come.
+    Done,
 }
 
-impl Waiter {
-    fn new(runtime: &Runtime) -> Waiter {
-        Waiter {
-            applied: runtime.db.watch_applied(),
+/// What a subscription reads a page of, and where it goes on from.
+trait Pager {
+    type Page;
+    fn poll(&mut self, runtime: &Runtime, limit: usize) -> Result<Poll<Self::Page>, RuntimeError>;
+}
+
+/// The one follow loop both subscriptions share.
+#[derive(Debug)]
+struct Follow<P> {
+    runtime: Runtime,
+    pager: P,
+    waiter: AppliedWatch,
+}
+
+impl<P: Pager> Follow<P> {
+    fn new(runtime: Runtime, pager: P) -> Follow<P> {
+        Follow {
+            waiter: AppliedWatch::new(&runtime.db),
+            runtime,
+            pager,
         }
     }
 
-    /// Blocks until the store has applied past `lsn`.
-    fn wait_past(&self, runtime: &Runtime, lsn: u64) -> Result<(), RuntimeError> {
-        Ok(runtime.db.wait_applied(lsn + 1)?)
+    fn try_next(&mut self, limit: usize) -> Result<Option<P::Page>, RuntimeError> {
+        Ok(match self.pager.poll(&self.runtime, limit)? {
+            Poll::Page(p) => Some(p),
+            Poll::Wait(_) | Poll::Done => None,
+        })
     }
 
-    /// Waits, without blocking a tokio worker, until the store has applied
-    /// past `lsn`.
-    async fn wait_past_async(&mut self, runtime: &Runtime, lsn: u64) -> Result<(), RuntimeError> {
+    fn next_blocking(&mut self, limit: usize) -> Result<Option<P::Page>, RuntimeError> {
+        check_limit(limit)?;
         loop {
-            if *self.applied.borrow_and_update() > lsn {
-                return Ok(runtime.db.check_poison()?);
-            }
-            runtime.db.kick_applier_past(lsn);
-            if self.applied.changed().await.is_err() {
-                return Err(RuntimeError::Db(crate::Error::InvalidArgument {
-                    op: "subscribe runtime",
-                    reason: "the database was closed".into(),
-                }));
+            match self.pager.poll(&self.runtime, limit)? {
+                Poll::Page(p) => return Ok(Some(p)),
+                Poll::Done => return Ok(None),
+                Poll::Wait(lsn) => self.waiter.wait_past(lsn)?,
             }
         }
+    }
+
+    async fn next_async(&mut self, limit: usize) -> Result<Option<P::Page>, RuntimeError> {
+        check_limit(limit)?;
+        loop {
+            match self.pager.poll(&self.runtime, limit)? {
+                Poll::Page(p) => return Ok(Some(p)),
+                Poll::Done => return Ok(None),
+                Poll::Wait(lsn) => self.waiter.wait_past_async(lsn).await?,
+            }
+        }
+    }
+}
+
+fn check_limit(limit: usize) -> Result<(), RuntimeError> {
+    if limit == 0 {
+        return Err(RuntimeError::InvalidRequest(
+            "a subscription's limit must be above zero".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Events from a cursor on; done once the runtime is stopped and its last
+/// event has been read (it records no more).
+#[derive(Debug)]
+struct EventPager {
+    cursor: EventCursor,
+}
+
+impl Pager for EventPager {
+    type Page = RuntimeEventBatch;
+
+    fn poll(&mut self, runtime: &Runtime, limit: usize) -> Result<Poll<Self::Page>, RuntimeError> {
+        let (batch, lsn, running) = runtime.events_at(&self.cursor, limit)?;
+        if batch.events.is_empty() {
+            return Ok(if running { Poll::Wait(lsn) } else { Poll::Done });
+        }
+        self.cursor = batch.cursor.clone();
+        Ok(Poll::Page(batch))
+    }
+}
+
+/// A transcript from an index on; done once the worker is no longer
+/// running and every entry has been read.
+#[derive(Debug)]
+struct TranscriptPager {
+    worker_ref: WorkerRef,
+    next_start: usize,
+}
+
+impl Pager for TranscriptPager {
+    type Page = TranscriptProjection;
+
+    fn poll(&mut self, runtime: &Runtime, limit: usize) -> Result<Poll<Self::Page>, RuntimeError> {
+        let query = TranscriptQuery::new(self.next_start, limit);
+        let (page, lsn, active) = runtime.transcript_at(&self.worker_ref, query)?;
+        if page.items.is_empty() {
+            return Ok(if active { Poll::Wait(lsn) } else { Poll::Done });
+        }
+        self.next_start += page.items.len();
+        Ok(Poll::Page(page))
     }
 }
 
 /// A runtime's events from a cursor on, a batch at a time, waiting for
 /// new ones.
 #[derive(Debug)]
-pub struct EventSubscription {
-    runtime: Runtime,
-    cursor: EventCursor,
-    waiter: Waiter,
-}
+pub struct EventSubscription(Follow<EventPager>);
 
 impl EventSubscription {
     pub(crate) fn new(runtime: Runtime, cursor: EventCursor) -> EventSubscription {
-        EventSubscription {
-            waiter: Waiter::new(&runtime),
-            runtime,
-            cursor,
-        }
+        EventSubscription(Follow::new(runtime, EventPager { cursor }))
     }
 
     /// Where the next batch starts: save it to resume later.
     pub fn cursor(&self) -> &EventCursor {
-        &self.cursor
+        &self.0.pager.cursor
     }
 
     /// The next events (at most `limit`) if there are any now.
     pub fn try_next(&mut self, limit: usize) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
-        Ok(match self.poll(limit)? {
-            Poll::Page(b) => Some(b),
-            Poll::Wait(_) | Poll::Done => None,
-        })
-    }
-
-    /// The next batch if there is one now; `Done` once the runtime is
-    /// stopped and its last event has been read (it records no more).
-    fn poll(&mut self, limit: usize) -> Result<Poll<RuntimeEventBatch>, RuntimeError> {
-        let (batch, lsn, running) = self.runtime.events_at(&self.cursor, limit)?;
-        if batch.events.is_empty() {
-            return Ok(if running { Poll::Wait(lsn) } else { Poll::Done });
-        }
-        self.cursor = batch.cursor.clone();
-        Ok(Poll::Page(batch))
+        self.0.try_next(limit)
     }
 
     /// The next events (at most `limit`, at least one), blocking the
@@ -97,16 +151,7 @@ impl EventSubscription {
         &mut self,
         limit: usize,
     ) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
-        if limit == 0 {
-            return Err(zero_limit());
-        }
-        loop {
-            match self.poll(limit)? {
-                Poll::Page(b) => return Ok(Some(b)),
-                Poll::Done => return Ok(None),
-                Poll::Wait(lsn) => self.waiter.wait_past(&self.runtime, lsn)?,
-            }
-        }
+        self.0.next_blocking(limit)
     }
 
     /// [`EventSubscription::next_blocking`] for async callers.
@@ -114,67 +159,32 @@ impl EventSubscription {
         &mut self,
         limit: usize,
     ) -> Result<Option<RuntimeEventBatch>, RuntimeError> {
-        if limit == 0 {
-            return Err(zero_limit());
-        }
-        loop {
-            match self.poll(limit)? {
-                Poll::Page(b) => return Ok(Some(b)),
-                Poll::Done => return Ok(None),
-                Poll::Wait(lsn) => {
-                    let runtime = self.runtime.clone();
-                    self.waiter.wait_past_async(&runtime, lsn).await?;
-                }
-            }
-        }
+        self.0.next_async(limit).await
     }
 }
 
 /// One worker's transcript from an index on, a page at a time, waiting
 /// for new entries.
 #[derive(Debug)]
-pub struct TranscriptSubscription {
-    runtime: Runtime,
-    worker_ref: WorkerRef,
-    next_start: usize,
-    waiter: Waiter,
-}
+pub struct TranscriptSubscription(Follow<TranscriptPager>);
 
 impl TranscriptSubscription {
     pub(crate) fn new(runtime: Runtime, worker_ref: WorkerRef, start: usize) -> Self {
-        TranscriptSubscription {
-            waiter: Waiter::new(&runtime),
-            runtime,
+        let pager = TranscriptPager {
             worker_ref,
             next_start: start,
-        }
+        };
+        TranscriptSubscription(Follow::new(runtime, pager))
     }
 
     /// The index of the next entry it yields: save it to resume later.
     pub fn next_start(&self) -> usize {
-        self.next_start
-    }
-
-    /// The next page if there is one now; `done` when the worker is no
-    /// longer running and every entry has been read.
-    fn poll(&mut self, limit: usize) -> Result<Poll<TranscriptProjection>, RuntimeError> {
-        let (page, lsn, active) = self.runtime.transcript_at(
-            &self.worker_ref,
-            TranscriptQuery::new(self.next_start, limit),
-        )?;
-        if page.items.is_empty() {
-            return Ok(if active { Poll::Wait(lsn) } else { Poll::Done });
-        }
-        self.next_start += page.items.len();
-        Ok(Poll::Page(page))
+        self.0.pager.next_start
     }
 
     /// The next entries if there are any now.
     pub fn try_next(&mut self, limit: usize) -> Result<Option<TranscriptProjection>, RuntimeError> {
-        Ok(match self.poll(limit)? {
-            Poll::Page(p) => Some(p),
-            Poll::Wait(_) | Poll::Done => None,
-        })
+        self.0.try_next(limit)
     }
 
     /// The next entries (at most `limit`, at least one), blocking the
@@ -185,16 +195,7 @@ impl TranscriptSubscription {
         &mut self,
         limit: usize,
     ) -> Result<Option<TranscriptProjection>, RuntimeError> {
-        if limit == 0 {
-            return Err(zero_limit());
-        }
-        loop {
-            match self.poll(limit)? {
-                Poll::Page(p) => return Ok(Some(p)),
-                Poll::Done => return Ok(None),
-                Poll::Wait(lsn) => self.waiter.wait_past(&self.runtime, lsn)?,
-            }
-        }
+        self.0.next_blocking(limit)
     }
 
     /// [`TranscriptSubscription::next_blocking`] for async callers.
@@ -202,30 +203,6 @@ impl TranscriptSubscription {
         &mut self,
         limit: usize,
     ) -> Result<Option<TranscriptProjection>, RuntimeError> {
-        if limit == 0 {
-            return Err(zero_limit());
-        }
-        loop {
-            match self.poll(limit)? {
-                Poll::Page(p) => return Ok(Some(p)),
-                Poll::Done => return Ok(None),
-                Poll::Wait(lsn) => {
-                    let runtime = self.runtime.clone();
-                    self.waiter.wait_past_async(&runtime, lsn).await?;
-                }
-            }
-        }
+        self.0.next_async(limit).await
     }
-}
-
-/// What a look at the view found.
-enum Poll<T> {
-    Page(T),
-    /// Nothing yet, as of this LSN.
-    Wait(u64),
-    Done,
-}
-
-fn zero_limit() -> RuntimeError {
-    RuntimeError::InvalidRequest("a subscription's limit must be above zero".into())
 }

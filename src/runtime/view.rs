@@ -27,7 +27,7 @@ use super::model::{
 };
 use super::record::{RUNTIME_STREAM, RuntimeChange, RuntimeRecord};
 use crate::stream::EventRef;
-use crate::views::{View, ViewTables, ViewTablesRead};
+use crate::views::{View, ViewTables, ViewTablesRead, encode_row, push_len_prefixed};
 
 /// The view's name (it names its tables in the store).
 pub const RUNTIME_VIEW: &str = "runtime";
@@ -111,18 +111,10 @@ pub struct DiagnosticRow {
     pub worker_id: Option<WorkerId>,
 }
 
-/// `lp(id)`: the id's length (u32 BE) and its bytes.
-fn push_lp(key: &mut Vec<u8>, id: &str) {
-    // Ids written are bounded by ID_BYTES_MAX; one looked up may be
-    // longer (it then finds nothing), never longer than u32::MAX.
-    key.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-}
-
 /// The prefix of every key of a runtime's rows.
 pub(crate) fn runtime_prefix(rt: &RuntimeId) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + rt.as_str().len() + 16);
-    push_lp(&mut k, rt.as_str());
+    push_len_prefixed(&mut k, rt.as_str());
     k
 }
 
@@ -141,7 +133,7 @@ pub(crate) fn numbered_key(rt: &RuntimeId, n: u64) -> Vec<u8> {
 /// The prefix of a worker's transcript keys.
 pub(crate) fn transcript_prefix(rt: &RuntimeId, w: &WorkerId) -> Vec<u8> {
     let mut k = runtime_prefix(rt);
-    push_lp(&mut k, w.as_str());
+    push_len_prefixed(&mut k, w.as_str());
     k
 }
 
@@ -149,13 +141,6 @@ pub(crate) fn transcript_key(rt: &RuntimeId, w: &WorkerId, sequence: u64) -> Vec
     let mut k = transcript_prefix(rt, w);
     k.extend_from_slice(&sequence.to_be_bytes());
     k
-}
-
-fn encode<T: Serialize>(op: &'static str, row: &T) -> crate::Result<Vec<u8>> {
-    rmp_serde::to_vec_named(row).map_err(|e| crate::Error::InvalidArgument {
-        op,
-        reason: e.to_string(),
-    })
 }
 
 /// Typed reads of the view's tables, at one commit (a reader's) or in the
@@ -416,7 +401,7 @@ impl RuntimeView {
                     tables.put(
                         WORKERS,
                         &worker_key(rt, &id),
-                        &encode("save runtime worker", &w)?,
+                        &encode_row("save runtime worker", &w)?,
                     )?;
                 }
                 event(
@@ -438,7 +423,7 @@ impl RuntimeView {
                 tables.put(
                     WORKERS,
                     &worker_key(rt, worker_id),
-                    &encode("save runtime worker", &row)?,
+                    &encode_row("save runtime worker", &row)?,
                 )?;
                 meta.worker_count += 1;
                 meta.active_worker_count += 1;
@@ -453,7 +438,7 @@ impl RuntimeView {
                     tables.put(
                         DIAGNOSTICS,
                         &numbered_key(rt, meta.diagnostic_count),
-                        &encode("save runtime diagnostic", &d)?,
+                        &encode_row("save runtime diagnostic", &d)?,
                     )?;
                 }
                 event(
@@ -483,7 +468,7 @@ impl RuntimeView {
                 tables.put(
                     WORKERS,
                     &worker_key(rt, worker_id),
-                    &encode("save runtime worker", &w)?,
+                    &encode_row("save runtime worker", &w)?,
                 )?;
                 let entry = TranscriptRow {
                     role: *role,
@@ -493,7 +478,7 @@ impl RuntimeView {
                 tables.put(
                     TRANSCRIPTS,
                     &transcript_key(rt, worker_id, *sequence),
-                    &encode("save runtime transcript", &entry)?,
+                    &encode_row("save runtime transcript", &entry)?,
                 )?;
                 event(
                     Some(worker_id),
@@ -527,7 +512,7 @@ impl RuntimeView {
                 tables.put(
                     WORKERS,
                     &worker_key(rt, worker_id),
-                    &encode("save runtime worker", &w)?,
+                    &encode_row("save runtime worker", &w)?,
                 )?;
                 event(Some(worker_id), kind, message.clone())
             }
@@ -535,13 +520,13 @@ impl RuntimeView {
         tables.put(
             EVENTS,
             &numbered_key(rt, record.event_id),
-            &encode("save runtime event", &row)?,
+            &encode_row("save runtime event", &row)?,
         )?;
         meta.last_event_id = record.event_id;
         tables.put(
             RUNTIMES,
             rt.as_str().as_bytes(),
-            &encode("save runtime", &meta)?,
+            &encode_row("save runtime", &meta)?,
         )?;
         Ok(true)
     }

@@ -51,19 +51,13 @@ pub(crate) struct StoreWrite<'s> {
     now_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl<'s> StoreWrite<'s> {
     pub(crate) fn new(tx: WriteTransaction, path: &'s Path) -> StoreWrite<'s> {
         StoreWrite {
             tx,
             path,
             applied_lsn: None,
-            now_ms: now_ms(),
+            now_ms: crate::stream::now_unix_ms(),
         }
     }
 

@@ -199,6 +199,24 @@ pub struct AtLsn<T> {
     pub lsn: u64,
 }
 
+/// Appends `s` to a view-table key behind its length (u32 big-endian), so
+/// that keys starting with it are exactly one range whatever bytes it
+/// holds (`rt` never prefixes `rt-1`'s keys). Callers bound their strings
+/// far below `u32::MAX` before they reach a key.
+pub(crate) fn push_len_prefixed(key: &mut Vec<u8>, s: &str) {
+    key.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
+    key.extend_from_slice(s.as_bytes());
+}
+
+/// A view row as MessagePack with field names (optional fields may be
+/// left out, and fields added later with defaults).
+pub(crate) fn encode_row<T: serde::Serialize>(op: &'static str, row: &T) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(row).map_err(|e| crate::Error::InvalidArgument {
+        op,
+        reason: e.to_string(),
+    })
+}
+
 /// Checks a view name: 1 to 64 bytes of ASCII letters, digits, `-`, `_`.
 pub(crate) fn validate_view_name(name: &str) -> bool {
     !name.is_empty()
