@@ -147,3 +147,47 @@ fn refusals_and_usage_errors_exit_nonzero_with_a_message() {
         "a worker and content, or --stdin"
     );
 }
+
+#[test]
+fn send_stdin_refuses_a_line_longer_than_a_record_without_reading_it_whole() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["runtime", "create", "--id", "rt"]);
+    ok(dir, &["runtime", "worker", "create", "rt"]);
+    let mut child = Command::new(common::bin())
+        .arg("--db")
+        .arg(dir)
+        .args(["runtime", "worker", "send", "rt", "--stdin"])
+        .env_remove("REPLAYDB_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(b"worker-00000001\tfirst\n");
+        // One byte over the default record limit (16 MiB), then more.
+        let long = vec![b'x'; (16 << 20) + 1];
+        let _ = stdin.write_all(b"worker-00000001\t");
+        let _ = stdin.write_all(&long);
+        let _ = stdin.write_all(b"\nworker-00000001\tnever\n");
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "3\n",
+        "the first line acknowledged"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stdin line 2: longer than"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = ok(dir, &["runtime", "transcript", "rt", "worker-00000001"]);
+    assert_eq!(t.lines().count(), 1, "nothing after the refused line");
+}
