@@ -78,8 +78,8 @@ pub fn validate_stream_name(name: &str) -> Result<()> {
 
 /// Checks a stream name that may be internal: `$` followed by a valid
 /// name (`$registry`), or a valid name. Internal streams are written only
-/// by commands ([`Db::execute`](crate::Db::execute)), never by plain
-/// appends.
+/// by the views that own them (through commands,
+/// [`Db::execute`](crate::Db::execute)), never by a caller's plain appends.
 pub fn validate_internal_stream_name(name: &str) -> Result<()> {
     match name.strip_prefix('$') {
         Some(rest) => validate_stream_name(rest).map_err(|e| match e {

@@ -262,7 +262,7 @@ fn test_entries_full_path() {
         .insert(&Key::new("key1/multi/part"), "value1", 0)
         .unwrap();
     bucket.insert(&Key::new("key2"), "value2", 0).unwrap();
-    let keys: HashSet<Key> = bucket.entries().unwrap().into_keys().collect();
+    let keys: HashSet<Key> = bucket.entries().unwrap().keys().map(Key::new).collect();
     assert!(keys.contains(&Key::new("v1/tests/key1/multi/part")));
     assert!(keys.contains(&Key::new("v1/tests/key2")));
 }

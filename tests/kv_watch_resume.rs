@@ -86,8 +86,8 @@ fn a_watch_resumed_from_its_last_revision_sees_every_change_once_in_order() {
     let mut now: BTreeMap<String, String> = bucket
         .entries()
         .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8(v).unwrap()))
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8(v.to_vec()).unwrap()))
         .collect();
     now.remove("v1/mdc/before");
     let model: BTreeMap<String, String> = model

@@ -37,9 +37,17 @@ use crate::stream::ExpectedVersion;
 use crate::views::{TablesAt, ViewSet, ViewStates};
 use crate::wal::format::{self, EncodedBatch};
 
-/// Bytes of committed groups the applier may have queued before the
-/// leader waits for it: memory stays bounded however far it falls behind.
-pub(crate) const BACKLOG_BYTES_MAX: u64 = 64 << 20;
+/// Bytes of memory committed groups the applier has queued may take
+/// before the leader waits for it: memory stays bounded however far it
+/// falls behind, and so does the wait of a reader after a burst (it
+/// waits for the store to apply everything acknowledged before it).
+pub(crate) const BACKLOG_BYTES_MAX: u64 = 16 << 20;
+/// What a queued batch takes beyond its payload and stream name: the
+/// batch itself and its two allocations. Counted, so a backlog of small
+/// batches (a KV put is about 150 bytes) is bounded by the memory it
+/// takes, not by its payload alone (which let 64 MiB of payload take
+/// 150 MB).
+pub(crate) const BACKLOG_BATCH_OVERHEAD_BYTES: u64 = 128;
 /// Jobs taken into one store transaction at most.
 const JOBS_PER_TRANSACTION_MAX: usize = 1024;
 /// While groups keep coming, the applier looks for more this often

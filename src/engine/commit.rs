@@ -258,7 +258,9 @@ impl Inner {
         let mut done = Vec::with_capacity(accepted.len());
         for (p, lsn, version) in accepted {
             let count = u64::from(p.batch.count);
-            bytes += p.batch.payload.len() as u64;
+            bytes += p.batch.payload.len() as u64
+                + p.stream.len() as u64
+                + super::applier::BACKLOG_BATCH_OVERHEAD_BYTES;
             done.push((
                 p.slot,
                 Appended {

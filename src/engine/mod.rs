@@ -257,8 +257,31 @@ impl Db {
         expected: ExpectedVersion,
         events: &[E],
     ) -> Result<Appended> {
-        self.inner.check_poison()?;
         validate_stream_name(stream)?;
+        self.append_unchecked_name(stream, expected, events)
+    }
+
+    /// [`Db::append`] to a stream a view owns (`$...`), which plain appends
+    /// cannot write: for a view's change that needs no decision (the
+    /// view's fold still checks it), so it takes the plain append's path
+    /// instead of a command's hand-off to the applier and back.
+    pub(crate) fn append_internal<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        events: &[E],
+    ) -> Result<Appended> {
+        reentry::check("append")?;
+        validate_internal_stream_name(stream)?;
+        self.append_unchecked_name(stream, ExpectedVersion::Any, events)
+    }
+
+    fn append_unchecked_name<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+    ) -> Result<Appended> {
+        self.inner.check_poison()?;
         if events.is_empty() {
             return Err(Error::InvalidArgument {
                 op: "append",

@@ -74,6 +74,14 @@ impl fmt::Display for Key {
     }
 }
 
+/// Hashes and compares as the string it holds, so maps of keys are
+/// looked up by `&str`.
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<&str> for Key {
     fn from(s: &str) -> Key {
         Key(s.to_string())

@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cache;
 mod key;
 pub mod lease;
 pub mod record;
@@ -35,6 +36,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use cache::{CACHED_BUCKET_BYTES_MAX, CACHED_BUCKET_KEYS_MAX, CACHED_BYTES_MAX, Entries};
 pub use key::{KEY_BYTES_MAX, Key};
 pub use record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
 pub use view::{KV_VIEW, KeyRow, KvView};
@@ -532,12 +534,25 @@ impl Bucket {
         check_len("key", key.as_str())?;
         let (bucket, key, value) = (self.name.clone(), key.as_str().to_string(), value.into());
         let lease = self.store.connection_id;
+        if revision != 0 {
+            // An overwrite decides nothing: buckets are never deleted, so
+            // this handle's exists (the fold checks it all the same). So it
+            // is a plain append, without a command's hand-off to the
+            // applier and back on its path.
+            let put = encode(
+                "insert",
+                KvChange::Put {
+                    bucket,
+                    key,
+                    value,
+                    lease,
+                },
+            )?;
+            let appended = self.store.db.append_internal(KV_STREAM, &[put])?;
+            return Ok(StoreOutcome::Created(appended.first_lsn));
+        }
         self.store.command("insert", move |t, rev| {
-            // Buckets are never deleted: this handle's exists (the fold
-            // checks it all the same).
-            if revision == 0
-                && let Some(row) = t.key(&bucket, &key)?
-            {
+            if let Some(row) = t.key(&bucket, &key)? {
                 return Ok((Vec::new(), StoreOutcome::Exists(row.mod_revision)));
             }
             Ok((
@@ -631,13 +646,23 @@ impl Bucket {
         })
     }
 
-    /// Every key with its value, keys in full (`bucket/key`).
-    pub fn entries(&self) -> Result<HashMap<Key, Vec<u8>>, KvError> {
+    /// Every key with its value, keys in full (`bucket/key`), as one
+    /// snapshot. A small bucket's is taken from memory in O(1); a large
+    /// one is read from the tables (see [`CACHED_BUCKET_KEYS_MAX`]).
+    pub fn entries(&self) -> Result<Entries, KvError> {
+        let held = self
+            .store
+            .db
+            .view(|v: &KvView| v.cache.entries(&self.name))?
+            .ok_or_else(|| not_registered("kv entries"))?;
+        if let Some(entries) = held.value {
+            return Ok(entries);
+        }
         let prefix = bucket_prefix(&self.name);
         self.store.read(|t| {
-            let mut out = HashMap::new();
+            let mut out = Entries::default();
             t.scan(VALUES, &prefix, &prefix, |rest, v| {
-                out.insert(Key::new(self.full(t.text(VALUES, rest)?)), v.to_vec());
+                out.insert(&self.full(t.text(VALUES, rest)?), v);
                 Ok(true)
             })?;
             Ok(out)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::cache::{BucketCache, CACHED_BUCKET_KEYS_MAX, Entries};
 use super::lease::Leases;
 use super::record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
 use crate::stream::EventRef;
@@ -173,11 +174,13 @@ pub struct KvView {
     /// key, a bucket created twice; never written by this code). Counted
     /// and logged, not applied.
     pub rejected_events: u64,
+    /// Small buckets whole, for `entries()`.
+    pub(crate) cache: BucketCache,
 }
 
 impl KvView {
     fn fold(
-        &self,
+        &mut self,
         lsn: u64,
         record: &KvRecord,
         tables: &mut ViewTables<'_>,
@@ -208,6 +211,7 @@ impl KvView {
                     bucket.as_bytes(),
                     &encode_row("save kv bucket", &row)?,
                 )?;
+                self.cache.created(bucket);
             }
             KvChange::Put {
                 bucket,
@@ -248,6 +252,7 @@ impl KvView {
                     &change_key(bucket, lsn),
                     &encode_row("save kv change", &change)?,
                 )?;
+                self.cache.put(bucket, &format!("{bucket}/{key}"), value);
             }
             KvChange::Delete {
                 bucket,
@@ -273,9 +278,42 @@ impl KvView {
                     &change_key(bucket, lsn),
                     &encode_row("save kv change", &change)?,
                 )?;
+                self.cache.delete(bucket, &format!("{bucket}/{key}"));
             }
         }
         Ok(true)
+    }
+}
+
+impl KvView {
+    /// Reads every bucket's entries, up to one past the key limit, and
+    /// holds those within the limits. O(held bytes + buckets × limit).
+    fn load_cache(&mut self, tables: &ViewTablesRead<'_>) -> crate::Result<()> {
+        self.cache.clear();
+        let t = Tables { read: tables };
+        let mut names = Vec::new();
+        tables.for_each_from(BUCKETS, None, |k, _| {
+            names.push(t.text(BUCKETS, k)?.to_string());
+            Ok(true)
+        })?;
+        for bucket in names {
+            let prefix = bucket_prefix(&bucket);
+            let mut entries = Entries::default();
+            let mut over = false;
+            t.scan(VALUES, &prefix, &prefix, |rest, v| {
+                if entries.len() >= CACHED_BUCKET_KEYS_MAX {
+                    over = true;
+                    return Ok(false);
+                }
+                let key = t.text(VALUES, rest)?;
+                entries.insert(&format!("{bucket}/{key}"), v);
+                Ok(true)
+            })?;
+            if !over {
+                self.cache.load(&bucket, entries);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -308,8 +346,10 @@ impl View for KvView {
 
     /// Every lease that owns a key gets a fresh TTL of grace from now: a
     /// restart never expires a live owner's keys. Found by seeking from
-    /// one lease to the next, O(leases × log n).
+    /// one lease to the next, O(leases × log n). Small buckets are held
+    /// in memory again (see [`super::cache`]).
     fn load(&mut self, tables: &ViewTablesRead<'_>) -> crate::Result<()> {
+        self.load_cache(tables)?;
         let mut from = 0u64;
         loop {
             let mut next = None;
@@ -339,6 +379,7 @@ impl View for KvView {
     fn reset(&mut self) {
         // The leases stay shared with the handles that hold them.
         self.rejected_events = 0;
+        self.cache.clear();
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
