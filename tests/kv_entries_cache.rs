@@ -93,7 +93,7 @@ fn a_bucket_past_the_memory_limit_is_read_from_the_tables_exactly() {
             b.insert(&Key::new(format!("{i}")), value.clone(), 0)
                 .unwrap();
             // Around the limit: held, then read from the tables.
-            if i + 3 >= count {
+            if i + 4 >= count {
                 let got = b.entries().unwrap();
                 assert_eq!(got.len(), i + 1, "after put {i}");
                 assert_eq!(got, from_tables(&b));

@@ -32,7 +32,7 @@ pub const CACHED_BYTES_MAX: u64 = 64 << 20;
 /// and the two allocations' headers.
 const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
-fn entry_bytes(full_key: &str, value: &[u8]) -> u64 {
+pub(crate) fn entry_bytes(full_key: &str, value: &[u8]) -> u64 {
     full_key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD_BYTES
 }
 
@@ -125,6 +125,15 @@ impl From<Entries> for HashMap<Key, Vec<u8>> {
     }
 }
 
+impl<'a> IntoIterator for &'a Entries {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a [u8])> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
 impl std::ops::Index<&str> for Entries {
     type Output = [u8];
 
@@ -190,8 +199,7 @@ impl BucketCache {
             .get(full_key)
             .map_or(0, |old| entry_bytes(full_key, old));
         let over = (removed == 0 && held.entries.len() >= CACHED_BUCKET_KEYS_MAX)
-            || held.bytes + added - removed > CACHED_BUCKET_BYTES_MAX
-            || self.bytes + added - removed > CACHED_BYTES_MAX;
+            || held.bytes + added - removed > CACHED_BUCKET_BYTES_MAX;
         if over {
             self.drop_bucket(bucket);
             return;
@@ -199,6 +207,19 @@ impl BucketCache {
         held.entries.insert(full_key, value);
         held.bytes = held.bytes + added - removed;
         self.bytes = self.bytes + added - removed;
+        // Past the limit of them all, the largest go first (maybe this
+        // one): small, hot buckets stay.
+        while self.bytes > CACHED_BYTES_MAX {
+            let Some(largest) = self
+                .held
+                .iter()
+                .max_by_key(|(_, h)| h.bytes)
+                .map(|(name, _)| name.clone())
+            else {
+                break;
+            };
+            self.drop_bucket(&largest);
+        }
     }
 
     /// `full_key` (in `bucket`) is gone.
@@ -285,6 +306,30 @@ mod tests {
                 .and_then(|e| e.get("b/k").map(<[u8]>::to_vec)),
             Some(b"new".to_vec())
         );
+    }
+
+    #[test]
+    fn past_the_limit_of_all_buckets_the_largest_goes_and_small_ones_stay() {
+        let mut c = BucketCache::default();
+        c.created("small");
+        c.put("small", "small/k", b"v");
+        let value = vec![0u8; 1 << 20];
+        let per_bucket = (CACHED_BUCKET_BYTES_MAX >> 20) - 1;
+        let buckets = CACHED_BYTES_MAX / (per_bucket << 20) + 1;
+        for b in 0..buckets {
+            let name = format!("big{b}");
+            c.created(&name);
+            for i in 0..per_bucket {
+                c.put(&name, &format!("{name}/{i}"), &value);
+            }
+        }
+        assert!(c.bytes() <= CACHED_BYTES_MAX);
+        assert!(c.entries("small").is_some(), "the small bucket stays");
+        let held_big = (0..buckets)
+            .filter(|b| c.entries(&format!("big{b}")).is_some())
+            .count() as u64;
+        assert!(held_big < buckets, "some large bucket went");
+        assert!(held_big > 0);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The KV view: buckets of keys with revisions, leases and watches, the
 //! contract of dynamo's key-value stores (file, memory, etcd) on the log.
 //!
-//! Every put and delete is one event on `$kv`, decided in the writer
-//! against the view's tables, and its revision is its LSN: of N racing
-//! creators exactly one gets `Created`. Keys belong to their owner's
+//! Every put and delete is one event on `$kv`, and its revision is its
+//! LSN. Creates, deletes and compare-and-replace are decided in the writer
+//! against the view's tables, so of N racing creators exactly one gets
+//! `Created`; an overwrite decides nothing and is a plain append. Keys belong to their owner's
 //! lease; an owner is alive while a [`KvStore`] of its lease exists in
 //! this process (keep-alives are in memory and write nothing), and a dead
 //! owner's keys are deleted, as events, a bucket's TTL later (see

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{BucketCache, CACHED_BUCKET_KEYS_MAX, Entries};
+use super::cache::{
+    BucketCache, CACHED_BUCKET_BYTES_MAX, CACHED_BUCKET_KEYS_MAX, Entries, entry_bytes,
+};
 use super::lease::Leases;
 use super::record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
 use crate::stream::EventRef;
@@ -286,8 +288,9 @@ impl KvView {
 }
 
 impl KvView {
-    /// Reads every bucket's entries, up to one past the key limit, and
-    /// holds those within the limits. O(held bytes + buckets × limit).
+    /// Reads every bucket's entries, up to the first past a bucket's
+    /// limits, and holds those within them: O(buckets × a bucket's
+    /// limits) at most.
     fn load_cache(&mut self, tables: &ViewTablesRead<'_>) -> crate::Result<()> {
         self.cache.clear();
         let t = Tables { read: tables };
@@ -299,14 +302,17 @@ impl KvView {
         for bucket in names {
             let prefix = bucket_prefix(&bucket);
             let mut entries = Entries::default();
-            let mut over = false;
+            let (mut over, mut bytes) = (false, 0u64);
             t.scan(VALUES, &prefix, &prefix, |rest, v| {
-                if entries.len() >= CACHED_BUCKET_KEYS_MAX {
+                let key = format!("{bucket}/{}", t.text(VALUES, rest)?);
+                bytes += entry_bytes(&key, v);
+                // Stopped at the first entry past a limit: a large bucket
+                // costs the open no more than a held one would.
+                if entries.len() >= CACHED_BUCKET_KEYS_MAX || bytes > CACHED_BUCKET_BYTES_MAX {
                     over = true;
                     return Ok(false);
                 }
-                let key = t.text(VALUES, rest)?;
-                entries.insert(&format!("{bucket}/{key}"), v);
+                entries.insert(&key, v);
                 Ok(true)
             })?;
             if !over {
