@@ -210,6 +210,50 @@ pub enum Error {
         limit_bytes: u64,
     },
 
+    /// The peer on a database's socket broke the protocol (a frame that
+    /// is not this protocol's, a body that does not decode). The
+    /// connection is closed.
+    #[error("socket {socket}: protocol error: {reason}")]
+    Protocol {
+        /// The socket.
+        socket: PathBuf,
+        /// What was wrong, and where.
+        reason: String,
+    },
+
+    /// A server's limit was hit (connections, requests in flight on one
+    /// connection); nothing was done. Retry later, or with fewer.
+    #[error("socket {socket}: the server's limit of {max} {limit} is reached")]
+    Busy {
+        /// The socket.
+        socket: PathBuf,
+        /// Which limit ("connections", "requests in flight").
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
+
+    /// The connection to the database's server was lost and could not be
+    /// made again in time. A request that was in flight may or may not
+    /// have been done (an append's outcome is unknown: read to find out).
+    #[error("socket {socket}: disconnected from the server: {reason}")]
+    Disconnected {
+        /// The socket.
+        socket: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+
+    /// The server refused this peer (another user, an unknown protocol
+    /// version).
+    #[error("socket {socket}: refused: {reason}")]
+    PeerRefused {
+        /// The socket.
+        socket: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// A write or fsync failed earlier; the handle refuses all further work.
     /// Reopen the database to recover from what is on disk.
     #[error(

@@ -13,6 +13,9 @@
 //!   [`Db::replay`], [`Db::subscribe`], [`Db::view`] / [`Db::view_tables`],
 //!   [`Db::set_retention`], [`Db::sync`], [`Db::checkpoint`],
 //!   [`Db::backup`], [`Db::stats`], [`Db::recovery_report`].
+//! - [`Database`]: the same operations on an embedded [`Db`] and on a
+//!   [`client::Client`] of a database another process serves
+//!   ([`Db::serve`], [`server`]; the protocol is `docs/PROTOCOL.md`).
 //! - [`Options`] and [`Durability`]: what a crash can lose.
 //! - [`View`], [`ViewTables`], [`ViewSet`]: your own folds, with tables in
 //!   the store; [`registry`], [`runtime`] and [`kv`] are built in,
@@ -36,6 +39,8 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![warn(missing_docs)]
 
+pub mod client;
+mod database;
 mod engine;
 mod error;
 #[doc(hidden)]
@@ -47,6 +52,7 @@ mod options;
 pub mod registry;
 mod retention;
 pub mod runtime;
+pub mod server;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod snapshot;
@@ -56,6 +62,7 @@ mod stream;
 mod views;
 pub mod wal;
 
+pub use database::Database;
 pub use engine::maintenance::{Repair, VerifyReport, verify};
 pub use engine::{CheckpointOutcome, Db, Stats, Subscription};
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ pub const STREAM_NAME_BYTES_MAX: usize = 200;
 ///
 /// A stream's version is the number of events in it: a stream that does
 /// not exist is at version 0, and the first event appended gets version 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExpectedVersion {
     /// Append whatever the stream's version is.
     Any,
@@ -79,7 +79,8 @@ pub fn validate_stream_name(name: &str) -> Result<()> {
 /// Checks a stream name that may be internal: `$` followed by a valid
 /// name (`$registry`), or a valid name. Internal streams are written only
 /// by the views that own them (through commands,
-/// [`Db::execute`](crate::Db::execute)), never by a caller's plain appends.
+/// [`Db::execute`](crate::Db::execute), or the crate's own appends of
+/// changes that decide nothing), never by a caller's plain appends.
 pub fn validate_internal_stream_name(name: &str) -> Result<()> {
     match name.strip_prefix('$') {
         Some(rest) => validate_stream_name(rest).map_err(|e| match e {
@@ -94,7 +95,7 @@ pub fn validate_internal_stream_name(name: &str) -> Result<()> {
 }
 
 /// One committed event, owned.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Its position in the global log (1-based, gapless).
     pub lsn: u64,
@@ -104,6 +105,7 @@ pub struct Event {
     pub version: u64,
     /// The payload as the appender gave it. By convention MessagePack
     /// (rmp-serde); the CLI stores JSON values that way.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -148,7 +150,7 @@ impl EventRef<'_> {
 }
 
 /// What a successful append did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Appended {
     /// LSN of the first event of the batch.
     pub first_lsn: u64,

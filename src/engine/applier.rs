@@ -101,7 +101,7 @@ pub(crate) struct DecideItem {
 pub(crate) type Decided = Result<Option<(EncodedBatch, u64, u64)>>;
 
 /// What a checkpoint did, from [`Db::checkpoint`](crate::Db::checkpoint).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointOutcome {
     /// The LSN the store's durable state now reflects.
     pub covered_lsn: u64,

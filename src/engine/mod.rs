@@ -238,6 +238,14 @@ impl Db {
         &self.inner.dir
     }
 
+    /// Serves this database to other processes on the Unix socket
+    /// `socket` (see [`crate::server`]); [`crate::server::default_socket`]
+    /// is the usual path. The server stops when the returned handle is
+    /// stopped or dropped.
+    pub fn serve(&self, socket: impl AsRef<Path>) -> Result<crate::server::Server> {
+        crate::server::Server::start(self.clone(), socket)
+    }
+
     /// The options it was opened with.
     pub fn options(&self) -> &Options {
         &self.inner.options

@@ -1,0 +1,513 @@
+//! The client: a database served by another process, with the same
+//! operations as an embedded [`Db`](crate::Db) ([`Database`]).
+//!
+//! One connection carries every request of a client, each under its own
+//! tag, so many threads' requests are in flight at once (and share the
+//! server's group commit); a reader thread hands each reply to the
+//! thread that waits for it. When the server goes, the client connects
+//! again, with backoff and jitter, for up to
+//! [`ClientOptions::reconnect_for`]: reads and subscriptions carry on
+//! where they were (a subscription from the LSN after the last one it
+//! delivered: nothing lost, nothing repeated). An append in flight when
+//! the connection went is not sent again, since it may have been done:
+//! it fails with [`Error::Disconnected`].
+
+mod subscription;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use subscription::RemoteSubscription;
+
+use crate::database::Database;
+use crate::engine::CheckpointOutcome;
+use crate::error::{Error, Result};
+use crate::server::frame::{self, Code, FLAG_ERROR, FLAG_MORE, HEADER_BYTES, Header};
+use crate::server::wire::{self, WireError};
+use crate::stream::{Appended, Event, ExpectedVersion};
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// How long the client keeps trying to connect (at first, and after
+    /// the server went) before a request fails with
+    /// [`Error::Disconnected`].
+    pub reconnect_for: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            reconnect_for: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// With `reconnect_for` set.
+    pub fn reconnect_for(mut self, d: Duration) -> Self {
+        self.reconnect_for = d;
+        self
+    }
+}
+
+/// The first wait between connection attempts; it doubles up to
+/// [`RETRY_DELAY_MAX`], each with up to half of it again as jitter, so
+/// clients that lost one server do not all knock at once.
+const RETRY_DELAY_FIRST: Duration = Duration::from_millis(5);
+const RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
+/// Times a request that changes nothing is sent again on a new connection
+/// before it fails: a server that accepts and goes at once, again and
+/// again, is not waited on forever.
+pub(crate) const RESEND_MAX: u32 = 16;
+
+/// A connection to a database's server. Clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    socket: PathBuf,
+    options: ClientOptions,
+    conn: Mutex<Option<Arc<Conn>>>,
+    next_tag: AtomicU64,
+}
+
+/// What a waiting request gets.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A reply frame.
+    Frame { flags: u32, body: Vec<u8> },
+    /// The connection went before the reply came.
+    Lost(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    writer: Mutex<UnixStream>,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    alive: AtomicBool,
+    /// The server's hello.
+    pub connection_id: u64,
+    pub server_pid: u32,
+}
+
+impl Conn {
+    fn lose(&self, reason: &str) {
+        self.alive.store(false, Ordering::Release);
+        for (_, tx) in self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+        {
+            let _ = tx.send(Reply::Lost(reason.to_string()));
+        }
+    }
+}
+
+fn read_frame(r: &mut impl Read) -> std::result::Result<(Header, Vec<u8>), String> {
+    let mut head = [0u8; HEADER_BYTES];
+    r.read_exact(&mut head).map_err(|e| e.to_string())?;
+    let header = Header::decode(&head).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; header.size as usize];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok((header, body))
+}
+
+impl Client {
+    /// Connects to the server on `socket` (waiting for one to answer for
+    /// up to [`ClientOptions::reconnect_for`]).
+    pub fn connect(socket: impl AsRef<Path>) -> Result<Client> {
+        Client::connect_with(socket, ClientOptions::default())
+    }
+
+    /// [`Client::connect`] with options.
+    pub fn connect_with(socket: impl AsRef<Path>, options: ClientOptions) -> Result<Client> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                socket: socket.as_ref().to_path_buf(),
+                options,
+                conn: Mutex::new(None),
+                next_tag: AtomicU64::new(1),
+            }),
+        };
+        client.conn()?;
+        Ok(client)
+    }
+
+    /// The socket it connects to.
+    pub fn socket(&self) -> &Path {
+        &self.inner.socket
+    }
+
+    /// The server's id for the current connection (never reused while
+    /// the server runs; a new one after a reconnect).
+    pub fn connection_id(&self) -> Result<u64> {
+        Ok(self.conn()?.connection_id)
+    }
+
+    /// The pid of the serving process.
+    pub fn server_pid(&self) -> Result<u32> {
+        Ok(self.conn()?.server_pid)
+    }
+
+    fn disconnected(&self, reason: impl Into<String>) -> Error {
+        Error::Disconnected {
+            socket: self.inner.socket.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The live connection, connecting (with backoff) if there is none.
+    pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
+        let mut slot = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = slot.as_ref()
+            && c.alive.load(Ordering::Acquire)
+        {
+            return Ok(c.clone());
+        }
+        let deadline = Instant::now() + self.inner.options.reconnect_for;
+        let mut delay = RETRY_DELAY_FIRST;
+        let mut rng = Jitter::new();
+        loop {
+            match self.open() {
+                Ok(c) => {
+                    *slot = Some(c.clone());
+                    return Ok(c);
+                }
+                // A refusal is an answer: trying again changes nothing.
+                Err(
+                    e @ (Error::PeerRefused { .. } | Error::Busy { .. } | Error::Protocol { .. }),
+                ) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(self.disconnected(format!(
+                            "no server answered for {:?}: {e}",
+                            self.inner.options.reconnect_for
+                        )));
+                    }
+                    let wait = (delay + rng.up_to(delay / 2)).min(deadline - now);
+                    std::thread::sleep(wait);
+                    delay = (delay * 2).min(RETRY_DELAY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One connection: hello, welcome, then a reader thread.
+    fn open(&self) -> Result<Arc<Conn>> {
+        let socket = &self.inner.socket;
+        let mut stream =
+            UnixStream::connect(socket).map_err(|e| Error::io("connect", socket, e))?;
+        let hello = wire::Hello {
+            magic: wire::MAGIC.into(),
+            version: frame::PROTOCOL_VERSION,
+        };
+        stream
+            .write_all(&frame::encode(
+                0,
+                Code::Hello as u32,
+                0,
+                &wire::encode(&hello),
+            ))
+            .map_err(|e| Error::io("send hello", socket, e))?;
+        stream
+            .set_read_timeout(Some(crate::server::HELLO_DEADLINE))
+            .map_err(|e| Error::io("set a read timeout", socket, e))?;
+        let (header, body) = read_frame(&mut stream).map_err(|e| self.disconnected(e))?;
+        if header.flags & FLAG_ERROR != 0 {
+            return Err(wire_error(&body, socket));
+        }
+        let welcome: wire::Welcome =
+            wire::decode("welcome", &body).map_err(|reason| Error::Protocol {
+                socket: socket.clone(),
+                reason,
+            })?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("clear the read timeout", socket, e))?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("clone the socket", socket, e))?;
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(stream),
+            pending: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
+            connection_id: welcome.connection_id,
+            server_pid: welcome.server_pid,
+        });
+        let c = conn.clone();
+        std::thread::Builder::new()
+            .name("replaydb-client".into())
+            .spawn(move || read_replies(reader, c))
+            .map_err(|e| Error::io("start the client's reader", socket, e))?;
+        Ok(conn)
+    }
+
+    /// Sends a request; the receiver gets its replies.
+    pub(crate) fn send(
+        &self,
+        conn: &Conn,
+        code: Code,
+        body: &[u8],
+    ) -> Result<(u64, mpsc::Receiver<Reply>)> {
+        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tag, tx);
+        let frame = frame::encode(tag, code as u32, 0, body);
+        let written = conn
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(&frame);
+        if let Err(e) = written {
+            conn.lose(&format!("sending: {e}"));
+            return Err(self.disconnected(format!("sending: {e}")));
+        }
+        // Lost after the insert: the reader drained before it; the
+        // receiver would wait forever.
+        if !conn.alive.load(Ordering::Acquire) {
+            conn.lose("the connection went");
+        }
+        Ok((tag, rx))
+    }
+
+    /// Tells the server to end the subscription `tag` (best effort: a
+    /// connection that is gone ended it already).
+    pub(crate) fn cancel(&self, conn: &Conn, tag: u64) {
+        conn.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tag);
+        if conn.alive.load(Ordering::Acquire) {
+            let body = wire::encode(&wire::Cancel { tag });
+            let frame = frame::encode(0, Code::Cancel as u32, 0, &body);
+            let _ = conn
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write_all(&frame);
+        }
+    }
+
+    /// One request, one reply. `retry`: the request changes nothing, so
+    /// it is sent again on a new connection if the old one went.
+    fn call(&self, code: Code, body: &[u8], retry: bool) -> Result<Vec<u8>> {
+        for _ in 0..RESEND_MAX {
+            let conn = self.conn()?;
+            let (_, rx) = self.send(&conn, code, body)?;
+            match rx.recv() {
+                Ok(Reply::Frame { flags, body }) if flags & FLAG_ERROR != 0 => {
+                    return Err(wire_error(&body, &self.inner.socket));
+                }
+                Ok(Reply::Frame { body, .. }) => return Ok(body),
+                Ok(Reply::Lost(reason)) if !retry => {
+                    return Err(self.disconnected(format!(
+                        "{reason}; the request may or may not have been done"
+                    )));
+                }
+                Ok(Reply::Lost(_)) | Err(_) => continue,
+            }
+        }
+        Err(self.disconnected(format!(
+            "the connection went {RESEND_MAX} times before an answer"
+        )))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, what: &str, body: &[u8]) -> Result<T> {
+        wire::decode(what, body).map_err(|reason| Error::Protocol {
+            socket: self.inner.socket.clone(),
+            reason,
+        })
+    }
+
+    /// A round trip that touches nothing: `payload` comes back.
+    pub fn ping(&self, payload: &[u8]) -> Result<Vec<u8>> {
+        let body = wire::encode(&wire::Ping {
+            payload: payload.to_vec(),
+        });
+        let reply: wire::Ping = self.decode("ping", &self.call(Code::Ping, &body, true)?)?;
+        Ok(reply.payload)
+    }
+
+    /// Reads pages until `limit` events or the end.
+    fn read_pages(
+        &self,
+        limit: usize,
+        mut request: impl FnMut(Option<&Event>, u64) -> (Code, Vec<u8>),
+    ) -> Result<Vec<Event>> {
+        let mut out: Vec<Event> = Vec::new();
+        while out.len() < limit {
+            let (code, body) = request(out.last(), (limit - out.len()) as u64);
+            let page: wire::Events = self.decode("events", &self.call(code, &body, true)?)?;
+            if page.events.is_empty() {
+                break;
+            }
+            out.extend(page.events);
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// An error reply's body as the [`Error`] it is.
+fn wire_error(body: &[u8], socket: &Path) -> Error {
+    match wire::decode::<WireError>("error", body) {
+        Ok(e) => Error::from(e),
+        Err(reason) => Error::Protocol {
+            socket: socket.to_path_buf(),
+            reason,
+        },
+    }
+}
+
+/// Hands each reply to whoever waits for its tag, until the connection
+/// ends.
+fn read_replies(mut stream: UnixStream, conn: Arc<Conn>) {
+    let reason = loop {
+        let (header, body) = match read_frame(&mut stream) {
+            Ok(f) => f,
+            Err(e) => break format!("the server closed the connection ({e})"),
+        };
+        if header.tag == 0 {
+            if header.code == Code::Goodbye as u32 {
+                // Nothing new is taken; what was in flight is answered
+                // before the goodbye.
+                break "the server stopped".to_string();
+            }
+            if header.flags & FLAG_ERROR != 0 {
+                let e = wire_error(&body, Path::new(""));
+                tracing::warn!(error = %e, "the server closed the connection with an error");
+                break e.to_string();
+            }
+            continue;
+        }
+        let mut pending = conn.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let more = header.flags & FLAG_MORE != 0;
+        let tx = if more {
+            pending.get(&header.tag).cloned()
+        } else {
+            pending.remove(&header.tag)
+        };
+        drop(pending);
+        if let Some(tx) = tx {
+            let _ = tx.send(Reply::Frame {
+                flags: header.flags,
+                body,
+            });
+        }
+    };
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    conn.lose(&reason);
+}
+
+/// A few lines of xorshift for the retry jitter: no dependency for it.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Jitter((t ^ u64::from(std::process::id()) << 32) | 1)
+    }
+
+    fn up_to(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let nanos = max.as_nanos() as u64;
+        Duration::from_nanos(if nanos == 0 { 0 } else { self.0 % nanos })
+    }
+}
+
+impl Database for Client {
+    type Subscription = RemoteSubscription;
+
+    fn append<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+    ) -> Result<Appended> {
+        let body = wire::encode(&wire::Append {
+            stream: stream.to_string(),
+            expected,
+            events: events
+                .iter()
+                .map(|e| serde_bytes::ByteBuf::from(e.as_ref().to_vec()))
+                .collect(),
+        });
+        self.decode("appended", &self.call(Code::Append, &body, false)?)
+    }
+
+    fn read(&self, from_lsn: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read_pages(limit, |last, left| {
+            let from = last.map_or(from_lsn, |e| e.lsn + 1);
+            let body = wire::encode(&wire::Read {
+                from_lsn: from,
+                limit: left,
+            });
+            (Code::Read, body)
+        })
+    }
+
+    fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read_pages(limit, |last, left| {
+            let from = last.map_or(from_version, |e| e.version + 1);
+            let body = wire::encode(&wire::ReadStream {
+                stream: stream.to_string(),
+                from_version: from,
+                limit: left,
+            });
+            (Code::ReadStream, body)
+        })
+    }
+
+    fn stream_version(&self, stream: &str) -> Result<u64> {
+        let body = wire::encode(&wire::StreamName {
+            stream: stream.to_string(),
+        });
+        let n: wire::Number =
+            self.decode("number", &self.call(Code::StreamVersion, &body, true)?)?;
+        Ok(n.value)
+    }
+
+    fn last_lsn(&self) -> Result<u64> {
+        let n: wire::Number = self.decode("number", &self.call(Code::LastLsn, &[], true)?)?;
+        Ok(n.value)
+    }
+
+    fn subscribe(&self, from_lsn: u64) -> Result<RemoteSubscription> {
+        RemoteSubscription::start(self.clone(), from_lsn)
+    }
+
+    fn sync(&self) -> Result<u64> {
+        let n: wire::Number = self.decode("number", &self.call(Code::Sync, &[], true)?)?;
+        Ok(n.value)
+    }
+
+    fn checkpoint(&self) -> Result<CheckpointOutcome> {
+        self.decode("checkpoint", &self.call(Code::Checkpoint, &[], true)?)
+    }
+}

@@ -1,0 +1,462 @@
+//! One client connection: its hello, its requests, its replies.
+//!
+//! The reader takes frames one after another and starts a task per
+//! request; replies go through one bounded outbox to the writer, so a
+//! slow client slows only its own requests. A frame that is not this
+//! protocol's is answered with an error naming what was wrong, and the
+//! connection is closed: after a bad header nothing that follows can be
+//! trusted to be a frame.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use super::frame::{self, Code, FLAG_ERROR, FLAG_MORE, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
+use super::wire::{self, WireError};
+use super::{CONNECTIONS_MAX, HELLO_DEADLINE, REQUESTS_IN_FLIGHT_MAX, STOP_DRAIN_MAX, Shared};
+use crate::error::Error;
+use crate::stream::Event;
+
+/// Frames queued for the writer at most; a full outbox holds the
+/// requests that would add to it.
+const OUTBOX_FRAMES_MAX: usize = 256;
+/// Bytes of events one page carries at most, under the frame limit.
+const PAGE_BYTES_MAX: usize = (frame::FRAME_BODY_BYTES_MAX as usize) - (32 << 10);
+
+type Outbox = mpsc::Sender<Vec<u8>>;
+
+fn error_frame(tag: u64, code: u32, e: &Error) -> Vec<u8> {
+    frame::encode(
+        tag,
+        code,
+        FLAG_REPLY | FLAG_ERROR,
+        &wire::encode(&WireError::from(e)),
+    )
+}
+
+fn protocol_error(shared: &Shared, reason: String) -> Error {
+    Error::Protocol {
+        socket: shared.socket.clone(),
+        reason,
+    }
+}
+
+/// Serves one connection until the client goes, it breaks the protocol,
+/// or the server stops.
+pub(crate) async fn serve(
+    stream: UnixStream,
+    id: u64,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let peer = stream.peer_cred();
+    let (mut rd, mut wr) = stream.into_split();
+    let refuse = |e: Error| error_frame(0, Code::Hello as u32, &e);
+    let Some(_permit) = permit else {
+        tracing::warn!(connection = id, "refused: the connection limit is reached");
+        let e = Error::Busy {
+            socket: shared.socket.clone(),
+            limit: "connections",
+            max: CONNECTIONS_MAX as u64,
+        };
+        let _ = wr.write_all(&refuse(e)).await;
+        return;
+    };
+    match peer {
+        Ok(cred) if cred.uid() == shared.uid => {}
+        Ok(cred) => {
+            tracing::warn!(
+                connection = id,
+                peer_uid = cred.uid(),
+                peer_pid = cred.pid(),
+                "refused a peer of another user"
+            );
+            let e = Error::PeerRefused {
+                socket: shared.socket.clone(),
+                reason: format!("uid {} is not the server's ({})", cred.uid(), shared.uid),
+            };
+            let _ = wr.write_all(&refuse(e)).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(connection = id, error = %e, "refused a peer whose credentials could not be read");
+            return;
+        }
+    }
+    if let Err(reply) = hello(&mut rd, id, &shared).await {
+        let _ = wr.write_all(&reply).await;
+        return;
+    }
+    let (outbox, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX_FRAMES_MAX);
+    let welcome = wire::Welcome {
+        version: frame::PROTOCOL_VERSION,
+        connection_id: id,
+        server_pid: std::process::id(),
+        dir: shared.db.dir().to_path_buf(),
+    };
+    let _ = outbox
+        .send(frame::encode(
+            0,
+            Code::Hello as u32,
+            FLAG_REPLY,
+            &wire::encode(&welcome),
+        ))
+        .await;
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if wr.write_all(&f).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut conn = Connection {
+        shared,
+        outbox,
+        in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        subscriptions: Arc::new(Mutex::new(HashMap::new())),
+        tasks: JoinSet::new(),
+        stop,
+    };
+    conn.read_loop(&mut rd, id).await;
+    conn.finish().await;
+    let _ = writer.await;
+}
+
+/// The first frame must be a hello of this protocol, within
+/// [`HELLO_DEADLINE`]; the error frame to send otherwise.
+async fn hello(rd: &mut OwnedReadHalf, id: u64, shared: &Shared) -> Result<(), Vec<u8>> {
+    let refuse = |reason: String| {
+        tracing::warn!(connection = id, reason, "refused a connection's hello");
+        error_frame(0, Code::Hello as u32, &protocol_error(shared, reason))
+    };
+    let read = tokio::time::timeout(HELLO_DEADLINE, frame::read(rd, FRAME_READ_DEADLINE)).await;
+    let (header, body) = match read {
+        Err(_) => return Err(refuse(format!("no hello within {HELLO_DEADLINE:?}"))),
+        Ok(Err(e)) => return Err(refuse(e.to_string())),
+        Ok(Ok(f)) => f,
+    };
+    if header.code != Code::Hello as u32 {
+        return Err(refuse(format!(
+            "the first request must be a hello (code {}), not code {}",
+            Code::Hello as u32,
+            header.code
+        )));
+    }
+    let hello: wire::Hello = wire::decode("hello", &body).map_err(refuse)?;
+    if hello.magic != wire::MAGIC {
+        return Err(refuse(format!("a hello with magic {:?}", hello.magic)));
+    }
+    if hello.version != frame::PROTOCOL_VERSION {
+        return Err(refuse(format!(
+            "protocol version {}, this server speaks {}",
+            hello.version,
+            frame::PROTOCOL_VERSION
+        )));
+    }
+    Ok(())
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    in_flight: Arc<Semaphore>,
+    /// Each live subscription's tag, and what ends it.
+    subscriptions: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+    tasks: JoinSet<()>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn read_loop(&mut self, rd: &mut OwnedReadHalf, id: u64) {
+        loop {
+            let mut stop = self.stop.clone();
+            let read = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                read = frame::read(rd, FRAME_READ_DEADLINE) => read,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,
+            };
+            let (header, body) = match read {
+                Ok(f) => f,
+                Err(frame::FrameError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(connection = id, error = %e, "closing a connection that sent a bad frame");
+                    let e = protocol_error(&self.shared, e.to_string());
+                    let _ = self.outbox.send(error_frame(0, 0, &e)).await;
+                    return;
+                }
+            };
+            if let Err(reason) = self.request(header, body) {
+                tracing::warn!(
+                    connection = id,
+                    tag = header.tag,
+                    reason,
+                    "closing a connection that sent a bad request"
+                );
+                let e = protocol_error(&self.shared, reason);
+                let _ = self
+                    .outbox
+                    .send(error_frame(header.tag, header.code, &e))
+                    .await;
+                return;
+            }
+        }
+    }
+
+    /// Ends subscriptions, answers what is in flight (at most
+    /// [`STOP_DRAIN_MAX`]), and says goodbye if the server is stopping.
+    async fn finish(mut self) {
+        for (_, end) in self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+        {
+            let _ = end.send(());
+        }
+        let drained = tokio::time::timeout(STOP_DRAIN_MAX, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still in flight after {STOP_DRAIN_MAX:?}; closing anyway");
+            self.tasks.shutdown().await;
+        }
+        if *self.stop.borrow() {
+            let _ = self
+                .outbox
+                .send(frame::encode(0, Code::Goodbye as u32, 0, &[]))
+                .await;
+        }
+    }
+
+    /// Starts one request; an error is a protocol error (the connection
+    /// is closed after it is answered).
+    fn request(&mut self, header: Header, body: Vec<u8>) -> Result<(), String> {
+        if header.flags & (FLAG_REPLY | FLAG_ERROR | FLAG_MORE) != 0 {
+            return Err(format!("a request with reply flags {:#x}", header.flags));
+        }
+        let code = Code::from_u32(header.code)
+            .ok_or_else(|| format!("unknown request code {}", header.code))?;
+        let (tag, raw) = (header.tag, header.code);
+        if code == Code::Cancel {
+            let cancel: wire::Cancel = wire::decode("cancel", &body)?;
+            if let Some(end) = self
+                .subscriptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&cancel.tag)
+            {
+                let _ = end.send(());
+            }
+            return Ok(());
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let e = Error::Busy {
+                socket: self.shared.socket.clone(),
+                limit: "requests in flight on one connection",
+                max: REQUESTS_IN_FLIGHT_MAX as u64,
+            };
+            let frame = error_frame(tag, raw, &e);
+            let outbox = self.outbox.clone();
+            self.tasks.spawn(async move {
+                let _ = outbox.send(frame).await;
+            });
+            return Ok(());
+        };
+        let request = Request::decode(code, &body)?;
+        let (shared, outbox) = (self.shared.clone(), self.outbox.clone());
+        if let Request::Subscribe(from_lsn) = request {
+            let (end, ended) = oneshot::channel();
+            self.subscriptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(tag, end);
+            let subscriptions = self.subscriptions.clone();
+            self.tasks.spawn(async move {
+                subscribe(&shared, &outbox, tag, from_lsn, ended).await;
+                subscriptions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&tag);
+                drop(permit);
+            });
+            return Ok(());
+        }
+        self.tasks.spawn(async move {
+            let db = shared.db.clone();
+            let reply = tokio::task::spawn_blocking(move || request.run(&db)).await;
+            let frame = match reply {
+                Ok(Ok(body)) => frame::encode(tag, raw, FLAG_REPLY, &body),
+                Ok(Err(e)) => error_frame(tag, raw, &e),
+                Err(e) => error_frame(
+                    tag,
+                    raw,
+                    &Error::InvalidArgument {
+                        op: "serve",
+                        reason: format!("the request's task failed: {e}"),
+                    },
+                ),
+            };
+            let _ = outbox.send(frame).await;
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+/// A request, decoded.
+enum Request {
+    Ping(wire::Ping),
+    Append(wire::Append),
+    Read(wire::Read),
+    ReadStream(wire::ReadStream),
+    StreamVersion(wire::StreamName),
+    LastLsn,
+    Subscribe(u64),
+    Sync,
+    Checkpoint,
+}
+
+impl Request {
+    fn decode(code: Code, body: &[u8]) -> Result<Request, String> {
+        Ok(match code {
+            Code::Ping => Request::Ping(wire::decode("ping", body)?),
+            Code::Append => Request::Append(wire::decode("append", body)?),
+            Code::Read => Request::Read(wire::decode("read", body)?),
+            Code::ReadStream => Request::ReadStream(wire::decode("read_stream", body)?),
+            Code::StreamVersion => Request::StreamVersion(wire::decode("stream_version", body)?),
+            Code::LastLsn => Request::LastLsn,
+            Code::Subscribe => {
+                Request::Subscribe(wire::decode::<wire::Subscribe>("subscribe", body)?.from_lsn)
+            }
+            Code::Sync => Request::Sync,
+            Code::Checkpoint => Request::Checkpoint,
+            Code::Hello => return Err("a second hello".into()),
+            Code::Goodbye | Code::Cancel => {
+                return Err(format!("code {} is not a request here", code as u32));
+            }
+        })
+    }
+
+    /// Runs it against the database; the reply's body.
+    fn run(self, db: &crate::Db) -> crate::Result<Vec<u8>> {
+        Ok(match self {
+            Request::Ping(p) => wire::encode(&p),
+            Request::Append(a) => wire::encode(&db.append(&a.stream, a.expected, &a.events)?),
+            Request::Read(r) => page(db.read(r.from_lsn, page_limit(r.limit))?),
+            Request::ReadStream(r) => {
+                page(db.read_stream(&r.stream, r.from_version, page_limit(r.limit))?)
+            }
+            Request::StreamVersion(s) => wire::encode(&wire::Number {
+                value: db.stream_version(&s.stream)?,
+            }),
+            Request::LastLsn => wire::encode(&wire::Number {
+                value: db.last_lsn(),
+            }),
+            Request::Sync => wire::encode(&wire::Number { value: db.sync()? }),
+            Request::Checkpoint => wire::encode(&db.checkpoint()?),
+            Request::Subscribe(_) => {
+                return Err(Error::InvalidArgument {
+                    op: "serve",
+                    reason: "a subscription is not a one-shot request".into(),
+                });
+            }
+        })
+    }
+}
+
+fn page_limit(limit: u64) -> usize {
+    limit.min(wire::PAGE_EVENTS_MAX) as usize
+}
+
+/// Events, cut to what fits a frame (always at least one).
+fn page(mut events: Vec<Event>) -> Vec<u8> {
+    let mut bytes = 0usize;
+    let fits = events
+        .iter()
+        .position(|e| {
+            bytes += e.data.len() + e.stream.len() + 32;
+            bytes > PAGE_BYTES_MAX
+        })
+        .unwrap_or(events.len())
+        .max(1);
+    events.truncate(fits);
+    wire::encode(&wire::Events { events })
+}
+
+/// Sends every event from `from_lsn` on, in pages with the more flag, as
+/// they are committed, until the client cancels, the connection or the
+/// server goes, or an error (sent as the last frame).
+async fn subscribe(
+    shared: &Shared,
+    outbox: &Outbox,
+    tag: u64,
+    from_lsn: u64,
+    mut ended: oneshot::Receiver<()>,
+) {
+    let raw = Code::Subscribe as u32;
+    let mut sub = match shared.db.subscribe(from_lsn) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = outbox.send(error_frame(tag, raw, &e)).await;
+            return;
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            _ = &mut ended => break,
+            next = sub.next_async() => next,
+        };
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        let mut failed = None;
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(e)) => {
+                    bytes += e.data.len() + e.stream.len() + 32;
+                    events.push(e);
+                }
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                None => break,
+            }
+            if events.len() as u64 >= wire::PAGE_EVENTS_MAX || bytes >= PAGE_BYTES_MAX / 2 {
+                break;
+            }
+            next = sub.try_next();
+        }
+        if !events.is_empty() {
+            let body = wire::encode(&wire::Events { events });
+            if outbox
+                .send(frame::encode(tag, raw, FLAG_REPLY | FLAG_MORE, &body))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = outbox.send(error_frame(tag, raw, &e)).await;
+            return;
+        }
+    }
+    // The end: a last page without the more flag.
+    let _ = outbox
+        .send(frame::encode(
+            tag,
+            raw,
+            FLAG_REPLY,
+            &wire::encode(&wire::Events::default()),
+        ))
+        .await;
+}
