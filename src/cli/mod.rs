@@ -9,6 +9,7 @@ mod maintenance;
 mod read;
 mod registry;
 mod runtime;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,9 @@ pub enum Command {
     Kv(kv::KvArgs),
     /// Run a realistic workload and show what the engine did.
     Demo(demo::DemoArgs),
+    /// Own the database and share it with other processes on its Unix
+    /// socket (DIR/replaydb.sock), until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 impl Cli {
@@ -179,6 +183,7 @@ pub fn main() -> ExitCode {
         Command::Registry(args) => registry::run(&cli.db, &options, args),
         Command::Runtime(args) => runtime::run(&cli.db, &options, args),
         Command::Kv(args) => kv::run(&cli.db, &options, args),
+        Command::Serve(args) => serve::run(&cli.db, &options, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
