@@ -55,7 +55,7 @@ fn eight_processes_append_through_one_owner() {
     assert_eq!(db.last_lsn(), total);
     let all = db.read(1, total as usize + 1).unwrap();
     assert_eq!(all.len() as u64, total);
-    let mut next = vec![0u64; PROCESSES];
+    let mut next = [0u64; PROCESSES];
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.lsn, i as u64 + 1, "gapless");
         let text = String::from_utf8(e.data.clone()).unwrap();
