@@ -13,7 +13,7 @@ use replaydb::{Database, Db, ExpectedVersion, Options};
 fn serve_shares_the_database_until_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = replaydb::server::default_socket(tmp.path());
-    let mut child = Command::new(common::bin())
+    let child = Command::new(common::bin())
         .arg("--db")
         .arg(tmp.path())
         .arg("serve")
