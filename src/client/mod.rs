@@ -28,7 +28,7 @@ pub use subscription::RemoteSubscription;
 use crate::database::Database;
 use crate::engine::CheckpointOutcome;
 use crate::error::{Error, Result};
-use crate::server::frame::{self, Code, FLAG_ERROR, FLAG_MORE, HEADER_BYTES, Header};
+use crate::server::frame::{self, Code, FLAG_ERROR, HEADER_BYTES, Header};
 use crate::server::wire::{self, WireError};
 use crate::stream::{Appended, Event, ExpectedVersion};
 
@@ -292,8 +292,8 @@ impl Client {
         Ok((tag, rx))
     }
 
-    /// Tells the server to end the subscription `tag` (best effort: a
-    /// connection that is gone ended it already).
+    /// Tells the server to end the subscription poll `tag` (best effort:
+    /// a connection that is gone ended it already).
     pub(crate) fn cancel(&self, conn: &Conn, tag: u64) {
         conn.pending
             .lock()
@@ -402,14 +402,11 @@ fn read_replies(mut stream: UnixStream, conn: Arc<Conn>) {
             }
             continue;
         }
-        let mut pending = conn.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let more = header.flags & FLAG_MORE != 0;
-        let tx = if more {
-            pending.get(&header.tag).cloned()
-        } else {
-            pending.remove(&header.tag)
-        };
-        drop(pending);
+        let tx = conn
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&header.tag);
         if let Some(tx) = tx {
             let _ = tx.send(Reply::Frame {
                 flags: header.flags,

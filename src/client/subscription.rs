@@ -1,5 +1,6 @@
-//! A subscription through a server: pages of events pushed by the
-//! server, resumed from the next LSN on a new connection when one goes.
+//! A subscription through a server: a sequence of polls, each answered
+//! with the next page of events, resumed from the next LSN on a new
+//! connection when one goes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -7,19 +8,20 @@ use std::sync::mpsc;
 
 use super::{Client, Conn, Reply};
 use crate::error::{Error, Result};
-use crate::server::frame::{Code, FLAG_ERROR, FLAG_MORE};
+use crate::server::frame::{Code, FLAG_ERROR};
 use crate::server::wire;
 use crate::stream::Event;
 
 /// Every committed event from an LSN on, in order, with no gap and no
 /// duplicate, across reconnects: the remote twin of
-/// [`Subscription`](crate::Subscription). A blocking iterator.
+/// [`Subscription`](crate::Subscription). A blocking iterator. It asks
+/// for a page only when it has yielded the last one, so a slow reader
+/// holds at most one page.
 #[derive(Debug)]
 pub struct RemoteSubscription {
     client: Client,
-    conn: Arc<Conn>,
-    tag: u64,
-    replies: mpsc::Receiver<Reply>,
+    /// The poll in flight, if any.
+    poll: Option<(Arc<Conn>, u64, mpsc::Receiver<Reply>)>,
     next_lsn: u64,
     buffer: VecDeque<Event>,
     done: bool,
@@ -27,16 +29,17 @@ pub struct RemoteSubscription {
 
 impl RemoteSubscription {
     pub(crate) fn start(client: Client, from_lsn: u64) -> Result<RemoteSubscription> {
-        let (conn, tag, replies) = open(&client, from_lsn)?;
-        Ok(RemoteSubscription {
+        let mut sub = RemoteSubscription {
             client,
-            conn,
-            tag,
-            replies,
+            poll: None,
             next_lsn: from_lsn,
             buffer: VecDeque::new(),
             done: false,
-        })
+        };
+        // The first poll goes at once: what is committed from here on is
+        // its to deliver, and a server that is not there is an error now.
+        sub.poll = Some(sub.send_poll()?);
+        Ok(sub)
     }
 
     /// The LSN of the next event it will yield.
@@ -44,63 +47,64 @@ impl RemoteSubscription {
         self.next_lsn
     }
 
-    fn resume(&mut self) -> Result<()> {
-        let (conn, tag, replies) = open(&self.client, self.next_lsn)?;
-        (self.conn, self.tag, self.replies) = (conn, tag, replies);
-        Ok(())
+    fn send_poll(&self) -> Result<(Arc<Conn>, u64, mpsc::Receiver<Reply>)> {
+        let body = wire::encode(&wire::Subscribe {
+            from_lsn: self.next_lsn,
+        });
+        let mut last = None;
+        for _ in 0..super::RESEND_MAX {
+            let conn = self.client.conn()?;
+            match self.client.send(&conn, Code::Subscribe, &body) {
+                Ok((tag, rx)) => return Ok((conn, tag, rx)),
+                Err(e @ Error::Disconnected { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.client.disconnected("the connection kept going")))
     }
 
     fn next_event(&mut self) -> Option<Result<Event>> {
+        let mut lost = 0u32;
         loop {
             if let Some(e) = self.buffer.pop_front() {
-                // After a resume the server starts at `next_lsn`; nothing
-                // before it is yielded twice all the same.
+                // A page starts at `next_lsn`; nothing before it is
+                // yielded twice all the same.
                 if e.lsn < self.next_lsn {
                     continue;
                 }
                 self.next_lsn = e.lsn + 1;
                 return Some(Ok(e));
             }
-            match self.replies.recv() {
+            let (_, _, replies) = match self.poll.take() {
+                Some(p) => p,
+                None => match self.send_poll() {
+                    Ok(p) => p,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            match replies.recv() {
                 Ok(Reply::Frame { flags, body }) if flags & FLAG_ERROR != 0 => {
                     return Some(Err(super::wire_error(&body, self.client.socket())));
                 }
-                Ok(Reply::Frame { flags, body }) => {
+                Ok(Reply::Frame { body, .. }) => {
                     let page: wire::Events = match self.client.decode("events", &body) {
                         Ok(p) => p,
                         Err(e) => return Some(Err(e)),
                     };
+                    // An empty page: the server is stopping; the next
+                    // poll goes to whichever serves next.
                     self.buffer.extend(page.events);
-                    if flags & FLAG_MORE == 0 && self.buffer.is_empty() {
-                        // The server ended it (it is stopping): carry on
-                        // from the next one that serves.
-                        if let Err(e) = self.resume() {
-                            return Some(Err(e));
-                        }
+                }
+                Ok(Reply::Lost(reason)) => {
+                    lost += 1;
+                    if lost > super::RESEND_MAX {
+                        return Some(Err(self.client.disconnected(reason)));
                     }
                 }
-                Ok(Reply::Lost(_)) | Err(_) => {
-                    if let Err(e) = self.resume() {
-                        return Some(Err(e));
-                    }
-                }
+                Err(_) => {}
             }
         }
     }
-}
-
-fn open(client: &Client, from_lsn: u64) -> Result<(Arc<Conn>, u64, mpsc::Receiver<Reply>)> {
-    let body = wire::encode(&wire::Subscribe { from_lsn });
-    let mut last = None;
-    for _ in 0..super::RESEND_MAX {
-        let conn = client.conn()?;
-        match client.send(&conn, Code::Subscribe, &body) {
-            Ok((tag, rx)) => return Ok((conn, tag, rx)),
-            Err(e @ Error::Disconnected { .. }) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| client.disconnected("the connection kept going")))
 }
 
 impl Iterator for RemoteSubscription {
@@ -121,6 +125,8 @@ impl Iterator for RemoteSubscription {
 
 impl Drop for RemoteSubscription {
     fn drop(&mut self) {
-        self.client.cancel(&self.conn, self.tag);
+        if let Some((conn, tag, _)) = self.poll.take() {
+            self.client.cancel(&conn, tag);
+        }
     }
 }

@@ -33,6 +33,9 @@ use crate::wal::format::EncodedBatch;
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
     wake: Condvar,
+    /// For an async appender: notified with the condition variable (it
+    /// keeps a permit if no one waits yet, so no wake-up is lost).
+    wake_async: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +59,7 @@ impl Slot {
             *g = new;
         }
         self.wake.notify_one();
+        self.wake_async.notify_one();
     }
 
     pub(crate) fn complete(&self, result: Result<Appended>) {
@@ -71,6 +75,7 @@ impl Slot {
         if !matches!(*g, SlotState::Done(_)) {
             *g = SlotState::Done(result);
             self.wake.notify_one();
+            self.wake_async.notify_one();
         }
     }
 
@@ -87,6 +92,21 @@ impl Slot {
                 SlotState::Lead => return Some(Wakeup::Lead),
                 SlotState::Done(r) => return Some(Wakeup::Done(r)),
             }
+        }
+    }
+
+    /// [`Slot::wait`] without blocking the task's thread.
+    pub(crate) async fn wait_async(&self) -> Option<Wakeup> {
+        loop {
+            {
+                let mut g = self.state.lock().ok()?;
+                match std::mem::take(&mut *g) {
+                    SlotState::Waiting => {}
+                    SlotState::Lead => return Some(Wakeup::Lead),
+                    SlotState::Done(r) => return Some(Wakeup::Done(r)),
+                }
+            }
+            self.wake_async.notified().await;
         }
     }
 

@@ -289,6 +289,17 @@ impl Db {
         expected: ExpectedVersion,
         events: &[E],
     ) -> Result<Appended> {
+        let pending = self.pending_append(stream, expected, events)?;
+        self.submit(pending)
+    }
+
+    /// A checked, encoded append, ready to queue.
+    fn pending_append<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+    ) -> Result<Pending> {
         self.inner.check_poison()?;
         if events.is_empty() {
             return Err(Error::InvalidArgument {
@@ -311,7 +322,7 @@ impl Db {
                 limit_bytes: self.inner.options.record_bytes_max,
             });
         }
-        self.submit(Pending {
+        Ok(Pending {
             stream: stream.to_string(),
             expected,
             batch,
@@ -438,20 +449,50 @@ impl Db {
             .unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
-    /// [`Db::append`] for async callers: runs on tokio's blocking pool.
+    /// [`Db::append`] for async callers. The append is queued from the
+    /// calling task and its group's fsync is awaited without a thread of
+    /// its own; only when this append must lead its group (no other is
+    /// at work) is the write and fsync done on tokio's blocking pool.
     pub async fn append_async(
         &self,
         stream: String,
         expected: ExpectedVersion,
         events: Vec<Vec<u8>>,
     ) -> Result<Appended> {
-        let db = self.clone();
-        tokio::task::spawn_blocking(move || db.append(&stream, expected, &events))
+        validate_stream_name(&stream)?;
+        let pending = self.pending_append(&stream, expected, &events)?;
+        self.submit_async(pending).await
+    }
+
+    /// [`Db::submit`] for async callers: waits on the slot without
+    /// blocking the task's thread, and leads on the blocking pool.
+    async fn submit_async(&self, pending: Pending) -> Result<Appended> {
+        let slot = pending.slot.clone();
+        let lead = {
+            let mut queue = self
+                .inner
+                .queue
+                .lock()
+                .map_err(|_| self.inner.poisoned_error())?;
+            queue.pending.push(pending);
+            !std::mem::replace(&mut queue.leader_active, true)
+        };
+        if !lead {
+            match slot.wait_async().await {
+                Some(Wakeup::Done(result)) => return result,
+                Some(Wakeup::Lead) => {}
+                None => return Err(self.inner.poisoned_error()),
+            }
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.lead())
             .await
             .map_err(|e| Error::InvalidArgument {
                 op: "append_async",
-                reason: format!("append task failed: {e}"),
-            })?
+                reason: format!("the group's leader task failed: {e}"),
+            })?;
+        slot.take()
+            .unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
     /// The stream's version: the number of events ever appended to it (0

@@ -12,23 +12,35 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::frame::{self, Code, FLAG_ERROR, FLAG_MORE, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
+use super::frame::{self, Code, FLAG_ERROR, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
 use super::wire::{self, WireError};
 use super::{CONNECTIONS_MAX, HELLO_DEADLINE, REQUESTS_IN_FLIGHT_MAX, STOP_DRAIN_MAX, Shared};
 use crate::error::Error;
 use crate::stream::Event;
 
-/// Frames queued for the writer at most; a full outbox holds the
-/// requests that would add to it.
-const OUTBOX_FRAMES_MAX: usize = 256;
 /// Bytes of events one page carries at most, under the frame limit.
 const PAGE_BYTES_MAX: usize = (frame::FRAME_BODY_BYTES_MAX as usize) - (32 << 10);
 
-type Outbox = mpsc::Sender<Vec<u8>>;
+/// The connection's writing half, shared by its request tasks: each
+/// frame is written whole under the lock, by the task whose reply it is
+/// (a hand-off to a writer task was one more wake-up on every request's
+/// path).
+#[derive(Clone)]
+struct Outbox(Arc<tokio::sync::Mutex<OwnedWriteHalf>>);
+
+impl Outbox {
+    async fn send(&self, frame: Vec<u8>) -> Result<(), std::io::Error> {
+        self.0.lock().await.write_all(&frame).await
+    }
+
+    async fn close(&self) {
+        let _ = self.0.lock().await.shutdown().await;
+    }
+}
 
 fn error_frame(tag: u64, code: u32, e: &Error) -> Vec<u8> {
     frame::encode(
@@ -93,7 +105,7 @@ pub(crate) async fn serve(
         let _ = wr.write_all(&reply).await;
         return;
     }
-    let (outbox, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOX_FRAMES_MAX);
+    let outbox = Outbox(Arc::new(tokio::sync::Mutex::new(wr)));
     let welcome = wire::Welcome {
         version: frame::PROTOCOL_VERSION,
         connection_id: id,
@@ -108,14 +120,6 @@ pub(crate) async fn serve(
             &wire::encode(&welcome),
         ))
         .await;
-    let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            if wr.write_all(&f).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
     let mut conn = Connection {
         shared,
         outbox,
@@ -125,8 +129,9 @@ pub(crate) async fn serve(
         stop,
     };
     conn.read_loop(&mut rd, id).await;
+    let outbox = conn.outbox.clone();
     conn.finish().await;
-    let _ = writer.await;
+    outbox.close().await;
 }
 
 /// The first frame must be a hello of this protocol, within
@@ -239,7 +244,7 @@ impl Connection {
     /// Starts one request; an error is a protocol error (the connection
     /// is closed after it is answered).
     fn request(&mut self, header: Header, body: Vec<u8>) -> Result<(), String> {
-        if header.flags & (FLAG_REPLY | FLAG_ERROR | FLAG_MORE) != 0 {
+        if header.flags & (FLAG_REPLY | FLAG_ERROR) != 0 {
             return Err(format!("a request with reply flags {:#x}", header.flags));
         }
         let code = Code::from_u32(header.code)
@@ -272,6 +277,19 @@ impl Connection {
         };
         let request = Request::decode(code, &body)?;
         let (shared, outbox) = (self.shared.clone(), self.outbox.clone());
+        if let Request::Append(a) = request {
+            // Queued from this task, its fsync awaited without a thread.
+            self.tasks.spawn(async move {
+                let events = a.events.into_iter().map(|e| e.into_vec()).collect();
+                let frame = match shared.db.append_async(a.stream, a.expected, events).await {
+                    Ok(done) => frame::encode(tag, raw, FLAG_REPLY, &wire::encode(&done)),
+                    Err(e) => error_frame(tag, raw, &e),
+                };
+                let _ = outbox.send(frame).await;
+                drop(permit);
+            });
+            return Ok(());
+        }
         if let Request::Subscribe(from_lsn) = request {
             let (end, ended) = oneshot::channel();
             self.subscriptions
@@ -391,9 +409,12 @@ fn page(mut events: Vec<Event>) -> Vec<u8> {
     wire::encode(&wire::Events { events })
 }
 
-/// Sends every event from `from_lsn` on, in pages with the more flag, as
-/// they are committed, until the client cancels, the connection or the
-/// server goes, or an error (sent as the last frame).
+/// Answers a subscription's poll: the next page of events from
+/// `from_lsn`, waiting until at least one is committed, with every one
+/// committed already up to a page. The client cancelling or the server
+/// stopping answers an empty page. A subscription is a sequence of these
+/// polls, so nothing is sent that was not asked for: a slow subscriber
+/// holds at most one page, on either side.
 async fn subscribe(
     shared: &Shared,
     outbox: &Outbox,
@@ -409,54 +430,32 @@ async fn subscribe(
             return;
         }
     };
+    let mut next = tokio::select! {
+        _ = &mut ended => None,
+        next = sub.next_async() => next,
+    };
+    let (mut events, mut bytes) = (Vec::new(), 0usize);
     loop {
-        let first = tokio::select! {
-            _ = &mut ended => break,
-            next = sub.next_async() => next,
-        };
-        let mut events = Vec::new();
-        let mut bytes = 0usize;
-        let mut failed = None;
-        let mut next = first;
-        loop {
-            match next {
-                Some(Ok(e)) => {
-                    bytes += e.data.len() + e.stream.len() + 32;
-                    events.push(e);
-                }
-                Some(Err(e)) => {
-                    failed = Some(e);
-                    break;
-                }
-                None => break,
+        match next {
+            Some(Ok(e)) => {
+                bytes += e.data.len() + e.stream.len() + 32;
+                events.push(e);
             }
-            if events.len() as u64 >= wire::PAGE_EVENTS_MAX || bytes >= PAGE_BYTES_MAX / 2 {
-                break;
-            }
-            next = sub.try_next();
-        }
-        if !events.is_empty() {
-            let body = wire::encode(&wire::Events { events });
-            if outbox
-                .send(frame::encode(tag, raw, FLAG_REPLY | FLAG_MORE, &body))
-                .await
-                .is_err()
-            {
+            // An error after events: they go now, and the next poll,
+            // from after them, meets the error.
+            Some(Err(e)) if events.is_empty() => {
+                let _ = outbox.send(error_frame(tag, raw, &e)).await;
                 return;
             }
+            Some(Err(_)) | None => break,
         }
-        if let Some(e) = failed {
-            let _ = outbox.send(error_frame(tag, raw, &e)).await;
-            return;
+        if events.len() as u64 >= wire::PAGE_EVENTS_MAX || bytes >= PAGE_BYTES_MAX / 2 {
+            break;
         }
+        next = sub.try_next();
     }
-    // The end: a last page without the more flag.
+    let body = wire::encode(&wire::Events { events });
     let _ = outbox
-        .send(frame::encode(
-            tag,
-            raw,
-            FLAG_REPLY,
-            &wire::encode(&wire::Events::default()),
-        ))
+        .send(frame::encode(tag, raw, FLAG_REPLY, &body))
         .await;
 }

@@ -4,7 +4,7 @@
 //! |-------:|-----:|-------|
 //! | 0      | 8    | tag: the request's id, chosen by the client (u64 LE); a reply carries its request's |
 //! | 8      | 4    | code: what the request is ([`Code`], u32 LE); a reply carries its request's |
-//! | 12     | 4    | flags (u32 LE): bits 0–7 the protocol version, bit 8 reply, bit 9 error, bit 10 more; the rest zero |
+//! | 12     | 4    | flags (u32 LE): bits 0–7 the protocol version, bit 8 reply, bit 9 error; the rest zero |
 //! | 16     | 4    | size: the body's bytes (u32 LE), at most [`FRAME_BODY_BYTES_MAX`] |
 //!
 //! The header is the seed's (tag, request code, flags with a version and
@@ -32,9 +32,7 @@ pub const FRAME_READ_DEADLINE: Duration = Duration::from_secs(10);
 pub const FLAG_REPLY: u32 = 1 << 8;
 /// Flag: the body is a [`super::wire::WireError`].
 pub const FLAG_ERROR: u32 = 1 << 9;
-/// Flag: more replies follow for this tag (a subscription's pages).
-pub const FLAG_MORE: u32 = 1 << 10;
-const FLAGS_KNOWN: u32 = 0xff | FLAG_REPLY | FLAG_ERROR | FLAG_MORE;
+const FLAGS_KNOWN: u32 = 0xff | FLAG_REPLY | FLAG_ERROR;
 
 /// What a request asks for (a reply carries its request's code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,9 +52,10 @@ pub enum Code {
     StreamVersion = 6,
     /// [`crate::Db::last_lsn`].
     LastLsn = 7,
-    /// [`crate::Db::subscribe`]: pages of events, each with the more flag.
+    /// A poll of a [`crate::Db::subscribe`]: the next page of events from
+    /// an LSN, waiting for one.
     Subscribe = 8,
-    /// Ends the subscription whose tag the body names.
+    /// Ends the poll whose tag the body names (with an empty page).
     Cancel = 9,
     /// [`crate::Db::sync`].
     Sync = 10,
@@ -278,7 +277,7 @@ mod tests {
         let h = Header {
             tag: 7,
             code: Code::Ping as u32,
-            flags: FLAG_REPLY | FLAG_MORE,
+            flags: FLAG_REPLY | FLAG_ERROR,
             size: 3,
         };
         assert_eq!(Header::decode(&h.encode()).ok(), Some(h));
