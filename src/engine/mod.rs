@@ -428,16 +428,7 @@ impl Db {
     fn submit(&self, pending: Pending) -> Result<Appended> {
         reentry::check("append")?;
         let slot = pending.slot.clone();
-        let lead = {
-            let mut queue = self
-                .inner
-                .queue
-                .lock()
-                .map_err(|_| self.inner.poisoned_error())?;
-            queue.pending.push(pending);
-            !std::mem::replace(&mut queue.leader_active, true)
-        };
-        if !lead {
+        if !self.enqueue(pending)? {
             match slot.wait() {
                 Some(Wakeup::Done(result)) => return result,
                 Some(Wakeup::Lead) => {}
@@ -447,6 +438,18 @@ impl Db {
         self.inner.lead();
         slot.take()
             .unwrap_or_else(|| Err(self.inner.poisoned_error()))
+    }
+
+    /// Queues `pending`; whether its appender leads the group (no one
+    /// else is at work).
+    fn enqueue(&self, pending: Pending) -> Result<bool> {
+        let mut queue = self
+            .inner
+            .queue
+            .lock()
+            .map_err(|_| self.inner.poisoned_error())?;
+        queue.pending.push(pending);
+        Ok(!std::mem::replace(&mut queue.leader_active, true))
     }
 
     /// [`Db::append`] for async callers. The append is queued from the
@@ -468,16 +471,7 @@ impl Db {
     /// blocking the task's thread, and leads on the blocking pool.
     async fn submit_async(&self, pending: Pending) -> Result<Appended> {
         let slot = pending.slot.clone();
-        let lead = {
-            let mut queue = self
-                .inner
-                .queue
-                .lock()
-                .map_err(|_| self.inner.poisoned_error())?;
-            queue.pending.push(pending);
-            !std::mem::replace(&mut queue.leader_active, true)
-        };
-        if !lead {
+        if !self.enqueue(pending)? {
             match slot.wait_async().await {
                 Some(Wakeup::Done(result)) => return result,
                 Some(Wakeup::Lead) => {}
