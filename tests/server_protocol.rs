@@ -415,3 +415,48 @@ fn a_peer_of_another_user_is_refused() {
         b"me"
     );
 }
+
+#[test]
+fn many_threads_share_one_connection_beside_a_subscription_nobody_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let _server = db.serve(&socket).unwrap();
+    let c = Client::connect(&socket).unwrap();
+    // Polls in flight whose threads never wait on them: the reading must
+    // never be passed to one of them.
+    let idle: Vec<_> = (0..4)
+        .map(|_| Database::subscribe(&c, 1_000_000).unwrap())
+        .collect();
+    const THREADS: u64 = 4;
+    const ROUNDS: u64 = 300;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..THREADS {
+        let (c, done, barrier) = (c.clone(), done.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            for i in 0..ROUNDS {
+                // All at once, so some wait while one reads, every round.
+                barrier.wait();
+                Database::append(&c, &format!("t{t}"), ExpectedVersion::Exact(i), &[b"e"]).unwrap();
+                assert_eq!(c.ping(&i.to_le_bytes()).unwrap(), i.to_le_bytes());
+            }
+            done.send(t).unwrap();
+        });
+    }
+    drop(done);
+    let mut threads = Vec::new();
+    // A thread left waiting forever for a reader is the failure this
+    // guards against: name it rather than hang the suite.
+    while let Ok(t) = finished.recv_timeout(Duration::from_secs(60)) {
+        threads.push(t);
+    }
+    threads.sort();
+    assert_eq!(
+        threads,
+        (0..THREADS).collect::<Vec<_>>(),
+        "every thread got every reply"
+    );
+    assert_eq!(db.last_lsn(), THREADS * ROUNDS);
+    drop(idle);
+}

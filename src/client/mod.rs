@@ -3,8 +3,11 @@
 //!
 //! One connection carries every request of a client, each under its own
 //! tag, so many threads' requests are in flight at once (and share the
-//! server's group commit); a reader thread hands each reply to the
-//! thread that waits for it. When the server goes, the client connects
+//! server's group commit). There is no reader thread: one of the threads
+//! waiting for a reply reads the socket, hands each reply to the thread
+//! that waits for it, and once its own has come passes the reading on to
+//! another waiter (a reader thread was one more wake-up on every
+//! request's path). When the server goes, the client connects
 //! again, with backoff and jitter, for up to
 //! [`ClientOptions::reconnect_for`]: reads and subscriptions carry on
 //! where they were (a subscription from the LSN after the last one it
@@ -89,11 +92,18 @@ pub(crate) enum Reply {
     Frame { flags: u32, body: Vec<u8> },
     /// The connection went before the reply came.
     Lost(String),
+    /// The reader has its reply: read the socket, if no one else does.
+    Baton,
 }
 
 #[derive(Debug)]
 pub(crate) struct Conn {
     writer: Mutex<UnixStream>,
+    /// Held by the one waiter that reads the socket.
+    reader: Mutex<UnixStream>,
+    /// Tags whose threads are blocked waiting for their reply: whom a
+    /// reader that lets go passes the reading to.
+    waiting: Mutex<std::collections::HashSet<u64>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
     alive: AtomicBool,
     /// The server's hello.
@@ -102,6 +112,108 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Waits for the reply to `tag`: reads the socket itself if no one
+    /// else does, handing on every other reply, and passes the reading on
+    /// once its own has come. Whenever a reader lets go with requests
+    /// still waiting, one of them is told (a baton), so a reply on the
+    /// socket always has a reader.
+    pub(crate) fn wait(&self, tag: u64, rx: &mpsc::Receiver<Reply>) -> Reply {
+        loop {
+            match rx.try_recv() {
+                Ok(Reply::Baton) => continue,
+                Ok(reply) => return reply,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Reply::Lost("the connection went".into());
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            // Said before trying to read: a reader that lets go after
+            // this sees it and passes the baton here; one that let go
+            // before it left the lock free for the try below.
+            self.waiting(tag, true);
+            let Ok(mut stream) = self.reader.try_lock() else {
+                // Someone reads: wait for the reply, or for the baton.
+                let got = rx.recv();
+                self.waiting(tag, false);
+                match got {
+                    Ok(Reply::Baton) => continue,
+                    Ok(reply) => return reply,
+                    Err(_) => return Reply::Lost("the connection went".into()),
+                }
+            };
+            self.waiting(tag, false);
+            let mine = loop {
+                // Delivered by the last reader before it let go, or just
+                // now by this one.
+                match rx.try_recv() {
+                    Ok(Reply::Baton) | Err(mpsc::TryRecvError::Empty) => {}
+                    Ok(reply) => break reply,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        break Reply::Lost("the connection went".into());
+                    }
+                }
+                if let Err(reason) = self.read_one(&mut stream) {
+                    drop(stream);
+                    self.lose(&reason);
+                    return Reply::Lost(reason);
+                }
+            };
+            drop(stream);
+            self.pass_baton();
+            return mine;
+        }
+    }
+
+    fn waiting(&self, tag: u64, yes: bool) {
+        let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if yes {
+            w.insert(tag);
+        } else {
+            w.remove(&tag);
+        }
+    }
+
+    /// Reads one frame and hands it to whoever waits for its tag.
+    fn read_one(&self, stream: &mut UnixStream) -> std::result::Result<(), String> {
+        let (header, body) =
+            read_frame(stream).map_err(|e| format!("the server closed the connection ({e})"))?;
+        if header.tag == 0 {
+            if header.code == Code::Goodbye as u32 {
+                // Nothing new is taken; what was in flight was answered
+                // before the goodbye.
+                return Err("the server stopped".into());
+            }
+            if header.flags & FLAG_ERROR != 0 {
+                let e = wire_error(&body, Path::new(""));
+                tracing::warn!(error = %e, "the server closed the connection with an error");
+                return Err(e.to_string());
+            }
+            return Ok(());
+        }
+        let tx = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&header.tag);
+        if let Some(tx) = tx {
+            let _ = tx.send(Reply::Frame {
+                flags: header.flags,
+                body,
+            });
+        }
+        Ok(())
+    }
+
+    /// Tells one thread blocked waiting (not a subscription nobody is
+    /// reading from) to take the reading on.
+    fn pass_baton(&self) {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = waiting.iter().find_map(|t| pending.get(t)) {
+            let _ = tx.send(Reply::Baton);
+        }
+    }
+
     fn lose(&self, reason: &str) {
         self.alive.store(false, Ordering::Release);
         for (_, tx) in self
@@ -211,7 +323,7 @@ impl Client {
         }
     }
 
-    /// One connection: hello, welcome, then a reader thread.
+    /// One connection: hello, then the welcome.
     fn open(&self) -> Result<Arc<Conn>> {
         let socket = &self.inner.socket;
         let mut stream =
@@ -248,16 +360,13 @@ impl Client {
             .map_err(|e| Error::io("clone the socket", socket, e))?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(stream),
+            reader: Mutex::new(reader),
+            waiting: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             connection_id: welcome.connection_id,
             server_pid: welcome.server_pid,
         });
-        let c = conn.clone();
-        std::thread::Builder::new()
-            .name("replaydb-client".into())
-            .spawn(move || read_replies(reader, c))
-            .map_err(|e| Error::io("start the client's reader", socket, e))?;
         Ok(conn)
     }
 
@@ -315,18 +424,25 @@ impl Client {
     fn call(&self, code: Code, body: &[u8], retry: bool) -> Result<Vec<u8>> {
         for _ in 0..RESEND_MAX {
             let conn = self.conn()?;
-            let (_, rx) = self.send(&conn, code, body)?;
-            match rx.recv() {
-                Ok(Reply::Frame { flags, body }) if flags & FLAG_ERROR != 0 => {
+            let (tag, rx) = match self.send(&conn, code, body) {
+                Ok(sent) => sent,
+                // Not sent whole, so not done: send it on a new
+                // connection (the server went, and no one had read its
+                // goodbye yet).
+                Err(Error::Disconnected { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            match conn.wait(tag, &rx) {
+                Reply::Frame { flags, body } if flags & FLAG_ERROR != 0 => {
                     return Err(wire_error(&body, &self.inner.socket));
                 }
-                Ok(Reply::Frame { body, .. }) => return Ok(body),
-                Ok(Reply::Lost(reason)) if !retry => {
+                Reply::Frame { body, .. } => return Ok(body),
+                Reply::Lost(reason) if !retry => {
                     return Err(self.disconnected(format!(
                         "{reason}; the request may or may not have been done"
                     )));
                 }
-                Ok(Reply::Lost(_)) | Err(_) => continue,
+                Reply::Lost(_) | Reply::Baton => continue,
             }
         }
         Err(self.disconnected(format!(
@@ -379,43 +495,6 @@ fn wire_error(body: &[u8], socket: &Path) -> Error {
             reason,
         },
     }
-}
-
-/// Hands each reply to whoever waits for its tag, until the connection
-/// ends.
-fn read_replies(mut stream: UnixStream, conn: Arc<Conn>) {
-    let reason = loop {
-        let (header, body) = match read_frame(&mut stream) {
-            Ok(f) => f,
-            Err(e) => break format!("the server closed the connection ({e})"),
-        };
-        if header.tag == 0 {
-            if header.code == Code::Goodbye as u32 {
-                // Nothing new is taken; what was in flight is answered
-                // before the goodbye.
-                break "the server stopped".to_string();
-            }
-            if header.flags & FLAG_ERROR != 0 {
-                let e = wire_error(&body, Path::new(""));
-                tracing::warn!(error = %e, "the server closed the connection with an error");
-                break e.to_string();
-            }
-            continue;
-        }
-        let tx = conn
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&header.tag);
-        if let Some(tx) = tx {
-            let _ = tx.send(Reply::Frame {
-                flags: header.flags,
-                body,
-            });
-        }
-    };
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    conn.lose(&reason);
 }
 
 /// A few lines of xorshift for the retry jitter: no dependency for it.

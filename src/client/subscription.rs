@@ -75,18 +75,18 @@ impl RemoteSubscription {
                 self.next_lsn = e.lsn + 1;
                 return Some(Ok(e));
             }
-            let (_, _, replies) = match self.poll.take() {
+            let (conn, tag, replies) = match self.poll.take() {
                 Some(p) => p,
                 None => match self.send_poll() {
                     Ok(p) => p,
                     Err(e) => return Some(Err(e)),
                 },
             };
-            match replies.recv() {
-                Ok(Reply::Frame { flags, body }) if flags & FLAG_ERROR != 0 => {
+            match conn.wait(tag, &replies) {
+                Reply::Frame { flags, body } if flags & FLAG_ERROR != 0 => {
                     return Some(Err(super::wire_error(&body, self.client.socket())));
                 }
-                Ok(Reply::Frame { body, .. }) => {
+                Reply::Frame { body, .. } => {
                     let page: wire::Events = match self.client.decode("events", &body) {
                         Ok(p) => p,
                         Err(e) => return Some(Err(e)),
@@ -95,13 +95,13 @@ impl RemoteSubscription {
                     // poll goes to whichever serves next.
                     self.buffer.extend(page.events);
                 }
-                Ok(Reply::Lost(reason)) => {
+                Reply::Lost(reason) => {
                     lost += 1;
                     if lost > super::RESEND_MAX {
                         return Some(Err(self.client.disconnected(reason)));
                     }
                 }
-                Err(_) => {}
+                Reply::Baton => {}
             }
         }
     }
