@@ -16,6 +16,8 @@
 //! - [`Database`]: the same operations on an embedded [`Db`] and on a
 //!   [`client::Client`] of a database another process serves
 //!   ([`Db::serve`], [`server`]; the protocol is `docs/PROTOCOL.md`).
+//! - [`SharedDb`]: many processes open one database; the one holding its
+//!   lock serves the others, and one of them takes over when it dies.
 //! - [`Options`] and [`Durability`]: what a crash can lose.
 //! - [`View`], [`ViewTables`], [`ViewSet`]: your own folds, with tables in
 //!   the store; [`registry`], [`runtime`] and [`kv`] are built in,
@@ -53,6 +55,7 @@ pub mod registry;
 mod retention;
 pub mod runtime;
 pub mod server;
+mod shared;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod snapshot;
@@ -71,6 +74,7 @@ pub use options::{
     SEGMENT_BYTES_MIN,
 };
 pub use retention::{RETENTION_STREAM, Retention};
+pub use shared::{SharedDb, SharedSubscription, ViewsFactory};
 pub use store::StoreReport;
 pub use stream::{
     Appended, Event, EventRef, ExpectedVersion, STREAM_NAME_BYTES_MAX,

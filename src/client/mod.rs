@@ -77,12 +77,27 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+/// What a client tries when no server answers, before it waits and
+/// connects again: [`crate::SharedDb`]'s takeover (lock the directory,
+/// recover, serve). `Ok(true)`: it serves now, connect at once.
+pub(crate) type Takeover = Arc<dyn Fn() -> Result<bool> + Send + Sync>;
+
 struct Inner {
     socket: PathBuf,
     options: ClientOptions,
     conn: Mutex<Option<Arc<Conn>>>,
     next_tag: AtomicU64,
+    takeover: Option<Takeover>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("options", &self.options)
+            .field("takes_over", &self.takeover.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a waiting request gets.
@@ -245,12 +260,23 @@ impl Client {
 
     /// [`Client::connect`] with options.
     pub fn connect_with(socket: impl AsRef<Path>, options: ClientOptions) -> Result<Client> {
+        Client::connect_taking_over(socket.as_ref(), options, None)
+    }
+
+    /// [`Client::connect_with`], trying `takeover` whenever no server
+    /// answers.
+    pub(crate) fn connect_taking_over(
+        socket: &Path,
+        options: ClientOptions,
+        takeover: Option<Takeover>,
+    ) -> Result<Client> {
         let client = Client {
             inner: Arc::new(Inner {
-                socket: socket.as_ref().to_path_buf(),
+                socket: socket.to_path_buf(),
                 options,
                 conn: Mutex::new(None),
                 next_tag: AtomicU64::new(1),
+                takeover,
             }),
         };
         client.conn()?;
@@ -308,6 +334,13 @@ impl Client {
                     return Err(e);
                 }
                 Err(e) => {
+                    if let Some(takeover) = &self.inner.takeover {
+                        match takeover() {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(self.disconnected(format!(
