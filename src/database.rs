@@ -41,8 +41,17 @@ pub trait Database: Send + Sync {
     /// [`Db::read_stream`].
     fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<Event>>;
 
+    /// [`Db::read_stream_from_lsn`].
+    fn read_stream_from_lsn(&self, stream: &str, from_lsn: u64, limit: usize)
+    -> Result<Vec<Event>>;
+
     /// [`Db::stream_version`].
     fn stream_version(&self, stream: &str) -> Result<u64>;
+
+    /// The largest batch an append takes, encoded
+    /// ([`Options::record_bytes_max`](crate::Options::record_bytes_max) of
+    /// whoever opened the database).
+    fn record_bytes_max(&self) -> u64;
 
     /// [`Db::last_lsn`].
     fn last_lsn(&self) -> Result<u64>;
@@ -77,8 +86,21 @@ impl Database for Db {
         Db::read_stream(self, stream, from_version, limit)
     }
 
+    fn read_stream_from_lsn(
+        &self,
+        stream: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        Db::read_stream_from_lsn(self, stream, from_lsn, limit)
+    }
+
     fn stream_version(&self, stream: &str) -> Result<u64> {
         Db::stream_version(self, stream)
+    }
+
+    fn record_bytes_max(&self) -> u64 {
+        self.options().record_bytes_max
     }
 
     fn last_lsn(&self) -> Result<u64> {

@@ -14,6 +14,10 @@ use crate::server::{Server, default_socket};
 use crate::stream::{Appended, Event, ExpectedVersion};
 use crate::views::View;
 
+/// How long [`SharedDb::open_or_connect`] waits for a server to answer on
+/// a locked directory's socket.
+const CONNECT_FOR_CLI: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Makes the views a database is opened with: each owner, first or
 /// taking over, registers the same ones.
 pub type ViewsFactory = Arc<dyn Fn() -> Vec<Box<dyn View>> + Send + Sync>;
@@ -42,7 +46,8 @@ pub struct SharedDb {
 enum Mode {
     Owner {
         db: Db,
-        server: Server,
+        /// `None`: opened with [`SharedDb::open_or_connect`], serving no one.
+        server: Option<Server>,
     },
     Client {
         client: Client,
@@ -75,7 +80,7 @@ impl SharedDb {
         let socket = default_socket(&dir);
         match Db::open_with_views(&dir, options.clone(), views()) {
             Ok(db) => {
-                let server = db.serve(&socket)?;
+                let server = Some(db.serve(&socket)?);
                 Ok(SharedDb {
                     mode: Mode::Owner { db, server },
                 })
@@ -87,6 +92,40 @@ impl SharedDb {
                 Ok(SharedDb {
                     mode: Mode::Client { client, took_over },
                 })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the database at `dir` embedded if its lock is free, serving
+    /// no one (the CLI's way: a command is brief); otherwise connects to
+    /// the process that serves it. A directory locked by a process that
+    /// does not serve it is [`Error::Locked`], as for [`Db::open`].
+    pub fn open_or_connect(
+        dir: impl AsRef<Path>,
+        options: Options,
+        views: Vec<Box<dyn View>>,
+    ) -> Result<SharedDb> {
+        let dir = dir.as_ref();
+        match Db::open_with_views(dir, options, views) {
+            Ok(db) => Ok(SharedDb {
+                mode: Mode::Owner { db, server: None },
+            }),
+            Err(locked @ Error::Locked { .. }) => {
+                let socket = default_socket(dir);
+                let quick = ClientOptions::default().reconnect_for(CONNECT_FOR_CLI);
+                match Client::connect_with(&socket, quick) {
+                    Ok(client) => Ok(SharedDb {
+                        mode: Mode::Client {
+                            client,
+                            took_over: Arc::new(Mutex::new(None)),
+                        },
+                    }),
+                    // Locked, and no server answers: the lock's error
+                    // names the holder.
+                    Err(Error::Disconnected { .. } | Error::Io { .. }) => Err(locked),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -119,10 +158,10 @@ impl SharedDb {
         }
     }
 
-    /// The owner's server, if this handle owns it.
+    /// The owner's server, if this handle owns it and serves.
     pub fn server(&self) -> Option<&Server> {
         match &self.mode {
-            Mode::Owner { server, .. } => Some(server),
+            Mode::Owner { server, .. } => server.as_ref(),
             Mode::Client { .. } => None,
         }
     }
@@ -210,8 +249,21 @@ impl Database for SharedDb {
         either!(self, h => Database::read_stream(h, stream, from_version, limit))
     }
 
+    fn read_stream_from_lsn(
+        &self,
+        stream: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        either!(self, h => Database::read_stream_from_lsn(h, stream, from_lsn, limit))
+    }
+
     fn stream_version(&self, stream: &str) -> Result<u64> {
         either!(self, h => Database::stream_version(h, stream))
+    }
+
+    fn record_bytes_max(&self) -> u64 {
+        either!(self, h => Database::record_bytes_max(h))
     }
 
     fn last_lsn(&self) -> Result<u64> {

@@ -34,6 +34,67 @@ fn serve_shares_the_database_until_sigterm() {
         Db::open(tmp.path(), Options::default()),
         Err(replaydb::Error::Locked { .. })
     ));
+    // The CLI's commands go through the server, and answer the same.
+    let out = common::cli(
+        tmp.path(),
+        &["append", "--stream", "cli", "{\"a\":1}", "{\"b\":2}"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "51\n52\n");
+    let mut piped = Command::new(common::bin())
+        .arg("--db")
+        .arg(tmp.path())
+        .args(["append", "--stream", "cli"])
+        .env_remove("REPLAYDB_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = piped.stdin.take().unwrap();
+        writeln!(stdin, "{{\"c\":3}}").unwrap();
+        writeln!(stdin, "{{\"d\":4}}").unwrap();
+    }
+    let out = piped.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "53\n54\n");
+    let out = common::cli(tmp.path(), &["read", "--stream", "cli", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0].contains("\"lsn\":51") && lines[3].contains("\"d\":4"),
+        "{lines:?}"
+    );
+    let out = common::cli(tmp.path(), &["read", "--from", "50", "--limit", "2"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let out = common::cli(tmp.path(), &["checkpoint"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A command that does not go through a server yet says so.
+    let out = common::cli(tmp.path(), &["kv", "ls", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("served by pid {}", child.id())),
+        "{err}"
+    );
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = child.wait_with_output().unwrap();
@@ -43,4 +104,5 @@ fn serve_shares_the_database_until_sigterm() {
     assert!(!socket.exists(), "the socket is removed");
     let db = Db::open(tmp.path(), Options::default()).unwrap();
     assert_eq!(db.stream_version("served").unwrap(), 50);
+    assert_eq!(db.stream_version("cli").unwrap(), 4);
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use clap::Args;
-use replaydb::{Db, ExpectedVersion, Options};
+use replaydb::{Database, ExpectedVersion, Options};
 use serde_json::Value;
 
 use crate::cli::{CmdResult, Failure, json};
@@ -50,7 +50,7 @@ pub fn run(dir: &Path, options: &Options, args: &AppendArgs) -> CmdResult {
                 .map_err(|e| format!("argument {}: invalid JSON: {e}", i + 1))?;
             values.push(json::encode(&v));
         }
-        let db = crate::cli::open_db(dir, options)?;
+        let db = crate::cli::open_shared(dir, options)?;
         let done = db.append(&args.stream, args.expect_version, &values)?;
         let mut out = std::io::stdout().lock();
         for lsn in done.first_lsn..=done.last_lsn {
@@ -58,7 +58,7 @@ pub fn run(dir: &Path, options: &Options, args: &AppendArgs) -> CmdResult {
         }
         return Ok(());
     }
-    let db = crate::cli::open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     append_stdin(&db, &args.stream, args.expect_version)
 }
 
@@ -70,8 +70,8 @@ enum Line {
 
 /// Reads JSON lines on a thread of its own, so that lines arriving while
 /// a group is being synced make up the next group.
-fn append_stdin(db: &Db, stream: &str, first_expected: ExpectedVersion) -> CmdResult {
-    let record_bytes_max = db.options().record_bytes_max;
+fn append_stdin(db: &impl Database, stream: &str, first_expected: ExpectedVersion) -> CmdResult {
+    let record_bytes_max = db.record_bytes_max();
     let line_bytes_max = record_bytes_max.saturating_mul(STDIN_LINE_BYTES_PER_RECORD_BYTE);
     let (tx, rx) = mpsc::sync_channel::<Line>(STDIN_BATCH_EVENTS_MAX * 4);
     std::thread::spawn(move || {

@@ -5,6 +5,8 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 use replaydb::{Options, Repair, Retention};
 
+use replaydb::Database;
+
 use crate::cli::{CmdResult, open_db};
 
 #[derive(Debug, Args)]
@@ -154,7 +156,7 @@ pub fn run_stats(dir: &Path, options: &Options, args: &StatsArgs) -> CmdResult {
 }
 
 pub fn run_checkpoint(dir: &Path, options: &Options) -> CmdResult {
-    let db = open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     let done = db.checkpoint()?;
     if done.written {
         println!("checkpoint at LSN {}", done.covered_lsn);

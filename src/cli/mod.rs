@@ -14,6 +14,8 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use replaydb::SharedDb;
+
 use clap::{Parser, Subcommand};
 use replaydb::{Durability, Options};
 
@@ -123,18 +125,43 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 pub type CmdResult = Result<(), Failure>;
 
+fn builtin_views() -> Vec<Box<dyn replaydb::View>> {
+    vec![
+        Box::new(replaydb::registry::RegistryView::default()),
+        Box::new(replaydb::runtime::RuntimeView::default()),
+        Box::new(replaydb::kv::KvView::default()),
+    ]
+}
+
 /// Opens the database with the built-in views, so every command keeps
-/// them up to date.
-pub fn open_db(dir: &std::path::Path, options: &Options) -> replaydb::Result<replaydb::Db> {
-    replaydb::Db::open_with_views(
-        dir,
-        options.clone(),
-        vec![
-            Box::new(replaydb::registry::RegistryView::default()),
-            Box::new(replaydb::runtime::RuntimeView::default()),
-            Box::new(replaydb::kv::KvView::default()),
-        ],
-    )
+/// them up to date. For the commands that do not go through a server
+/// yet: a directory a server owns is an error that says so.
+pub fn open_db(dir: &std::path::Path, options: &Options) -> Result<replaydb::Db, Failure> {
+    match replaydb::Db::open_with_views(dir, options.clone(), builtin_views()) {
+        Ok(db) => Ok(db),
+        Err(e @ replaydb::Error::Locked { .. }) => {
+            let socket = replaydb::server::default_socket(dir);
+            let quick = replaydb::client::ClientOptions::default()
+                .reconnect_for(std::time::Duration::from_millis(200));
+            match replaydb::client::Client::connect_with(&socket, quick)
+                .and_then(|c| c.server_pid())
+            {
+                Ok(pid) => Err(Failure::from(format!(
+                    "{} is served by pid {pid} on {}; this command does not work through a server yet (append, read, tail and checkpoint do): stop the server to run it",
+                    dir.display(),
+                    socket.display()
+                ))),
+                Err(_) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the database with the built-in views, or, if a server owns the
+/// directory, connects to it: the command works the same either way.
+pub fn open_shared(dir: &std::path::Path, options: &Options) -> replaydb::Result<SharedDb> {
+    SharedDb::open_or_connect(dir, options.clone(), builtin_views())
 }
 
 /// Reads one line (with its `\n`, if any) into `buf`, reading at most

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use clap::Args;
-use replaydb::{Event, Options};
+use replaydb::{Database, Event, Options};
 
 use crate::cli::{CmdResult, json};
 
@@ -47,7 +47,7 @@ fn print_event(out: &mut impl Write, e: &Event, as_json: bool) -> std::io::Resul
 }
 
 pub fn run_read(dir: &Path, options: &Options, args: &ReadArgs) -> CmdResult {
-    let db = crate::cli::open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     let mut left = args.limit.unwrap_or(usize::MAX);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut from = args.from;
@@ -80,8 +80,8 @@ fn stdout_failed(e: std::io::Error) -> CmdResult {
 }
 
 pub fn run_tail(dir: &Path, options: &Options, args: &TailArgs) -> CmdResult {
-    let db = crate::cli::open_db(dir, options)?;
-    let from = args.from.unwrap_or(db.last_lsn() + 1);
+    let db = crate::cli::open_shared(dir, options)?;
+    let from = args.from.unwrap_or(db.last_lsn()? + 1);
     let mut out = std::io::stdout().lock();
     for event in db.subscribe(from)? {
         let event = event?;

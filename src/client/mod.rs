@@ -124,6 +124,7 @@ pub(crate) struct Conn {
     /// The server's hello.
     pub connection_id: u64,
     pub server_pid: u32,
+    pub record_bytes_max: u64,
 }
 
 impl Conn {
@@ -399,6 +400,7 @@ impl Client {
             alive: AtomicBool::new(true),
             connection_id: welcome.connection_id,
             server_pid: welcome.server_pid,
+            record_bytes_max: welcome.record_bytes_max,
         });
         Ok(conn)
     }
@@ -591,6 +593,32 @@ impl Database for Client {
             });
             (Code::ReadStream, body)
         })
+    }
+
+    fn read_stream_from_lsn(
+        &self,
+        stream: &str,
+        from_lsn: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.read_pages(limit, |last, left| {
+            let from = last.map_or(from_lsn, |e| e.lsn + 1);
+            let body = wire::encode(&wire::ReadStreamFromLsn {
+                stream: stream.to_string(),
+                from_lsn: from,
+                limit: left,
+            });
+            (Code::ReadStreamFromLsn, body)
+        })
+    }
+
+    /// The server's, as its hello said (the default if it cannot be
+    /// reached now).
+    fn record_bytes_max(&self) -> u64 {
+        self.conn()
+            .map_or(crate::options::Options::default().record_bytes_max, |c| {
+                c.record_bytes_max
+            })
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64> {

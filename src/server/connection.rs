@@ -111,6 +111,7 @@ pub(crate) async fn serve(
         connection_id: id,
         server_pid: std::process::id(),
         dir: shared.db.dir().to_path_buf(),
+        record_bytes_max: shared.db.options().record_bytes_max,
     };
     let _ = outbox
         .send(frame::encode(
@@ -335,6 +336,7 @@ enum Request {
     Append(wire::Append),
     Read(wire::Read),
     ReadStream(wire::ReadStream),
+    ReadStreamFromLsn(wire::ReadStreamFromLsn),
     StreamVersion(wire::StreamName),
     LastLsn,
     Subscribe(u64),
@@ -349,6 +351,9 @@ impl Request {
             Code::Append => Request::Append(wire::decode("append", body)?),
             Code::Read => Request::Read(wire::decode("read", body)?),
             Code::ReadStream => Request::ReadStream(wire::decode("read_stream", body)?),
+            Code::ReadStreamFromLsn => {
+                Request::ReadStreamFromLsn(wire::decode("read_stream_from_lsn", body)?)
+            }
             Code::StreamVersion => Request::StreamVersion(wire::decode("stream_version", body)?),
             Code::LastLsn => Request::LastLsn,
             Code::Subscribe => {
@@ -371,6 +376,9 @@ impl Request {
             Request::Read(r) => page(db.read(r.from_lsn, page_limit(r.limit))?),
             Request::ReadStream(r) => {
                 page(db.read_stream(&r.stream, r.from_version, page_limit(r.limit))?)
+            }
+            Request::ReadStreamFromLsn(r) => {
+                page(db.read_stream_from_lsn(&r.stream, r.from_lsn, page_limit(r.limit))?)
             }
             Request::StreamVersion(s) => wire::encode(&wire::Number {
                 value: db.stream_version(&s.stream)?,

@@ -63,6 +63,8 @@ pub enum Code {
     Checkpoint = 11,
     /// From the server, tag 0: it is stopping; no new request is taken.
     Goodbye = 12,
+    /// [`crate::Db::read_stream_from_lsn`].
+    ReadStreamFromLsn = 13,
 }
 
 impl Code {
@@ -81,6 +83,7 @@ impl Code {
             10 => Code::Sync,
             11 => Code::Checkpoint,
             12 => Code::Goodbye,
+            13 => Code::ReadStreamFromLsn,
             _ => return None,
         })
     }

@@ -40,6 +40,8 @@ pub struct Welcome {
     pub server_pid: u32,
     /// The database directory it serves.
     pub dir: PathBuf,
+    /// The largest batch it takes, encoded (`Options::record_bytes_max`).
+    pub record_bytes_max: u64,
 }
 
 /// A ping's body, echoed.
@@ -78,6 +80,17 @@ pub struct ReadStream {
     pub stream: String,
     /// The first version.
     pub from_version: u64,
+    /// Events at most, capped as [`Read::limit`].
+    pub limit: u64,
+}
+
+/// [`crate::Db::read_stream_from_lsn`]'s arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadStreamFromLsn {
+    /// The stream.
+    pub stream: String,
+    /// The first LSN.
+    pub from_lsn: u64,
     /// Events at most, capped as [`Read::limit`].
     pub limit: u64,
 }
