@@ -210,6 +210,73 @@ pub enum Error {
         limit_bytes: u64,
     },
 
+    /// The view an operation needs is not registered on this handle
+    /// (open the database with it: `KvStore::open`, `Db::open_with_views`).
+    #[error("{op}: the {view} view is not registered on this database handle")]
+    ViewNotRegistered {
+        /// The operation called.
+        op: &'static str,
+        /// The view it needs ("kv", "runtime", "registry").
+        view: &'static str,
+    },
+
+    /// The database was closed under the operation (its last handle went).
+    #[error("{op}: the database was closed")]
+    Closed {
+        /// The operation called.
+        op: &'static str,
+    },
+
+    /// Another operation that excludes this one is running; retry after it.
+    #[error("{op}: {running} is running; retry after it")]
+    InProgress {
+        /// The operation called.
+        op: &'static str,
+        /// What runs ("a backup").
+        running: &'static str,
+    },
+
+    /// Called from inside [`Db::view`](crate::Db::view) or a command's
+    /// decision, where it would wait for itself; use what the callback is
+    /// given instead.
+    #[error(
+        "{op}: called from inside Db::view or a command's decision, where it would wait for itself; read what the callback is given instead"
+    )]
+    Reentrant {
+        /// The operation called.
+        op: &'static str,
+    },
+
+    /// The operation is not possible on this kind of database (a backup
+    /// of one in memory).
+    #[error("{op}: {reason}")]
+    Unsupported {
+        /// The operation called.
+        op: &'static str,
+        /// Why not.
+        reason: String,
+    },
+
+    /// A value could not be encoded (a record or a row of a view).
+    #[error("{op}: could not encode: {reason}")]
+    Encode {
+        /// What was being encoded.
+        op: &'static str,
+        /// The encoder's message.
+        reason: String,
+    },
+
+    /// Something that must not happen did (a task that panicked, a
+    /// decision that panicked, a broken internal promise): a bug, reported
+    /// rather than hidden; nothing half-done was committed.
+    #[error("{op}: internal error: {reason}")]
+    Internal {
+        /// What was being done.
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The peer on a database's socket broke the protocol (a frame that
     /// is not this protocol's, a body that does not decode). The
     /// connection is closed.

@@ -344,7 +344,10 @@ fn commands_decide_against_views_with_one_winner_and_rejections_append_nothing()
     );
     assert_eq!(db.last_lsn(), 1);
     let panicked = db.execute("claims", ExpectedVersion::Any, |_| panic!("boom"));
-    assert!(matches!(panicked, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        panicked,
+        Err(Error::Internal { op: "execute", .. })
+    ));
     db.append("other", ExpectedVersion::Any, &[b"still works"])
         .unwrap();
 }
@@ -453,14 +456,14 @@ fn calling_back_into_the_database_from_a_view_read_or_a_decision_is_an_error_not
         .unwrap()
         .unwrap()
         .value;
-    assert!(matches!(nested, Err(Error::InvalidArgument { .. })));
+    assert!(matches!(nested, Err(Error::Reentrant { op: "append" })));
     let inner = db.clone();
     let decided = db.execute("s", ExpectedVersion::Any, move |_| {
         inner.stream_version("s")?;
         Ok(vec![b"z".to_vec()])
     });
     assert!(
-        matches!(decided, Err(Error::InvalidArgument { .. })),
+        matches!(decided, Err(Error::Reentrant { .. })),
         "{decided:?}"
     );
     assert_eq!(db.last_lsn(), 1);

@@ -781,9 +781,9 @@ impl State {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(Error::InvalidArgument {
+                return Err(Error::InProgress {
                     op: "checkpoint",
-                    reason: "a backup is running; checkpoint after it".into(),
+                    running: "a backup",
                 });
             }
         };
@@ -960,12 +960,11 @@ fn run_command(
     record_bytes_max: u64,
 ) -> Result<Option<EncodedBatch>> {
     let _inside = crate::engine::reentry::Inside::enter();
-    let events = catch_unwind(AssertUnwindSafe(|| decide(views))).map_err(|_| {
-        Error::InvalidArgument {
+    let events =
+        catch_unwind(AssertUnwindSafe(|| decide(views))).map_err(|_| Error::Internal {
             op: "execute",
             reason: "the command's decision panicked; nothing was appended".into(),
-        }
-    })??;
+        })??;
     if events.is_empty() {
         return Ok(None);
     }

@@ -314,7 +314,7 @@ impl Repair {
 /// now. Writers go on; checkpoints (which truncate the log) wait.
 pub(crate) fn backup(inner: &Inner, dest: &Path) -> Result<u64> {
     if inner.options.log == crate::options::LogKind::Memory {
-        return Err(Error::InvalidArgument {
+        return Err(Error::Unsupported {
             op: "backup",
             reason: "a database in memory has no files to copy".into(),
         });

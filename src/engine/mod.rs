@@ -381,7 +381,7 @@ impl Db {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
-            .ok_or(Error::InvalidArgument {
+            .ok_or(Error::Internal {
                 op: "execute",
                 reason: "the command was committed without being decided".into(),
             })?;
@@ -400,7 +400,7 @@ impl Db {
             stream: stream.to_string(),
             retention,
         };
-        let data = rmp_serde::to_vec(&change).map_err(|e| Error::InvalidArgument {
+        let data = rmp_serde::to_vec(&change).map_err(|e| Error::Encode {
             op: "set_retention",
             reason: e.to_string(),
         })?;
@@ -481,7 +481,7 @@ impl Db {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.lead())
             .await
-            .map_err(|e| Error::InvalidArgument {
+            .map_err(|e| Error::Internal {
                 op: "append_async",
                 reason: format!("the group's leader task failed: {e}"),
             })?;

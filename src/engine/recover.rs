@@ -344,7 +344,7 @@ fn replay_log(
             ));
         }
         let Some(tx) = w.as_mut() else {
-            return Err(Error::InvalidArgument {
+            return Err(Error::Internal {
                 op: "open",
                 reason: "replay lost its store transaction".into(),
             });

@@ -34,10 +34,7 @@ impl Drop for Inside {
 /// Fails if this thread is inside a view read or a command's decision.
 pub(crate) fn check(op: &'static str) -> Result<()> {
     if INSIDE.with(Cell::get) {
-        return Err(Error::InvalidArgument {
-            op,
-            reason: "called from inside Db::view or a command's decision, where it would wait for itself; read what the callback is given instead".into(),
-        });
+        return Err(Error::Reentrant { op });
     }
     Ok(())
 }

@@ -174,10 +174,7 @@ impl Iterator for Subscription {
 }
 
 fn closed() -> Error {
-    Error::InvalidArgument {
-        op: "subscribe",
-        reason: "the database was closed".into(),
-    }
+    Error::Closed { op: "subscribe" }
 }
 
 /// What a view's own follower (a runtime subscription, a KV watch) waits

@@ -88,10 +88,7 @@ pub enum StoreOutcome {
 }
 
 fn not_registered(op: &'static str) -> KvError {
-    KvError::Db(crate::Error::InvalidArgument {
-        op,
-        reason: "the KV view is not registered".into(),
-    })
+    KvError::Db(crate::Error::ViewNotRegistered { op, view: "kv" })
 }
 
 fn check_len(what: &str, s: &str) -> Result<(), KvError> {
@@ -110,7 +107,7 @@ fn encode(op: &'static str, change: KvChange) -> crate::Result<Vec<u8>> {
         change,
     }
     .encode()
-    .map_err(|e| crate::Error::InvalidArgument {
+    .map_err(|e| crate::Error::Encode {
         op,
         reason: e.to_string(),
     })
@@ -318,10 +315,7 @@ fn command<T: Send + 'static>(
     let result = db.execute_with(KV_STREAM, ExpectedVersion::Any, move |views| {
         let read = views
             .tables::<KvView>()
-            .ok_or_else(|| crate::Error::InvalidArgument {
-                op,
-                reason: "the KV view is not registered".into(),
-            })?;
+            .ok_or_else(|| crate::Error::ViewNotRegistered { op, view: "kv" })?;
         // The first event of this command gets the next LSN.
         let revision = views.applied_lsn() + 1;
         let (changes, value) =

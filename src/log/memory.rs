@@ -72,7 +72,7 @@ impl Log for MemoryLog {
         let mut encoded = Vec::with_capacity(records.len());
         for r in records {
             if r.first_lsn != next {
-                return Err(Error::InvalidArgument {
+                return Err(Error::Internal {
                     op: "append to log",
                     reason: format!("record numbered {} where {next} was next", r.first_lsn),
                 });
@@ -179,7 +179,7 @@ impl Log for MemoryLog {
     }
 
     fn backup(&self, _dest_dir: &Path, _last_lsn: u64) -> Result<u64> {
-        Err(Error::InvalidArgument {
+        Err(Error::Unsupported {
             op: "backup",
             reason: "a log in memory has no files to copy".into(),
         })

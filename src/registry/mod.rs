@@ -176,11 +176,10 @@ impl RegistryView {
         for (name, row) in rows {
             match self.state.find(name) {
                 Some(a) if self.state.seq(name) == Some(*row) => {
-                    let value =
-                        rmp_serde::to_vec(a).map_err(|e| crate::Error::InvalidArgument {
-                            op: "save registry",
-                            reason: e.to_string(),
-                        })?;
+                    let value = rmp_serde::to_vec(a).map_err(|e| crate::Error::Encode {
+                        op: "save registry",
+                        reason: e.to_string(),
+                    })?;
                     tables.put(PODS_TABLE, &row.to_be_bytes(), &value)?;
                 }
                 _ => {
@@ -319,7 +318,7 @@ fn record_history(
                 op: record.op.clone(),
                 change: change.clone(),
             };
-            let value = rmp_serde::to_vec(&entry).map_err(|e| crate::Error::InvalidArgument {
+            let value = rmp_serde::to_vec(&entry).map_err(|e| crate::Error::Encode {
                 op: "save registry history",
                 reason: e.to_string(),
             })?;
@@ -444,9 +443,9 @@ impl Registry {
             self.db
                 .execute_with(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
                     let view = views.get::<RegistryView>().ok_or_else(|| {
-                        crate::Error::InvalidArgument {
+                        crate::Error::ViewNotRegistered {
                             op,
-                            reason: "the registry view is not registered".into(),
+                            view: "registry",
                         }
                     })?;
                     let state = view.state();
@@ -471,11 +470,10 @@ impl Registry {
                         op: op_name.to_string(),
                         changes: changes.clone(),
                     };
-                    let data =
-                        rmp_serde::to_vec(&record).map_err(|e| crate::Error::InvalidArgument {
-                            op,
-                            reason: e.to_string(),
-                        })?;
+                    let data = rmp_serde::to_vec(&record).map_err(|e| crate::Error::Encode {
+                        op,
+                        reason: e.to_string(),
+                    })?;
                     Ok((vec![data], (changes, refusal)))
                 });
         match result {
@@ -496,9 +494,9 @@ impl Registry {
             .view(|v: &RegistryView| f(v))?
             .map(|at| at.value)
             .ok_or_else(|| {
-                RegistryError::Db(crate::Error::InvalidArgument {
+                RegistryError::Db(crate::Error::ViewNotRegistered {
                     op: "registry",
-                    reason: "the registry view is not registered".into(),
+                    view: "registry",
                 })
             })
     }
@@ -704,9 +702,9 @@ impl Registry {
                 }
             })?
             .ok_or_else(|| {
-                RegistryError::Db(crate::Error::InvalidArgument {
+                RegistryError::Db(crate::Error::ViewNotRegistered {
                     op: "registry",
-                    reason: "the registry view is not registered".into(),
+                    view: "registry",
                 })
             })?;
         Ok(page.value)

@@ -108,9 +108,9 @@ pub enum RuntimeError {
 }
 
 fn not_registered(op: &'static str) -> RuntimeError {
-    RuntimeError::Db(crate::Error::InvalidArgument {
+    RuntimeError::Db(crate::Error::ViewNotRegistered {
         op,
-        reason: "the runtime view is not registered".into(),
+        view: "runtime",
     })
 }
 
@@ -299,26 +299,26 @@ impl Runtime {
         op: &'static str,
         decide: impl FnOnce(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        let result =
-            self.db
-                .execute_with(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
-                    let read = views.tables::<RuntimeView>().ok_or_else(|| {
-                        crate::Error::InvalidArgument {
-                            op,
-                            reason: "the runtime view is not registered".into(),
-                        }
-                    })?;
-                    let (record, value) =
-                        decide(&Tables { read: &read }).map_err(crate::Error::rejected)?;
-                    let events = match record {
-                        None => Vec::new(),
-                        Some(r) => vec![r.encode().map_err(|e| crate::Error::InvalidArgument {
-                            op,
-                            reason: e.to_string(),
-                        })?],
-                    };
-                    Ok((events, value))
-                });
+        let result = self
+            .db
+            .execute_with(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
+                let read = views.tables::<RuntimeView>().ok_or_else(|| {
+                    crate::Error::ViewNotRegistered {
+                        op,
+                        view: "runtime",
+                    }
+                })?;
+                let (record, value) =
+                    decide(&Tables { read: &read }).map_err(crate::Error::rejected)?;
+                let events = match record {
+                    None => Vec::new(),
+                    Some(r) => vec![r.encode().map_err(|e| crate::Error::Encode {
+                        op,
+                        reason: e.to_string(),
+                    })?],
+                };
+                Ok((events, value))
+            });
         match result {
             Ok((_, value)) => Ok(value),
             Err(e) => Err(e

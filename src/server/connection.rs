@@ -317,7 +317,7 @@ impl Connection {
                 Err(e) => error_frame(
                     tag,
                     raw,
-                    &Error::InvalidArgument {
+                    &Error::Internal {
                         op: "serve",
                         reason: format!("the request's task failed: {e}"),
                     },
@@ -389,7 +389,7 @@ impl Request {
             Request::Sync => wire::encode(&wire::Number { value: db.sync()? }),
             Request::Checkpoint => wire::encode(&db.checkpoint()?),
             Request::Subscribe(_) => {
-                return Err(Error::InvalidArgument {
+                return Err(Error::Internal {
                     op: "serve",
                     reason: "a subscription is not a one-shot request".into(),
                 });

@@ -229,6 +229,32 @@ pub enum WireError {
     Poisoned {
         cause: String,
     },
+    ViewNotRegistered {
+        op: String,
+        view: String,
+    },
+    Closed {
+        op: String,
+    },
+    InProgress {
+        op: String,
+        running: String,
+    },
+    Reentrant {
+        op: String,
+    },
+    Unsupported {
+        op: String,
+        reason: String,
+    },
+    Encode {
+        op: String,
+        reason: String,
+    },
+    Internal {
+        op: String,
+        reason: String,
+    },
     Protocol {
         socket: PathBuf,
         reason: String,
@@ -397,6 +423,28 @@ impl From<&Error> for WireError {
             Error::Poisoned { cause } => WireError::Poisoned {
                 cause: cause.clone(),
             },
+            Error::ViewNotRegistered { op, view } => WireError::ViewNotRegistered {
+                op: op.to_string(),
+                view: view.to_string(),
+            },
+            Error::Closed { op } => WireError::Closed { op: op.to_string() },
+            Error::InProgress { op, running } => WireError::InProgress {
+                op: op.to_string(),
+                running: running.to_string(),
+            },
+            Error::Reentrant { op } => WireError::Reentrant { op: op.to_string() },
+            Error::Unsupported { op, reason } => WireError::Unsupported {
+                op: op.to_string(),
+                reason: reason.clone(),
+            },
+            Error::Encode { op, reason } => WireError::Encode {
+                op: op.to_string(),
+                reason: reason.clone(),
+            },
+            Error::Internal { op, reason } => WireError::Internal {
+                op: op.to_string(),
+                reason: reason.clone(),
+            },
             Error::Protocol { socket, reason } => WireError::Protocol {
                 socket: socket.clone(),
                 reason: reason.clone(),
@@ -547,6 +595,28 @@ impl From<WireError> for Error {
                 limit_bytes,
             },
             WireError::Poisoned { cause } => Error::Poisoned { cause },
+            WireError::ViewNotRegistered { op, view } => Error::ViewNotRegistered {
+                op: intern(&op),
+                view: intern(&view),
+            },
+            WireError::Closed { op } => Error::Closed { op: intern(&op) },
+            WireError::InProgress { op, running } => Error::InProgress {
+                op: intern(&op),
+                running: intern(&running),
+            },
+            WireError::Reentrant { op } => Error::Reentrant { op: intern(&op) },
+            WireError::Unsupported { op, reason } => Error::Unsupported {
+                op: intern(&op),
+                reason,
+            },
+            WireError::Encode { op, reason } => Error::Encode {
+                op: intern(&op),
+                reason,
+            },
+            WireError::Internal { op, reason } => Error::Internal {
+                op: intern(&op),
+                reason,
+            },
             WireError::Protocol { socket, reason } => Error::Protocol { socket, reason },
             WireError::Busy { socket, limit, max } => Error::Busy {
                 socket,
@@ -589,6 +659,57 @@ mod tests {
         };
         let back = Error::from(decode::<WireError>("e", &encode(&WireError::from(&io))).unwrap());
         assert_eq!(back.to_string(), io.to_string());
+    }
+
+    #[test]
+    fn every_kind_of_error_comes_back_as_it_went() {
+        let errors = vec![
+            Error::ViewNotRegistered {
+                op: "kv entries",
+                view: "kv",
+            },
+            Error::Closed { op: "subscribe" },
+            Error::InProgress {
+                op: "checkpoint",
+                running: "a backup",
+            },
+            Error::Reentrant { op: "append" },
+            Error::Unsupported {
+                op: "backup",
+                reason: "in memory".into(),
+            },
+            Error::Encode {
+                op: "save registry",
+                reason: "x".into(),
+            },
+            Error::Internal {
+                op: "execute",
+                reason: "panicked".into(),
+            },
+            Error::Busy {
+                socket: "/s".into(),
+                limit: "connections",
+                max: 256,
+            },
+            Error::Compacted {
+                what: "LSN 5".into(),
+                oldest_available: 9,
+            },
+            Error::Locked {
+                path: "/d/LOCK".into(),
+                pid: Some(7),
+            },
+        ];
+        for e in errors {
+            let back =
+                Error::from(decode::<WireError>("e", &encode(&WireError::from(&e))).unwrap());
+            assert_eq!(back.to_string(), e.to_string());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&e),
+                "{e:?}"
+            );
+        }
     }
 
     #[test]

@@ -465,7 +465,7 @@ pub(crate) fn open_store(
             0
         }
         StorePlan::Migrate(plan) => {
-            let log = log.ok_or_else(|| Error::InvalidArgument {
+            let log = log.ok_or_else(|| Error::Internal {
                 op: "open store",
                 reason: "a migration needs the log".into(),
             })?;

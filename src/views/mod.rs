@@ -211,7 +211,7 @@ pub(crate) fn push_len_prefixed(key: &mut Vec<u8>, s: &str) {
 /// A view row as MessagePack with field names (optional fields may be
 /// left out, and fields added later with defaults).
 pub(crate) fn encode_row<T: serde::Serialize>(op: &'static str, row: &T) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(row).map_err(|e| crate::Error::InvalidArgument {
+    rmp_serde::to_vec_named(row).map_err(|e| crate::Error::Encode {
         op,
         reason: e.to_string(),
     })
