@@ -52,17 +52,10 @@ pub const SEGMENT_NAME_DIGITS: usize = 20;
 pub const SNAPSHOT_DIR: &str = "snapshots";
 /// Extension of a snapshot file.
 pub const SNAPSHOT_EXT: &str = "redb";
-/// Suffix of a snapshot being written.
-pub const SNAPSHOT_TMP_SUFFIX: &str = ".redb.tmp";
 
 /// `DIR/snapshots`.
 pub fn snapshot_dir(db_dir: &Path) -> PathBuf {
     db_dir.join(SNAPSHOT_DIR)
-}
-
-/// The file name of the snapshot covering the log up to `covered_lsn`.
-pub fn snapshot_file_name(covered_lsn: u64) -> String {
-    format!("{covered_lsn:020}.{SNAPSHOT_EXT}")
 }
 
 /// Parses a snapshot file name back into the LSN it covers.

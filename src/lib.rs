@@ -24,10 +24,11 @@
 //!   opt-in like any other.
 //! - [`Retention`]: what a stream's history keeps.
 //! - [`log::Log`]: the seam between the engine and the log, with the
-//!   local [`wal::WalLog`] and [`log::MemoryLog`].
+//!   local [`log::WalLog`] and [`log::MemoryLog`].
 //! - [`storage`]: the file-system seam under the log and the store,
-//!   with [`storage::OsStorage`] and [`storage::SimDisk`], a disk that
-//!   loses, keeps or tears unsynced writes at a simulated power cut.
+//!   with [`storage::OsStorage`] and (feature `simulation`)
+//!   `storage::SimDisk`, a disk that loses, keeps or tears unsynced
+//!   writes at a simulated power cut.
 //! - `simulation` (feature `simulation`): the seeded power-loss simulation
 //!   against a model that the tests and `fuzz/` run.
 //! - [`ExpectedVersion`], [`Event`], [`EventRef`], [`Appended`].
@@ -45,10 +46,21 @@ pub mod client;
 mod database;
 mod engine;
 mod error;
+// Crash points compile to nothing without the `failpoints` feature; the
+// module is public only with it (the tests plant bugs through it).
+#[cfg(feature = "failpoints")]
 #[doc(hidden)]
 pub mod failpoint;
+#[cfg(not(feature = "failpoints"))]
+mod failpoint;
 pub mod kv;
+// Internal; public only to the tests and fuzz targets (feature
+// `simulation`), never API.
+#[cfg(feature = "simulation")]
+#[doc(hidden)]
 pub mod layout;
+#[cfg(not(feature = "simulation"))]
+mod layout;
 pub mod log;
 mod options;
 pub mod registry;
@@ -58,12 +70,24 @@ pub mod server;
 mod shared;
 #[cfg(feature = "simulation")]
 pub mod simulation;
+// Internal; public only to the tests and fuzz targets (feature
+// `simulation`), never API.
+#[cfg(feature = "simulation")]
+#[doc(hidden)]
 pub mod snapshot;
+#[cfg(not(feature = "simulation"))]
+mod snapshot;
 pub mod storage;
 mod store;
 mod stream;
 mod views;
+// Internal; public only to the tests and fuzz targets (feature
+// `simulation`), never API.
+#[cfg(feature = "simulation")]
+#[doc(hidden)]
 pub mod wal;
+#[cfg(not(feature = "simulation"))]
+mod wal;
 
 pub use database::Database;
 pub use engine::maintenance::{Repair, VerifyReport, verify};

@@ -80,7 +80,7 @@ pub struct Options {
     /// power-loss simulation needs to replay a seed exactly.
     pub synchronous_apply: bool,
     /// The file system under the database: the operating system's by
-    /// default; a [`SimDisk`](crate::storage::SimDisk) in crash tests.
+    /// default; a `SimDisk` (feature `simulation`) in crash tests.
     pub storage: Arc<dyn Storage>,
 }
 

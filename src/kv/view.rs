@@ -353,7 +353,7 @@ impl View for KvView {
     /// Every lease that owns a key gets a fresh TTL of grace from now: a
     /// restart never expires a live owner's keys. Found by seeking from
     /// one lease to the next, O(leases × log n). Small buckets are held
-    /// in memory again (see [`super::cache`]).
+    /// in memory again (see `kv/cache.rs`).
     fn load(&mut self, tables: &ViewTablesRead<'_>) -> crate::Result<()> {
         self.load_cache(tables)?;
         let mut from = 0u64;

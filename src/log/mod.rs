@@ -3,7 +3,7 @@
 //! The engine decides, numbers and group-commits; a [`Log`] keeps the
 //! numbered records: append after an expected last LSN, make them
 //! durable, hand them back from an LSN, follow new ones, and drop what is
-//! wholly before an LSN. [`crate::wal::WalLog`] is the local write-ahead
+//! wholly before an LSN. [`WalLog`] is the local write-ahead
 //! log (segment files, CRC-checked records, fdatasync per group);
 //! [`MemoryLog`] keeps records in memory, so the engine's logic can be
 //! tested without files. A replicated log (NATS JetStream) fits the same
@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::wal::format::{EncodedBatch, RecordView};
 
+pub use crate::wal::WalLog;
 pub use memory::MemoryLog;
 
 /// A record to append: a batch, numbered.

@@ -3,7 +3,7 @@
 //! Every byte the WAL and the snapshots write, every fsync, create,
 //! rename and delete under a database directory goes through a
 //! [`Storage`]. Production uses [`OsStorage`] (plain files, `pwrite`,
-//! `fdatasync`, `mmap`). Tests use [`SimDisk`], which keeps what was
+//! `fdatasync`, `mmap`). Tests use `SimDisk` (feature `simulation`), which keeps what was
 //! written but never synced apart from what is durable, and at a
 //! simulated power cut drops, keeps or tears each unsynced write, chosen
 //! by a seed: the crash a SIGKILL cannot show.
@@ -16,6 +16,7 @@
 mod os;
 mod overlay;
 mod redb_backend;
+#[cfg(feature = "simulation")]
 mod sim;
 
 use std::fmt::Debug;
@@ -27,6 +28,7 @@ use std::sync::Arc;
 pub use os::OsStorage;
 pub(crate) use overlay::OverlayBackend;
 pub(crate) use redb_backend::RedbBackend;
+#[cfg(feature = "simulation")]
 pub use sim::{CrashOutcome, SimDisk, SimRng};
 
 /// How [`Storage::open`] opens a file.

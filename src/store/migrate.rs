@@ -29,9 +29,6 @@ use crate::store::{
     HISTORY, META, META_STREAM_COUNT, STREAMS, VIEWS, lsn_value, meta_key, open, redb_err,
 };
 
-/// The file release 0.1 recorded registered views in.
-const LEGACY_VIEWS_FILE: &str = "VIEWS";
-
 /// What a migration did.
 #[derive(Debug, Default)]
 pub(crate) struct Migrated {
@@ -274,7 +271,7 @@ fn remove_legacy(
     }
     let snapshots = layout::snapshot_dir(dir);
     layout::sync_dir(fs, &snapshots)?;
-    let views = dir.join(LEGACY_VIEWS_FILE);
+    let views = dir.join(crate::layout::VIEWS_FILE);
     if fs
         .file_len(&views)
         .map_err(|e| Error::io("stat views file", &views, e))?

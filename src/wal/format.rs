@@ -443,13 +443,6 @@ pub(crate) fn decode_payload(payload: &[u8], count: u32) -> Result<(&str, &[u8])
     Ok((stream, events))
 }
 
-/// The events of a payload this process encoded itself (the live path);
-/// `None` if it does not have the documented shape.
-pub fn payload_events(payload: &[u8], count: u32) -> Option<EventBytes<'_>> {
-    let (_, events) = decode_payload(payload, count).ok()?;
-    Some(EventBytes::new(events, count))
-}
-
 impl<'a> EventBytes<'a> {
     /// The `count` events of an events array already validated by
     /// [`decode_payload`].

@@ -13,7 +13,7 @@ use crate::storage::{OpenMode, Storage};
 use crate::wal::format::{self, RecordView};
 use crate::wal::index::{LogIndex, SegmentSlice};
 use crate::wal::recovery::{self, RecoveryReport};
-use crate::wal::settings::{self, WalSettings};
+use crate::wal::settings;
 use crate::wal::writer::{TailSync, TailWriter};
 
 /// The writer's side: the tail and how much of it the index has mapped.
@@ -29,7 +29,6 @@ pub struct WalLog {
     fs: Arc<dyn Storage>,
     wal_dir: PathBuf,
     record_bytes_max: u64,
-    settings: WalSettings,
     writer: Mutex<Writer>,
     index: RwLock<LogIndex>,
     /// The fdatasync that covers everything written so far.
@@ -46,21 +45,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl WalLog {
-    /// Opens (creating if needed) the log in `wal_dir`: settings, then
-    /// recovery (docs/DESIGN.md, "Recovery rules"). `segment_bytes_max`
-    /// is used only when the log is new (see [`settings::load_or_create`]).
-    pub fn open(
-        fs: Arc<dyn Storage>,
-        wal_dir: &Path,
-        record_bytes_max: u64,
-        segment_bytes_max: Option<u64>,
-    ) -> Result<WalLog> {
-        let scanned = recovery::scan_existing(fs.as_ref(), wal_dir, record_bytes_max)?;
-        WalLog::open_scanned(fs, wal_dir, scanned, record_bytes_max, segment_bytes_max)
-    }
-
-    /// [`WalLog::open`] after a read-only scan (so that the caller can
-    /// check what depends on the log before anything is changed).
+    /// Opens (creating if needed) the log in `wal_dir` after a read-only
+    /// scan (so that the caller can check what depends on the log before
+    /// anything is changed): settings, then recovery (docs/DESIGN.md,
+    /// "Recovery rules"). `segment_bytes_max` is used only when the log is
+    /// new (see `settings::load_or_create`).
     pub fn open_scanned(
         fs: Arc<dyn Storage>,
         wal_dir: &Path,
@@ -98,18 +87,12 @@ impl WalLog {
             fs,
             wal_dir: wal_dir.to_path_buf(),
             record_bytes_max,
-            settings,
         })
     }
 
     /// What recovery found and did at open.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
-    }
-
-    /// The log's settings.
-    pub fn settings(&self) -> WalSettings {
-        self.settings
     }
 
     fn slices_from(&self, lsn: u64) -> Vec<SegmentSlice> {

@@ -220,18 +220,6 @@ pub struct OpenedLog {
     pub report: RecoveryReport,
 }
 
-/// Scans the log, removes leftover temporary files, cuts a torn tail,
-/// and returns a writer positioned after the last valid record.
-pub fn open_log(
-    fs: &Arc<dyn Storage>,
-    wal_dir: &Path,
-    record_bytes_max: u64,
-    segment_bytes_max: u64,
-) -> Result<OpenedLog> {
-    let scanned = scan_existing(fs.as_ref(), wal_dir, record_bytes_max)?;
-    open_scanned(fs, wal_dir, scanned, segment_bytes_max)
-}
-
 /// [`scan_log`], or an empty scan when `wal_dir` does not exist yet (a new
 /// database): changes nothing either way.
 pub fn scan_existing(

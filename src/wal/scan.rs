@@ -56,12 +56,8 @@ pub enum SegmentEnd {
 /// What scanning one segment found.
 #[derive(Debug, Clone)]
 pub struct SegmentScan {
-    /// First LSN from the header.
-    pub first_lsn: u64,
     /// LSN the next record after the last valid one must carry.
     pub next_lsn: u64,
-    /// Valid records found.
-    pub records: u64,
     /// How the segment ends.
     pub end: SegmentEnd,
 }
@@ -120,7 +116,6 @@ pub fn scan_segment(
     let first_lsn = header.first_lsn;
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     let mut next_lsn = first_lsn;
-    let mut records = 0u64;
     let end = loop {
         let rest = bytes.get(offset as usize..).unwrap_or(&[]);
         let zero_header = rest
@@ -147,7 +142,6 @@ pub fn scan_segment(
                 }
                 Ok(record) if record.first_lsn == next_lsn => {
                     visit(offset, &record)?;
-                    records += 1;
                     next_lsn = record.last_lsn() + 1;
                     offset += record.total_bytes;
                     continue;
@@ -184,12 +178,7 @@ pub fn scan_segment(
             bad,
         );
     };
-    Ok(SegmentScan {
-        first_lsn,
-        next_lsn,
-        records,
-        end,
-    })
+    Ok(SegmentScan { next_lsn, end })
 }
 
 /// Whether a record's `synced_to` is possible: zero in a version 1
@@ -341,7 +330,6 @@ mod tests {
         for zeros in [0, 5, 4096] {
             let (bytes, _) = segment(&[(1, b"a"), (2, b"b")], zeros);
             let s = scan(&bytes);
-            assert_eq!(s.records, 2);
             assert_eq!(s.next_lsn, 3);
             assert_eq!(
                 s.end,

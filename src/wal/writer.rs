@@ -113,11 +113,6 @@ impl TailSync {
             self.written,
         )
     }
-
-    /// The segment's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Appends to the tail segment.
@@ -208,11 +203,6 @@ impl TailWriter {
     /// LSN of the last record written.
     pub fn last_lsn(&self) -> u64 {
         self.last_lsn
-    }
-
-    /// The tail segment's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// First LSN of the tail segment.
@@ -349,10 +339,5 @@ impl TailWriter {
     /// Maps the tail segment afresh (after it grew past its mapping).
     pub fn map(&self) -> Result<Arc<Mapping>> {
         segment::map_segment(self.file.as_ref(), &self.path)
-    }
-
-    /// Bytes reserved for the tail segment.
-    pub fn allocated(&self) -> u64 {
-        self.allocated
     }
 }
