@@ -311,8 +311,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// The server refused this peer (another user, an unknown protocol
-    /// version).
+    /// The server refused this peer (its uid is not the server's).
     #[error("socket {socket}: refused: {reason}")]
     PeerRefused {
         /// The socket.

@@ -460,3 +460,55 @@ fn many_threads_share_one_connection_beside_a_subscription_nobody_reads() {
     assert_eq!(db.last_lsn(), THREADS * ROUNDS);
     drop(idle);
 }
+
+#[test]
+fn a_large_frame_arriving_in_pieces_beside_other_requests_is_read_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let _server = db.serve(&socket).unwrap();
+    let c = Client::connect(&socket).unwrap();
+    let other = Client::connect(&socket).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = |stop: &std::sync::Arc<std::sync::atomic::AtomicBool>| {
+        !stop.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Subscription polls on the large frames' connection, answered while
+    // those frames stream in (another client appends all the while): the
+    // server's reader is woken for their tasks in the middle of a frame.
+    let watchers: Vec<_> = (0..16)
+        .map(|_| {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sub = Database::subscribe(&c, 1).unwrap();
+                while running(&stop) {
+                    sub.next().unwrap().unwrap();
+                }
+            })
+        })
+        .collect();
+    let appender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while running(&stop) {
+                Database::append(&other, "small", ExpectedVersion::Any, &[b"s"]).unwrap();
+            }
+        })
+    };
+    let big = vec![7u8; 6 << 20];
+    for i in 0..8u64 {
+        let done = Database::append(&c, "big", ExpectedVersion::Exact(i), &[&big]).unwrap();
+        assert_eq!(done.version, i + 1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    appender.join().unwrap();
+    // One more event wakes every watcher for its last look at the flag.
+    db.append("small", ExpectedVersion::Any, &[b"last"])
+        .unwrap();
+    for w in watchers {
+        w.join().unwrap();
+    }
+    let events = db.read_stream("big", 1, 10).unwrap();
+    assert_eq!(events.len(), 8);
+    assert!(events.iter().all(|e| e.data == big));
+}

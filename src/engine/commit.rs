@@ -36,6 +36,9 @@ pub(crate) struct Slot {
     /// For an async appender: notified with the condition variable (it
     /// keeps a permit if no one waits yet, so no wake-up is lost).
     wake_async: tokio::sync::Notify,
+    /// Its async appender dropped its future while it waited (set under
+    /// `state`'s lock).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -79,8 +82,34 @@ impl Slot {
         }
     }
 
-    pub(crate) fn hand_leadership(&self) {
-        self.set(SlotState::Lead);
+    /// Makes this slot's appender the leader; false if it has gone
+    /// (an abandoned async append), when the caller leads on instead.
+    pub(crate) fn hand_leadership(&self) -> bool {
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.abandoned.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        *g = SlotState::Lead;
+        drop(g);
+        self.wake.notify_one();
+        self.wake_async.notify_one();
+        true
+    }
+
+    /// Its async appender has gone: no leader may hand it the group.
+    /// Returns whether it had been handed it already (the caller must
+    /// lead then).
+    pub(crate) fn abandon(&self) -> bool {
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Release);
+        matches!(std::mem::take(&mut *g), SlotState::Lead)
     }
 
     /// Blocks until the slot is completed or made leader.

@@ -472,12 +472,23 @@ impl Db {
     async fn submit_async(&self, pending: Pending) -> Result<Appended> {
         let slot = pending.slot.clone();
         if !self.enqueue(pending)? {
-            match slot.wait_async().await {
+            // Dropped while it waits (a timeout, a task aborted), the
+            // future must not take the group's leadership with it.
+            let mut guard = LeadIfAbandoned {
+                slot: slot.clone(),
+                inner: self.inner.clone(),
+                armed: true,
+            };
+            let woke = slot.wait_async().await;
+            guard.armed = false;
+            match woke {
                 Some(Wakeup::Done(result)) => return result,
                 Some(Wakeup::Lead) => {}
                 None => return Err(self.inner.poisoned_error()),
             }
         }
+        // A blocking-pool task runs to its end even if this future is
+        // dropped: the group is led either way.
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.lead())
             .await
@@ -748,6 +759,30 @@ impl Db {
     }
 }
 
+/// Guards an async append waiting on its slot: dropped before it woke, it
+/// marks the slot abandoned, so no leader hands it the group, and leads
+/// itself (on a thread of its own) if it was handed it already.
+struct LeadIfAbandoned {
+    slot: Arc<Slot>,
+    inner: Arc<Inner>,
+    armed: bool,
+}
+
+impl Drop for LeadIfAbandoned {
+    fn drop(&mut self) {
+        if !self.armed || !self.slot.abandon() {
+            return;
+        }
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("replaydb-lead".into())
+            .spawn(move || inner.lead());
+        if spawned.is_err() {
+            self.inner.lead();
+        }
+    }
+}
+
 impl Inner {
     /// The file system under the database.
     pub(crate) fn fs(&self) -> &dyn crate::storage::Storage {
@@ -798,6 +833,13 @@ impl Inner {
     /// every slot of the group is completed and leadership is handed on,
     /// so no appender waits forever.
     fn lead(&self) {
+        // The next appender may have gone (an async append dropped while
+        // queued): then this leader commits the next group too.
+        while self.lead_one_group() {}
+    }
+
+    /// [`Inner::lead`] for one group; whether to lead the next as well.
+    fn lead_one_group(&self) -> bool {
         // The queue lock guards only pushes and takes, which cannot panic
         // half-way; a poisoned queue lock is still consistent.
         let group = std::mem::take(
@@ -824,8 +866,11 @@ impl Inner {
         }
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         match q.pending.first() {
-            Some(next) => next.slot.hand_leadership(),
-            None => q.leader_active = false,
+            Some(next) => !next.slot.hand_leadership(),
+            None => {
+                q.leader_active = false;
+                false
+            }
         }
     }
 

@@ -23,7 +23,8 @@ use crate::error::Error;
 use crate::stream::Event;
 
 /// Bytes of events one page carries at most, under the frame limit.
-const PAGE_BYTES_MAX: usize = (frame::FRAME_BODY_BYTES_MAX as usize) - (32 << 10);
+const PAGE_BYTES_MAX: usize =
+    (frame::FRAME_BODY_BYTES_MAX as usize) - (super::FRAME_OVERHEAD_BYTES as usize);
 
 /// The connection's writing half, shared by its request tasks: each
 /// frame is written whole under the lock, by the task whose reply it is
@@ -37,9 +38,34 @@ impl Outbox {
         self.0.lock().await.write_all(&frame).await
     }
 
-    async fn close(&self) {
-        let _ = self.0.lock().await.shutdown().await;
+    /// [`Outbox::send`] on the way out (a goodbye, a last error): a client
+    /// that does not read cannot hold a stopping server past
+    /// [`LAST_WRITE_DEADLINE`].
+    async fn send_bounded(&self, frame: Vec<u8>) -> Result<(), std::io::Error> {
+        match tokio::time::timeout(LAST_WRITE_DEADLINE, self.send(frame)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
     }
+
+    async fn close(&self) {
+        let _ = tokio::time::timeout(LAST_WRITE_DEADLINE, async {
+            let _ = self.0.lock().await.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// How long a last frame to a client (a goodbye, the error before a
+/// close) may take to write.
+const LAST_WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads one frame, handing the read half back with it.
+async fn read_owned(
+    mut rd: OwnedReadHalf,
+) -> (OwnedReadHalf, Result<(Header, Vec<u8>), frame::FrameError>) {
+    let frame = frame::read(&mut rd, FRAME_READ_DEADLINE).await;
+    (rd, frame)
 }
 
 fn error_frame(tag: u64, code: u32, e: &Error) -> Vec<u8> {
@@ -129,7 +155,7 @@ pub(crate) async fn serve(
         tasks: JoinSet::new(),
         stop,
     };
-    conn.read_loop(&mut rd, id).await;
+    conn.read_loop(rd, id).await;
     let outbox = conn.outbox.clone();
     conn.finish().await;
     outbox.close().await;
@@ -180,38 +206,66 @@ struct Connection {
 }
 
 impl Connection {
-    async fn read_loop(&mut self, rd: &mut OwnedReadHalf, id: u64) {
+    async fn read_loop(&mut self, rd: OwnedReadHalf, id: u64) {
+        // One read future lives across the loop's turns and is replaced
+        // only once it has a whole frame: a turn that ends for another
+        // branch (a finished task) must not drop the bytes read so far.
+        let mut read = Box::pin(read_owned(rd));
+        let mut stop = self.stop.clone();
         loop {
-            let mut stop = self.stop.clone();
-            let read = tokio::select! {
+            let (rd, frame) = tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                read = frame::read(rd, FRAME_READ_DEADLINE) => read,
+                done = &mut read => done,
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => continue,
             };
-            let (header, body) = match read {
+            let (header, body) = match frame {
                 Ok(f) => f,
                 Err(frame::FrameError::Closed) => return,
                 Err(e) => {
                     tracing::warn!(connection = id, error = %e, "closing a connection that sent a bad frame");
                     let e = protocol_error(&self.shared, e.to_string());
-                    let _ = self.outbox.send(error_frame(0, 0, &e)).await;
+                    let _ = self.outbox.send_bounded(error_frame(0, 0, &e)).await;
                     return;
                 }
             };
-            if let Err(reason) = self.request(header, body) {
-                tracing::warn!(
-                    connection = id,
-                    tag = header.tag,
-                    reason,
-                    "closing a connection that sent a bad request"
-                );
-                let e = protocol_error(&self.shared, reason);
-                let _ = self
-                    .outbox
-                    .send(error_frame(header.tag, header.code, &e))
-                    .await;
+            // The server's budget of request bytes in flight: past it, this
+            // connection is not read until requests are answered.
+            let size = u32::try_from(body.len()).unwrap_or(u32::MAX).max(1);
+            let Ok(bytes) = self
+                .shared
+                .request_bytes
+                .clone()
+                .acquire_many_owned(size)
+                .await
+            else {
                 return;
+            };
+            match self.request(header, body, bytes) {
+                Ok(None) => {}
+                // Answered here, not by a task: a client that sends more
+                // than the limit without reading its replies stops being
+                // read, instead of growing the server's memory.
+                Ok(Some(reply)) => {
+                    if self.outbox.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        connection = id,
+                        tag = header.tag,
+                        reason,
+                        "closing a connection that sent a bad request"
+                    );
+                    let e = protocol_error(&self.shared, reason);
+                    let _ = self
+                        .outbox
+                        .send_bounded(error_frame(header.tag, header.code, &e))
+                        .await;
+                    return;
+                }
             }
+            read.set(read_owned(rd));
         }
     }
 
@@ -237,14 +291,20 @@ impl Connection {
         if *self.stop.borrow() {
             let _ = self
                 .outbox
-                .send(frame::encode(0, Code::Goodbye as u32, 0, &[]))
+                .send_bounded(frame::encode(0, Code::Goodbye as u32, 0, &[]))
                 .await;
         }
     }
 
-    /// Starts one request; an error is a protocol error (the connection
-    /// is closed after it is answered).
-    fn request(&mut self, header: Header, body: Vec<u8>) -> Result<(), String> {
+    /// Starts one request, or gives the reply to send at once (a
+    /// refusal); an error is a protocol error (the connection is closed
+    /// after it is answered).
+    fn request(
+        &mut self,
+        header: Header,
+        body: Vec<u8>,
+        bytes: OwnedSemaphorePermit,
+    ) -> Result<Option<Vec<u8>>, String> {
         if header.flags & (FLAG_REPLY | FLAG_ERROR) != 0 {
             return Err(format!("a request with reply flags {:#x}", header.flags));
         }
@@ -261,7 +321,7 @@ impl Connection {
             {
                 let _ = end.send(());
             }
-            return Ok(());
+            return Ok(None);
         }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let e = Error::Busy {
@@ -269,13 +329,11 @@ impl Connection {
                 limit: "requests in flight on one connection",
                 max: REQUESTS_IN_FLIGHT_MAX as u64,
             };
-            let frame = error_frame(tag, raw, &e);
-            let outbox = self.outbox.clone();
-            self.tasks.spawn(async move {
-                let _ = outbox.send(frame).await;
-            });
-            return Ok(());
+            return Ok(Some(error_frame(tag, raw, &e)));
         };
+        // Held as long as the request: the bytes it came with count
+        // against the server's budget until it is answered.
+        let permit = (permit, bytes);
         let request = Request::decode(code, &body)?;
         let (shared, outbox) = (self.shared.clone(), self.outbox.clone());
         if let Request::Append(a) = request {
@@ -289,7 +347,7 @@ impl Connection {
                 let _ = outbox.send(frame).await;
                 drop(permit);
             });
-            return Ok(());
+            return Ok(None);
         }
         if let Request::Subscribe(from_lsn) = request {
             let (end, ended) = oneshot::channel();
@@ -306,7 +364,7 @@ impl Connection {
                     .remove(&tag);
                 drop(permit);
             });
-            return Ok(());
+            return Ok(None);
         }
         self.tasks.spawn(async move {
             let db = shared.db.clone();
@@ -326,7 +384,7 @@ impl Connection {
             let _ = outbox.send(frame).await;
             drop(permit);
         });
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -446,7 +504,13 @@ async fn subscribe(
     loop {
         match next {
             Some(Ok(e)) => {
-                bytes += e.data.len() + e.stream.len() + 32;
+                let size = e.data.len() + e.stream.len() + 32;
+                // An event that would take the page past the frame's
+                // limit waits for the next poll (which starts at it).
+                if !events.is_empty() && bytes + size > PAGE_BYTES_MAX {
+                    break;
+                }
+                bytes += size;
                 events.push(e);
             }
             // An error after events: they go now, and the next poll,

@@ -45,11 +45,18 @@ pub const CONNECTIONS_MAX: usize = 256;
 /// Requests one connection may have in flight; one more is answered with
 /// [`Error::Busy`] (the connection stays open).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// Bytes of request bodies the server holds at once, over every
+/// connection; past it, connections are not read until requests are
+/// answered (back-pressure, not an error). Sixteen frames at the limit.
+pub const REQUEST_BYTES_IN_FLIGHT_MAX: u32 = 256 << 20;
 /// A new connection's hello must arrive within this long.
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a stop waits for requests in flight to be answered before it
 /// closes their connections anyway.
 pub const STOP_DRAIN_MAX: Duration = Duration::from_secs(30);
+/// What a frame's body holds beyond a batch or an event at the record
+/// limit: its encoding's fields.
+pub(crate) const FRAME_OVERHEAD_BYTES: u64 = 32 << 10;
 /// Threads the server's blocking calls into the database use at most.
 const BLOCKING_THREADS_MAX: usize = 64;
 
@@ -71,6 +78,9 @@ pub(crate) struct Shared {
     pub uid: u32,
     next_connection_id: AtomicU64,
     pub connections_served: AtomicU64,
+    /// Bytes of request bodies in flight, over every connection, at most
+    /// [`REQUEST_BYTES_IN_FLIGHT_MAX`].
+    pub request_bytes: Arc<Semaphore>,
 }
 
 /// The default socket of the database at `dir`.
@@ -84,6 +94,17 @@ impl Server {
     /// anything at `socket` that is not a socket.
     pub fn start(db: Db, socket: impl AsRef<Path>) -> Result<Server> {
         let socket = socket.as_ref().to_path_buf();
+        // Every batch and every event must fit a frame.
+        let limit = u64::from(frame::FRAME_BODY_BYTES_MAX) - FRAME_OVERHEAD_BYTES;
+        if db.options().record_bytes_max > limit {
+            return Err(Error::InvalidArgument {
+                op: "serve",
+                reason: format!(
+                    "record_bytes_max is {} bytes; a served database takes at most {limit}, what a frame holds",
+                    db.options().record_bytes_max
+                ),
+            });
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .max_blocking_threads(BLOCKING_THREADS_MAX)
@@ -102,6 +123,7 @@ impl Server {
             // accepted a million connections a millisecond).
             next_connection_id: AtomicU64::new((crate::stream::now_unix_ms() << 20).max(1)),
             connections_served: AtomicU64::new(0),
+            request_bytes: Arc::new(Semaphore::new(REQUEST_BYTES_IN_FLIGHT_MAX as usize)),
         });
         let (stop, stopped) = watch::channel(false);
         let accept = runtime.spawn(accept_loop(listener, shared.clone(), stopped));
@@ -197,14 +219,20 @@ async fn bind(socket: &Path) -> Result<UnixListener> {
             });
         }
         Ok(_) => match tokio::net::UnixStream::connect(socket).await {
+            // Refused: no one listens. Anything else (a full accept
+            // backlog answers EAGAIN) may be a live server: never unlink
+            // it.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(socket)
+                    .map_err(|e| Error::io("remove a gone server's socket", socket, e))?
+            }
             Ok(_) => {
                 return Err(Error::Locked {
                     path: socket.to_path_buf(),
                     pid: None,
                 });
             }
-            Err(_) => std::fs::remove_file(socket)
-                .map_err(|e| Error::io("remove a gone server's socket", socket, e))?,
+            Err(e) => return Err(Error::io("connect to the socket found there", socket, e)),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io("look at the socket path", socket, e)),
