@@ -203,10 +203,7 @@ fn side_by_side() {
         // to it.
         let db = Db::open(
             dir.path().join(format!("replaydb-{threads}")),
-            Options {
-                checkpoint_every: None,
-                ..Options::default()
-            },
+            Options::default().checkpoint_every(None),
         )
         .expect("open");
         let (d2, ev) = (db.clone(), event.clone());
@@ -334,12 +331,9 @@ fn bench_replay(c: &mut Criterion) {
     const EVENTS: u64 = 1_000_000;
     const STREAMS: u64 = 1000;
     let dir = tmp();
-    let opts = Options {
-        durability: Durability::Buffered {
-            interval: Duration::from_millis(100),
-        },
-        ..Options::default()
-    };
+    let opts = Options::default().durability(Durability::Buffered {
+        interval: Duration::from_millis(100),
+    });
     let db = Db::open(dir.path(), opts).expect("open");
     let names: Vec<String> = (0..STREAMS).map(|s| format!("stream-{s}")).collect();
     let event = vec![42u8; EVENT_BYTES];

@@ -277,12 +277,9 @@ fn memory(root: &Path) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let options = Options {
-        durability: Durability::Buffered {
-            interval: Duration::from_millis(50),
-        },
-        ..Options::default()
-    };
+    let options = Options::default().durability(Durability::Buffered {
+        interval: Duration::from_millis(50),
+    });
     let store = KvStore::open(root.join("memory"), options, vec![]).expect("open");
     let bucket = store
         .get_or_create_bucket("v1/instances", None)

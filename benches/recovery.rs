@@ -81,15 +81,13 @@ impl View for PerStream {
 }
 
 fn options(checkpoint_every_records: u64) -> Options {
-    Options {
-        durability: Durability::Buffered {
+    Options::default()
+        .durability(Durability::Buffered {
             interval: Duration::from_millis(100),
-        },
-        segment_bytes_max: Some(4 << 20),
-        checkpoint_every_records,
-        checkpoint_every_bytes: 0,
-        ..Options::default()
-    }
+        })
+        .segment_bytes_max(Some(4 << 20))
+        .checkpoint_every_records(checkpoint_every_records)
+        .checkpoint_every_bytes(0)
 }
 
 fn open(dir: &Path, opts: &Options) -> Db {
@@ -130,10 +128,7 @@ fn bench_recovery(c: &mut Criterion) {
     // The clean one with checkpoints as by default (every 100 000 records),
     // the crash image with none since the start.
     let opts = options(100_000);
-    let no_checkpoints = Options {
-        checkpoint_every: None,
-        ..options(0)
-    };
+    let no_checkpoints = options(0).checkpoint_every(None);
     {
         let db = open(&clean, &opts);
         fill(&db);

@@ -103,12 +103,9 @@ fn seed_setup(dir: &Path, size: usize) -> PathBuf {
 }
 
 fn replaydb_setup(dir: &Path, size: usize) -> Registry {
-    let fast = Options {
-        durability: Durability::Buffered {
-            interval: Duration::from_millis(100),
-        },
-        ..Options::default()
-    };
+    let fast = Options::default().durability(Durability::Buffered {
+        interval: Duration::from_millis(100),
+    });
     {
         let reg = Registry::open(dir, fast, vec![]).expect("open");
         for i in 0..size {

@@ -55,10 +55,7 @@ fn sizes() -> Vec<u64> {
 }
 
 fn options(durability: Durability) -> Options {
-    Options {
-        durability,
-        ..Options::default()
-    }
+    Options::default().durability(durability)
 }
 
 fn buffered() -> Durability {

@@ -55,14 +55,12 @@ fn streams() -> u64 {
 }
 
 fn options(durability: Durability) -> Options {
-    Options {
-        durability,
-        segment_bytes_max: Some(16 << 20),
-        checkpoint_every_records: 0,
-        checkpoint_every_bytes: 0,
-        checkpoint_every: None,
-        ..Options::default()
-    }
+    Options::default()
+        .durability(durability)
+        .segment_bytes_max(Some(16 << 20))
+        .checkpoint_every_records(0)
+        .checkpoint_every_bytes(0)
+        .checkpoint_every(None)
 }
 
 fn buffered() -> Durability {

@@ -37,13 +37,12 @@ pub enum LogKind {
 ///
 /// ```
 /// use replaydb::{Durability, Options};
-/// let opts = Options {
-///     durability: Durability::Buffered { interval: std::time::Duration::from_millis(10) },
-///     ..Options::default()
-/// };
+/// let opts = Options::default()
+///     .durability(Durability::Buffered { interval: std::time::Duration::from_millis(10) });
 /// assert_eq!(opts.segment_bytes_max, None); // the database's own, 64 MiB when new
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Options {
     /// When appends are acknowledged.
     pub durability: Durability,
@@ -92,6 +91,84 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
 /// Largest record size accepted: lengths are `u32` on disk.
 pub const RECORD_BYTES_LIMIT: u64 = u32::MAX as u64;
+
+/// A builder: each setter takes and returns the options, so new fields
+/// can come without breaking a caller.
+///
+/// ```
+/// use replaydb::{Durability, Options};
+/// let o = Options::default()
+///     .durability(Durability::Buffered { interval: std::time::Duration::from_millis(10) })
+///     .checkpoint_every_records(0);
+/// assert_eq!(o.checkpoint_every_records, 0);
+/// ```
+impl Options {
+    /// Sets [`Options::durability`]: When appends are acknowledged.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`Options::segment_bytes_max`]: For a new database only: the segment size (`None`: 64 MiB).
+    pub fn segment_bytes_max(mut self, segment_bytes_max: Option<u64>) -> Self {
+        self.segment_bytes_max = segment_bytes_max;
+        self
+    }
+
+    /// Sets [`Options::record_bytes_max`]: The largest encoded batch accepted on append and read back.
+    pub fn record_bytes_max(mut self, record_bytes_max: u64) -> Self {
+        self.record_bytes_max = record_bytes_max;
+        self
+    }
+
+    /// Sets [`Options::checkpoint_every_records`]: Checkpoint after this many records applied (0: never by count).
+    pub fn checkpoint_every_records(mut self, checkpoint_every_records: u64) -> Self {
+        self.checkpoint_every_records = checkpoint_every_records;
+        self
+    }
+
+    /// Sets [`Options::checkpoint_every_bytes`]: Checkpoint after this many bytes applied (0: never by size).
+    pub fn checkpoint_every_bytes(mut self, checkpoint_every_bytes: u64) -> Self {
+        self.checkpoint_every_bytes = checkpoint_every_bytes;
+        self
+    }
+
+    /// Sets [`Options::checkpoint_every`]: Checkpoint after this long with something applied (`None`: never by time).
+    pub fn checkpoint_every(mut self, checkpoint_every: Option<Duration>) -> Self {
+        self.checkpoint_every = checkpoint_every;
+        self
+    }
+
+    /// Sets [`Options::store_cache_bytes`]: Memory the store's page cache may use.
+    pub fn store_cache_bytes(mut self, store_cache_bytes: usize) -> Self {
+        self.store_cache_bytes = store_cache_bytes;
+        self
+    }
+
+    /// Sets [`Options::store_check_on_open_bytes_max`]: A store up to this size is checked whole at open.
+    pub fn store_check_on_open_bytes_max(mut self, store_check_on_open_bytes_max: u64) -> Self {
+        self.store_check_on_open_bytes_max = store_check_on_open_bytes_max;
+        self
+    }
+
+    /// Sets [`Options::log`]: Where the log lives.
+    pub fn log(mut self, log: LogKind) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Sets [`Options::synchronous_apply`]: Acknowledge a group only once the store has applied it.
+    pub fn synchronous_apply(mut self, synchronous_apply: bool) -> Self {
+        self.synchronous_apply = synchronous_apply;
+        self
+    }
+
+    /// Sets [`Options::storage`]: The file system under the database.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+}
 
 impl Default for Options {
     fn default() -> Self {

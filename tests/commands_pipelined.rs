@@ -13,11 +13,9 @@ use replaydb::{Db, Error, ExpectedVersion, Options};
 fn open(dir: &std::path::Path) -> Db {
     Db::open_with_views(
         dir,
-        Options {
-            checkpoint_every_records: 0,
-            checkpoint_every_bytes: 0,
-            ..Options::default()
-        },
+        Options::default()
+            .checkpoint_every_records(0)
+            .checkpoint_every_bytes(0),
         vec![Box::new(StreamStats::default())],
     )
     .unwrap()

@@ -17,11 +17,9 @@ fn sigkill_during_checkpoints_and_truncation_loses_no_acknowledged_event() {
     let mut rng = common::crash_rng();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("db");
-    let opts = Options {
-        segment_bytes_max: Some(8192),
-        checkpoint_every_records: 0,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .segment_bytes_max(Some(8192))
+        .checkpoint_every_records(0);
     let mut acked_total = 0u64;
     // (cycle, i) -> LSN, for every acknowledged event.
     let mut acked: Vec<(u64, u64, u64)> = Vec::new();

@@ -5,17 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use replaydb::{Db, Durability, ExpectedVersion, Options};
+use replaydb::{Db, Durability, ExpectedVersion};
 
 #[test]
 fn buffered_appends_survive_close_and_reopen_is_never_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        durability: Durability::Buffered {
-            interval: Duration::from_millis(1),
-        },
-        ..common::small_segments(8192)
-    };
+    let opts = common::small_segments(8192).durability(Durability::Buffered {
+        interval: Duration::from_millis(1),
+    });
     for round in 0..50u64 {
         let db =
             Db::open(tmp.path(), opts.clone()).unwrap_or_else(|e| panic!("round {round}: {e}"));
@@ -37,13 +34,10 @@ fn buffered_appends_survive_close_and_reopen_is_never_refused() {
 #[test]
 fn sync_makes_buffered_appends_durable_with_one_fdatasync_and_says_up_to_where() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        // The flusher never fires during the test.
-        durability: Durability::Buffered {
-            interval: Duration::from_secs(3600),
-        },
-        ..common::small_segments(64 * 1024)
-    };
+    // The flusher never fires during the test.
+    let opts = common::small_segments(64 * 1024).durability(Durability::Buffered {
+        interval: Duration::from_secs(3600),
+    });
     let db = Db::open(tmp.path(), opts).unwrap();
     for i in 0..3u8 {
         db.append("s", ExpectedVersion::Any, &[[i]]).unwrap();

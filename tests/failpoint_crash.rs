@@ -18,11 +18,9 @@ const FAILPOINTS: &[&str] = &[
 ];
 
 fn opts() -> Options {
-    Options {
-        segment_bytes_max: Some(4096),
-        checkpoint_every_records: 0,
-        ..Options::default()
-    }
+    Options::default()
+        .segment_bytes_max(Some(4096))
+        .checkpoint_every_records(0)
 }
 
 fn cli(dir: &std::path::Path, failpoint: Option<&str>, args: &[&str]) -> std::process::Output {

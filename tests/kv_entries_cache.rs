@@ -20,12 +20,9 @@ fn from_tables(b: &Bucket) -> HashMap<Key, Vec<u8>> {
 }
 
 fn options() -> Options {
-    Options {
-        durability: Durability::Buffered {
-            interval: std::time::Duration::from_millis(10),
-        },
-        ..Options::default()
-    }
+    Options::default().durability(Durability::Buffered {
+        interval: std::time::Duration::from_millis(10),
+    })
 }
 
 #[test]

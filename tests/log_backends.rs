@@ -92,35 +92,21 @@ fn scenario(db: &Db) -> Observed {
 }
 
 fn small() -> Options {
-    Options {
-        segment_bytes_max: Some(4096),
-        checkpoint_every_records: 0,
-        ..Options::default()
-    }
+    Options::default()
+        .segment_bytes_max(Some(4096))
+        .checkpoint_every_records(0)
 }
 
 #[test]
 fn one_scenario_gives_the_same_results_on_files_on_the_simulated_disk_and_in_memory() {
     let files = tempfile::tempdir().unwrap();
-    let on_files = scenario(
-        &Db::open(
-            files.path(),
-            Options {
-                storage: Arc::new(OsStorage),
-                ..small()
-            },
-        )
-        .unwrap(),
-    );
+    let on_files = scenario(&Db::open(files.path(), small().storage(Arc::new(OsStorage))).unwrap());
     let root = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(root.path()).unwrap();
     let on_sim = scenario(
         &Db::open(
             disk.root().join("db"),
-            Options {
-                storage: Arc::new(disk.handle()),
-                ..small()
-            },
+            small().storage(Arc::new(disk.handle())),
         )
         .unwrap(),
     );
@@ -144,14 +130,7 @@ fn one_scenario_gives_the_same_results_on_files_on_the_simulated_disk_and_in_mem
 fn a_database_in_memory_touches_no_file() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd_before = std::fs::read_dir(".").unwrap().count();
-    let db = Db::open_in_memory(
-        Options {
-            log: LogKind::Memory,
-            ..Options::default()
-        },
-        vec![],
-    )
-    .unwrap();
+    let db = Db::open_in_memory(Options::default().log(LogKind::Memory), vec![]).unwrap();
     db.append("s", ExpectedVersion::Any, &[b"x"]).unwrap();
     db.checkpoint().unwrap();
     assert_eq!(db.read(1, 10).unwrap().len(), 1);

@@ -642,11 +642,9 @@ fn concurrent_inputs_get_distinct_gapless_sequences() {
 #[test]
 fn everything_survives_reopens_and_checkpoints_with_the_log_truncated() {
     let tmp = tempfile::tempdir().unwrap();
-    let options = Options {
-        checkpoint_every_records: 50,
-        segment_bytes_max: Some(4096),
-        ..Options::default()
-    };
+    let options = Options::default()
+        .checkpoint_every_records(50)
+        .segment_bytes_max(Some(4096));
     let runtimes = Runtimes::open(tmp.path(), options.clone(), vec![]).unwrap();
     let runtime = named(&runtimes, "rt");
     let workers: Vec<_> = (0..3)

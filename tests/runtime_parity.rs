@@ -15,10 +15,7 @@ use replaydb::{LogKind, Options};
 
 fn memory_runtimes() -> (tempfile::TempDir, Runtimes) {
     let tmp = tempfile::tempdir().unwrap();
-    let options = Options {
-        log: LogKind::Memory,
-        ..Options::default()
-    };
+    let options = Options::default().log(LogKind::Memory);
     let runtimes = Runtimes::open(tmp.path(), options, vec![]).unwrap();
     (tmp, runtimes)
 }

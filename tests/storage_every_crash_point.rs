@@ -12,14 +12,12 @@ use replaydb::storage::{OsStorage, SimDisk, Storage};
 use replaydb::{Db, ExpectedVersion, Options};
 
 fn options(storage: Arc<dyn Storage>) -> Options {
-    Options {
-        segment_bytes_max: Some(replaydb::SEGMENT_BYTES_MIN),
-        checkpoint_every_records: 0,
-        // Every I/O call in one order: the n-th is the same call each run.
-        synchronous_apply: true,
-        storage,
-        ..Options::default()
-    }
+    // Every I/O call in one order: the n-th is the same call each run.
+    Options::default()
+        .segment_bytes_max(Some(replaydb::SEGMENT_BYTES_MIN))
+        .checkpoint_every_records(0)
+        .synchronous_apply(true)
+        .storage(storage)
 }
 
 type Events = Vec<(String, Vec<u8>)>;

@@ -167,10 +167,7 @@ fn reads_page_by_lsn_and_by_stream_version() {
 #[test]
 fn bad_arguments_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        record_bytes_max: 1024,
-        ..Options::default()
-    };
+    let opts = Options::default().record_bytes_max(1024);
     let db = Db::open(tmp.path(), opts).unwrap();
     assert!(matches!(
         db.append("../etc", ExpectedVersion::Any, &[b"x"]),
@@ -189,10 +186,7 @@ fn bad_arguments_are_typed_errors() {
         })
     ));
     assert_eq!(db.last_lsn(), 0);
-    let bad = Options {
-        segment_bytes_max: Some(10),
-        ..Options::default()
-    };
+    let bad = Options::default().segment_bytes_max(Some(10));
     assert!(matches!(
         Db::open(tmp.path().join("x"), bad),
         Err(Error::InvalidArgument { .. })

@@ -15,11 +15,9 @@ const EVENTS: u64 = 3_000;
 #[test]
 fn a_subscriber_behind_checkpoints_gets_every_event_in_order() {
     let tmp = tempfile::tempdir().unwrap();
-    let opts = Options {
-        segment_bytes_max: Some(4096),
-        checkpoint_every_records: 0,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .segment_bytes_max(Some(4096))
+        .checkpoint_every_records(0);
     let db = Db::open(tmp.path(), opts).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let writer = {

@@ -16,11 +16,9 @@ use custom_view::StreamStats;
 use replaydb::{Db, Error, ExpectedVersion, Options, View};
 
 fn opts() -> Options {
-    Options {
-        checkpoint_every_records: 0,
-        checkpoint_every_bytes: 0,
-        ..common::small_segments(4096)
-    }
+    common::small_segments(4096)
+        .checkpoint_every_records(0)
+        .checkpoint_every_bytes(0)
 }
 
 fn open(dir: &std::path::Path) -> Result<Db, Error> {

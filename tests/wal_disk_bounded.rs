@@ -62,15 +62,13 @@ fn a_million_updates_over_a_thousand_keys_leave_a_bounded_log_and_store() {
     let tmp = tempfile::tempdir().unwrap();
     let segment_bytes_max = 256 * 1024;
     let checkpoint_every_records = 2_000;
-    let opts = Options {
-        durability: Durability::Buffered {
+    let opts = Options::default()
+        .durability(Durability::Buffered {
             interval: Duration::from_millis(50),
-        },
-        segment_bytes_max: Some(segment_bytes_max),
-        checkpoint_every_records,
-        checkpoint_every_bytes: 0,
-        ..Options::default()
-    };
+        })
+        .segment_bytes_max(Some(segment_bytes_max))
+        .checkpoint_every_records(checkpoint_every_records)
+        .checkpoint_every_bytes(0);
     let db = Db::open_with_views(
         tmp.path(),
         opts.clone(),

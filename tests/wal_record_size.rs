@@ -56,10 +56,7 @@ fn a_record_larger_than_a_segment_is_readable_at_once_and_after_reopen() {
 /// A log of two records, the second 4 000 bytes, written under a 1 MiB
 /// record limit: the options used and the segment.
 fn small_then_large_record(dir: &std::path::Path) -> (Options, std::path::PathBuf) {
-    let big = Options {
-        record_bytes_max: 1 << 20,
-        ..common::small_segments(64 * 1024)
-    };
+    let big = common::small_segments(64 * 1024).record_bytes_max(1 << 20);
     let db = Db::open(dir, big.clone()).unwrap();
     db.append("s", ExpectedVersion::Any, &[b"first"]).unwrap();
     db.append("s", ExpectedVersion::Any, &[vec![1u8; 4000]])
@@ -73,10 +70,7 @@ fn a_valid_record_above_a_smaller_limit_refuses_open_and_is_never_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let (big, seg) = small_then_large_record(tmp.path());
     let before = std::fs::read(&seg).unwrap();
-    let small = Options {
-        record_bytes_max: 1024,
-        ..big.clone()
-    };
+    let small = big.clone().record_bytes_max(1024);
     match Db::open(tmp.path(), small.clone()) {
         Err(Error::RecordAboveLimit { segment, .. }) => assert_eq!(segment, seg),
         other => panic!("expected RecordAboveLimit, got {other:?}"),
@@ -99,10 +93,7 @@ fn damage_before_a_synced_record_above_a_smaller_limit_is_corruption_not_a_tear(
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[32 + 40] ^= 0x04;
     std::fs::write(&seg, &bytes).unwrap();
-    let small = Options {
-        record_bytes_max: 1024,
-        ..big
-    };
+    let small = big.record_bytes_max(1024);
     match Db::open(tmp.path(), small) {
         Err(Error::Corrupt { offset: 32, .. }) => {}
         other => panic!("expected Corrupt at byte 32, got {other:?}"),

@@ -7,11 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use replaydb::{Db, ExpectedVersion, Options};
 
 fn with_segments(n: Option<u64>) -> Options {
-    Options {
-        segment_bytes_max: n,
-        checkpoint_every_records: 0,
-        ..Options::default()
-    }
+    Options::default()
+        .segment_bytes_max(n)
+        .checkpoint_every_records(0)
 }
 
 fn fill(db: &Db, n: usize) {

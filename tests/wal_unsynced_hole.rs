@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use replaydb::{Db, Durability, Error, ExpectedVersion, Options};
+use replaydb::{Db, Durability, Error, ExpectedVersion};
 
 fn zero(path: &Path, offset: u64, len: usize) {
     let f = OpenOptions::new().write(true).open(path).unwrap();
@@ -20,12 +20,9 @@ fn zero(path: &Path, offset: u64, len: usize) {
 /// Appends `n` one-event batches with nothing synced in between: Buffered
 /// mode with a flusher that never gets to run. Returns each record's end.
 fn append_unsynced(dir: &Path, n: usize) -> Vec<u64> {
-    let opts = Options {
-        durability: Durability::Buffered {
-            interval: Duration::from_secs(3600),
-        },
-        ..common::small_segments(64 * 1024)
-    };
+    let opts = common::small_segments(64 * 1024).durability(Durability::Buffered {
+        interval: Duration::from_secs(3600),
+    });
     let db = Db::open(dir, opts).unwrap();
     common::append_numbered(&db, "s", "event", n)
 }

@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
         bytes.extend_from_slice(data);
     }
     std::fs::write(wal.join(replaydb::layout::segment_file_name(1)), &bytes).expect("write");
-    let opts = Options {
-        segment_bytes_max: Some(64 * 1024),
-        ..Options::default()
-    };
+    let opts = Options::default().segment_bytes_max(Some(64 * 1024));
     let Ok(db) = Db::open(tmp.path(), opts) else { return };
     let events = db.read(1, usize::MAX).expect("a recovered log reads back");
     for (i, e) in events.iter().enumerate() {

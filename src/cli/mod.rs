@@ -94,11 +94,9 @@ pub enum Command {
 
 impl Cli {
     fn options(&self) -> Options {
-        let mut o = Options {
-            segment_bytes_max: self.segment_bytes_max,
-            checkpoint_every_records: self.checkpoint_every_records,
-            ..Options::default()
-        };
+        let mut o = Options::default()
+            .segment_bytes_max(self.segment_bytes_max)
+            .checkpoint_every_records(self.checkpoint_every_records);
         if let Some(ms) = self.buffered_ms {
             o.durability = Durability::Buffered {
                 interval: std::time::Duration::from_millis(ms),

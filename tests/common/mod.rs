@@ -8,10 +8,7 @@ use replaydb::{Db, Options};
 
 /// Options with small segments so that tests cross segment rolls cheaply.
 pub fn small_segments(segment_bytes_max: u64) -> Options {
-    Options {
-        segment_bytes_max: Some(segment_bytes_max),
-        ..Options::default()
-    }
+    Options::default().segment_bytes_max(Some(segment_bytes_max))
 }
 
 /// The built `replaydb` binary.
