@@ -147,7 +147,15 @@ impl Conn {
             // this sees it and passes the baton here; one that let go
             // before it left the lock free for the try below.
             self.waiting(tag, true);
-            let Ok(mut stream) = self.reader.try_lock() else {
+            let locked = match self.reader.try_lock() {
+                Ok(g) => Some(g),
+                // A reader that panicked left the stream whole between
+                // frames or mid-frame; either way reading on is what
+                // tells (a desynchronised stream fails its next header).
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            let Some(mut stream) = locked else {
                 // Someone reads: wait for the reply, or for the baton.
                 let got = rx.recv();
                 self.waiting(tag, false);
