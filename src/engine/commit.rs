@@ -39,6 +39,9 @@ pub(crate) struct Slot {
     /// Its async appender dropped its future while it waited (set under
     /// `state`'s lock).
     abandoned: std::sync::atomic::AtomicBool,
+    /// Its appender is an async task, which leads on the blocking pool:
+    /// a leader on the pool leads its group too rather than hand over.
+    async_waiter: bool,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,19 @@ pub(crate) enum Wakeup {
 }
 
 impl Slot {
+    /// The slot of an async appender.
+    pub(crate) fn for_async() -> Slot {
+        Slot {
+            async_waiter: true,
+            ..Slot::default()
+        }
+    }
+
+    /// Whether its appender is an async task.
+    pub(crate) fn is_async(&self) -> bool {
+        self.async_waiter
+    }
+
     fn set(&self, new: SlotState) {
         if let Ok(mut g) = self.state.lock() {
             *g = new;

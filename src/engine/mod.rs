@@ -469,9 +469,21 @@ impl Db {
 
     /// [`Db::submit`] for async callers: waits on the slot without
     /// blocking the task's thread, and leads on the blocking pool.
-    async fn submit_async(&self, pending: Pending) -> Result<Appended> {
+    async fn submit_async(&self, mut pending: Pending) -> Result<Appended> {
+        pending.slot = Arc::new(Slot::for_async());
         let slot = pending.slot.clone();
-        if !self.enqueue(pending)? {
+        let mut lead = self.enqueue(pending)?;
+        loop {
+            if lead {
+                // The group is led on the blocking pool, by a thread that
+                // leads on while the next appender is async too (a hand-
+                // over to a task would cost it a hop to the pool again),
+                // and this task waits for its slot like any other. A
+                // blocking-pool task runs to its end even if this future
+                // is dropped.
+                let inner = self.inner.clone();
+                drop(tokio::task::spawn_blocking(move || inner.lead_on_pool()));
+            }
             // Dropped while it waits (a timeout, a task aborted), the
             // future must not take the group's leadership with it.
             let mut guard = LeadIfAbandoned {
@@ -483,21 +495,10 @@ impl Db {
             guard.armed = false;
             match woke {
                 Some(Wakeup::Done(result)) => return result,
-                Some(Wakeup::Lead) => {}
+                Some(Wakeup::Lead) => lead = true,
                 None => return Err(self.inner.poisoned_error()),
             }
         }
-        // A blocking-pool task runs to its end even if this future is
-        // dropped: the group is led either way.
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.lead())
-            .await
-            .map_err(|e| Error::Internal {
-                op: "append_async",
-                reason: format!("the group's leader task failed: {e}"),
-            })?;
-        slot.take()
-            .unwrap_or_else(|| Err(self.inner.poisoned_error()))
     }
 
     /// The stream's version: the number of events ever appended to it (0
@@ -835,11 +836,17 @@ impl Inner {
     fn lead(&self) {
         // The next appender may have gone (an async append dropped while
         // queued): then this leader commits the next group too.
-        while self.lead_one_group() {}
+        while self.lead_one_group(false) {}
+    }
+
+    /// [`Inner::lead`] on a blocking-pool thread for async appenders: it
+    /// also leads the next group while the next appender is async.
+    fn lead_on_pool(&self) {
+        while self.lead_one_group(true) {}
     }
 
     /// [`Inner::lead`] for one group; whether to lead the next as well.
-    fn lead_one_group(&self) -> bool {
+    fn lead_one_group(&self, on_pool: bool) -> bool {
         // The queue lock guards only pushes and takes, which cannot panic
         // half-way; a poisoned queue lock is still consistent.
         let group = std::mem::take(
@@ -866,6 +873,7 @@ impl Inner {
         }
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         match q.pending.first() {
+            Some(next) if on_pool && next.slot.is_async() => true,
             Some(next) => !next.slot.hand_leadership(),
             None => {
                 q.leader_active = false;
