@@ -14,12 +14,10 @@ const EVENTS_PER_PROCESS: u64 = 10_000;
 const CHILD_SOCKET: &str = "REPLAYDB_TEST_CHILD_SOCKET";
 const CHILD_ID: &str = "REPLAYDB_TEST_CHILD_ID";
 
-/// Run by `eight_processes_append_through_one_owner` in a process of its
-/// own: appends this process's events through the socket it is given.
-#[test]
-#[ignore = "a child process of eight_processes_append_through_one_owner, which runs it"]
-fn child_appender() {
-    let socket = std::env::var(CHILD_SOCKET).expect("run by the parent test");
+/// One child process: appends its events through the socket it is given.
+/// The test re-runs its own binary, naming itself, with [`CHILD_SOCKET`]
+/// set; that run takes this path instead of the parent's.
+fn child_appender(socket: String) {
     let id: usize = std::env::var(CHILD_ID).unwrap().parse().unwrap();
     let client = Client::connect(Path::new(&socket)).unwrap();
     let stream = format!("process-{id}");
@@ -33,6 +31,9 @@ fn child_appender() {
 
 #[test]
 fn eight_processes_append_through_one_owner() {
+    if let Ok(socket) = std::env::var(CHILD_SOCKET) {
+        return child_appender(socket);
+    }
     let tmp = tempfile::tempdir().unwrap();
     let db = Db::open(tmp.path(), Options::default()).unwrap();
     let socket = default_socket(tmp.path());
@@ -40,7 +41,11 @@ fn eight_processes_append_through_one_owner() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|id| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--ignored", "--exact", "child_appender", "--nocapture"])
+                .args([
+                    "--exact",
+                    "eight_processes_append_through_one_owner",
+                    "--nocapture",
+                ])
                 .env(CHILD_SOCKET, &socket)
                 .env(CHILD_ID, id.to_string())
                 .spawn()
