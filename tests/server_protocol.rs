@@ -512,3 +512,31 @@ fn a_large_frame_arriving_in_pieces_beside_other_requests_is_read_whole() {
     assert_eq!(events.len(), 8);
     assert!(events.iter().all(|e| e.data == big));
 }
+
+#[test]
+fn a_batch_no_frame_holds_is_refused_by_the_client_as_embedded_and_the_connection_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let _server = db.serve(&socket).unwrap();
+    let c = Client::connect(&socket).unwrap();
+    let before = c.connection_id().unwrap();
+    let huge = vec![0u8; frame::FRAME_BODY_BYTES_MAX as usize + 1];
+    match Database::append(&c, "s", ExpectedVersion::Any, &[&huge]) {
+        Err(Error::RecordTooLarge {
+            stream,
+            limit_bytes,
+            ..
+        }) => {
+            assert_eq!(stream, "s");
+            assert_eq!(limit_bytes, db.options().record_bytes_max);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.ping(b"on").unwrap(), b"on");
+    assert_eq!(c.connection_id().unwrap(), before, "the same connection");
+    assert_eq!(
+        Database::record_bytes_max(&c),
+        db.options().record_bytes_max
+    );
+}

@@ -88,6 +88,8 @@ struct Inner {
     conn: Mutex<Option<Arc<Conn>>>,
     next_tag: AtomicU64,
     takeover: Option<Takeover>,
+    /// The record limit the last server's hello gave.
+    record_bytes_max: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -286,6 +288,7 @@ impl Client {
                 conn: Mutex::new(None),
                 next_tag: AtomicU64::new(1),
                 takeover,
+                record_bytes_max: AtomicU64::new(0),
             }),
         };
         client.conn()?;
@@ -333,6 +336,9 @@ impl Client {
         loop {
             match self.open() {
                 Ok(c) => {
+                    self.inner
+                        .record_bytes_max
+                        .store(c.record_bytes_max, Ordering::Relaxed);
                     *slot = Some(c.clone());
                     return Ok(c);
                 }
@@ -420,6 +426,16 @@ impl Client {
         code: Code,
         body: &[u8],
     ) -> Result<(u64, mpsc::Receiver<Reply>)> {
+        if body.len() > frame::FRAME_BODY_BYTES_MAX as usize {
+            return Err(Error::InvalidArgument {
+                op: "send",
+                reason: format!(
+                    "a request of {} bytes is above the frame limit of {}",
+                    body.len(),
+                    frame::FRAME_BODY_BYTES_MAX
+                ),
+            });
+        }
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         conn.pending
@@ -577,6 +593,16 @@ impl Database for Client {
                 .map(|e| serde_bytes::ByteBuf::from(e.as_ref().to_vec()))
                 .collect(),
         });
+        // A batch no frame holds is over the server's record limit (which
+        // a server keeps under the frame's): refused here, as embedded,
+        // rather than by the server closing the connection.
+        if body.len() > frame::FRAME_BODY_BYTES_MAX as usize {
+            return Err(Error::RecordTooLarge {
+                stream: stream.to_string(),
+                size_bytes: body.len() as u64,
+                limit_bytes: self.record_bytes_max(),
+            });
+        }
         self.decode("appended", &self.call(Code::Append, &body, false)?)
     }
 
@@ -620,13 +646,10 @@ impl Database for Client {
         })
     }
 
-    /// The server's, as its hello said (the default if it cannot be
-    /// reached now).
+    /// The server's, as its last hello said (a client is connected once
+    /// before it is returned, so there always was one).
     fn record_bytes_max(&self) -> u64 {
-        self.conn()
-            .map_or(crate::options::Options::default().record_bytes_max, |c| {
-                c.record_bytes_max
-            })
+        self.inner.record_bytes_max.load(Ordering::Relaxed)
     }
 
     fn stream_version(&self, stream: &str) -> Result<u64> {

@@ -68,24 +68,26 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in number order.
+    const ALL: [Code; 13] = [
+        Code::Hello,
+        Code::Ping,
+        Code::Append,
+        Code::Read,
+        Code::ReadStream,
+        Code::StreamVersion,
+        Code::LastLsn,
+        Code::Subscribe,
+        Code::Cancel,
+        Code::Sync,
+        Code::Checkpoint,
+        Code::Goodbye,
+        Code::ReadStreamFromLsn,
+    ];
+
     /// The code for `n`, if it is one.
     pub fn from_u32(n: u32) -> Option<Code> {
-        Some(match n {
-            1 => Code::Hello,
-            2 => Code::Ping,
-            3 => Code::Append,
-            4 => Code::Read,
-            5 => Code::ReadStream,
-            6 => Code::StreamVersion,
-            7 => Code::LastLsn,
-            8 => Code::Subscribe,
-            9 => Code::Cancel,
-            10 => Code::Sync,
-            11 => Code::Checkpoint,
-            12 => Code::Goodbye,
-            13 => Code::ReadStreamFromLsn,
-            _ => return None,
-        })
+        Code::ALL.into_iter().find(|c| *c as u32 == n)
     }
 }
 
@@ -274,6 +276,16 @@ pub async fn read<R: AsyncRead + Unpin>(
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_found_by_its_number_and_no_other_number_is() {
+        for (i, c) in Code::ALL.into_iter().enumerate() {
+            assert_eq!(c as u32, i as u32 + 1);
+            assert_eq!(Code::from_u32(c as u32), Some(c));
+        }
+        assert_eq!(Code::from_u32(0), None);
+        assert_eq!(Code::from_u32(Code::ALL.len() as u32 + 1), None);
+    }
 
     #[test]
     fn a_header_round_trips_and_bad_ones_are_refused_by_name() {
