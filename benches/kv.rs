@@ -106,7 +106,7 @@ fn side_by_side(root: &Path) {
     for i in 0..KEYS {
         seed_put(&seed, &key(i), &value(i), false, i as u64);
     }
-    let db = store.db().clone();
+    let db = store.db().expect("embedded").clone();
     let fsyncs = |db: &replaydb::Db| db.stats().expect("stats").fsyncs_since_open;
     let mut sixteen = (0u64, 0u64); // (puts, fsyncs)
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(1 << 40));
@@ -287,7 +287,7 @@ fn memory(root: &Path) {
     let empty = rss_bytes();
     let t = Instant::now();
     fill(&bucket, n);
-    store.db().sync().expect("sync");
+    store.db().expect("embedded").sync().expect("sync");
     let written = t.elapsed();
     // A read waits for the store to apply what was acknowledged; one key's
     // read leaves the store's cache as the writes left it.

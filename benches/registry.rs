@@ -178,7 +178,7 @@ fn main() {
             // Run 0 warms up (caches, the first commands after open) and
             // is not counted.
             for run_no in 0..=runs {
-                let (db, event) = (reg.db().clone(), event.clone());
+                let (db, event) = (reg.db().expect("embedded").clone(), event.clone());
                 let plain_change: Arc<dyn Fn(usize, usize) + Send + Sync> =
                     Arc::new(move |t, _| {
                         db.append(&format!("plain-{t}"), ExpectedVersion::Any, &[&event])

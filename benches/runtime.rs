@@ -139,7 +139,11 @@ fn build(root: &Path, events: u64) -> PathBuf {
         h.join().expect("builder");
     }
     let last = runtime.summary().expect("summary").last_event_id;
-    runtimes.db().checkpoint().expect("checkpoint");
+    runtimes
+        .db()
+        .expect("embedded")
+        .checkpoint()
+        .expect("checkpoint");
     // The seed's events.jsonl, with the same events.
     let mut out = BufWriter::new(File::create(dir.join("events.jsonl")).expect("jsonl"));
     let mut cursor = runtime.event_cursor_from_start();
@@ -391,7 +395,7 @@ fn append_table(root: &Path) {
         std::fs::create_dir_all(seed_dir.join(format!("workers/{w}"))).expect("seed dir");
     }
     let lock = Arc::new(std::sync::Mutex::new(0u64));
-    let db = runtimes.db().clone();
+    let db = runtimes.db().expect("embedded").clone();
     type Workload = Box<dyn Fn(u64) -> Duration>;
     let workloads: Vec<(&str, Workload)> = vec![
         ("raw pwrite + fdatasync loop, 1 thread", {

@@ -64,6 +64,7 @@ mod layout;
 pub mod log;
 mod options;
 pub mod registry;
+mod remote;
 mod retention;
 pub mod runtime;
 pub mod server;

@@ -158,6 +158,15 @@ impl SharedDb {
         }
     }
 
+    /// Where a view handle of this database works: the embedded
+    /// database, or the client of its owner.
+    pub(crate) fn backend(&self) -> crate::remote::Backend {
+        match &self.mode {
+            Mode::Owner { db, .. } => crate::remote::Backend::Local(db.clone()),
+            Mode::Client { client, .. } => crate::remote::Backend::Remote(client.clone()),
+        }
+    }
+
     /// The owner's server, if this handle owns it and serves.
     pub fn server(&self) -> Option<&Server> {
         match &self.mode {

@@ -87,8 +87,37 @@ fn serve_shares_the_database_until_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // A command that does not go through a server yet says so.
-    let out = common::cli(tmp.path(), &["kv", "ls", "b"]);
+    // The views' commands go through the server too.
+    let out = common::cli(tmp.path(), &["kv", "put", "b", "k", "v"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("created "));
+    let out = common::cli(tmp.path(), &["kv", "get", "b", "k"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), "v");
+    let out = common::cli(tmp.path(), &["kv", "get", "b", "missing"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a missing key is exit 1, as embedded"
+    );
+    for args in [&["registry", "ls"][..], &["runtime", "ls"][..]] {
+        let out = common::cli(tmp.path(), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A command that does not go through a server says so.
+    let out = common::cli(tmp.path(), &["stats"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -30,7 +30,7 @@ fn entries_match_the_tables_through_changes_and_reopens() {
     let tmp = tempfile::tempdir().unwrap();
     let expected = {
         let store = KvStore::open(tmp.path(), options(), vec![]).unwrap();
-        let other = KvStore::with_connection_id(store.db().clone(), 7).unwrap();
+        let other = KvStore::with_connection_id(store.db().expect("embedded").clone(), 7).unwrap();
         let b = store.get_or_create_bucket("v1/instances", None).unwrap();
         let theirs = other.get_bucket("v1/instances").unwrap().unwrap();
         assert!(b.entries().unwrap().is_empty());
@@ -65,7 +65,7 @@ fn entries_match_the_tables_through_changes_and_reopens() {
         let b = store.get_bucket("v1/instances").unwrap().unwrap();
         assert_eq!(b.entries().unwrap(), expected);
         b.insert(&Key::new("late"), "1", 0).unwrap();
-        store.db().checkpoint().unwrap();
+        store.db().expect("embedded").checkpoint().unwrap();
         b.insert(&Key::new("after-checkpoint"), "2", 0).unwrap();
     }
     // ... and from a checkpoint plus the tail after it.

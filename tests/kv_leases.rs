@@ -39,7 +39,7 @@ fn deletes(w: Watch, n: usize) -> (Watch, Vec<(Key, Option<DeleteReason>)>) {
 fn a_dropped_owners_keys_expire_a_live_owners_stay_and_keep_alives_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let live = KvStore::open(tmp.path(), Options::default(), vec![]).unwrap();
-    let db = live.db().clone();
+    let db = live.db().expect("embedded").clone();
     let bucket = live
         .get_or_create_bucket("v1/instances", Some(Duration::from_secs(1)))
         .unwrap();
@@ -93,7 +93,7 @@ fn a_dropped_owners_keys_expire_a_live_owners_stay_and_keep_alives_write_nothing
 fn shutdown_deletes_exactly_the_owners_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let a = KvStore::open(tmp.path(), Options::default(), vec![]).unwrap();
-    let b = KvStore::new(a.db().clone()).unwrap();
+    let b = KvStore::new(a.db().expect("embedded").clone()).unwrap();
     let ba = a.get_or_create_bucket("v1/mdc", None).unwrap();
     let bb = b.get_or_create_bucket("v1/mdc", None).unwrap();
     let other = a.get_or_create_bucket("v1/claims", None).unwrap();
@@ -104,7 +104,9 @@ fn shutdown_deletes_exactly_the_owners_keys() {
     bb.insert(&"b/1".into(), "b", 0).unwrap();
     // b overwrites one of a's keys: it is b's now.
     bb.insert(&"a/0".into(), "b", 1).unwrap();
-    let mut w = ba.watch_from("", a.db().last_lsn() + 1).unwrap();
+    let mut w = ba
+        .watch_from("", a.db().expect("embedded").last_lsn() + 1)
+        .unwrap();
     assert_eq!(a.shutdown().unwrap(), 700, "699 in v1/mdc, 1 in v1/claims");
     assert_eq!(ba.keys("").unwrap(), vec![Key::new("a/0"), Key::new("b/1")]);
     assert!(other.keys("").unwrap().is_empty());
@@ -187,6 +189,7 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
     let db = KvStore::open(&dir, Options::default(), vec![])
         .unwrap()
         .db()
+        .expect("embedded")
         .clone();
     let live = KvStore::with_connection_id(db, id).unwrap();
     let bucket = live.get_bucket("v1/instances").unwrap().unwrap();
@@ -204,7 +207,7 @@ fn a_sigkilled_owners_keys_expire_and_a_restart_never_expires_a_live_owners() {
 fn an_owner_attached_twice_stays_alive_while_either_handle_does() {
     let tmp = tempfile::tempdir().unwrap();
     let first = KvStore::open(tmp.path(), Options::default(), vec![]).unwrap();
-    let db = first.db().clone();
+    let db = first.db().expect("embedded").clone();
     let id = first.connection_id();
     let second = KvStore::with_connection_id(db.clone(), id).unwrap();
     let bucket = second

@@ -85,7 +85,7 @@ fn revisions_are_lsns_and_the_watch_reports_the_same_ones() {
         panic!()
     };
     let r3 = b.delete(&"a".into()).unwrap();
-    assert_eq!(r1, store.db().last_lsn() - 2);
+    assert_eq!(r1, store.db().expect("embedded").last_lsn() - 2);
     assert_eq!((r2, r3), (r1 + 1, r1 + 2));
     let revs: Vec<u64> = (0..3)
         .map(|_| w.next_revisioned_blocking().unwrap().revision)

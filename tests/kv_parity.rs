@@ -330,7 +330,7 @@ fn test_concurrent_insert_revision_zero_has_one_winner() {
     let barrier = Arc::new(Barrier::new(16));
     let results: Vec<(StoreOutcome, String, String)> = (0..16)
         .map(|i| {
-            let (db, barrier) = (store.db().clone(), barrier.clone());
+            let (db, barrier) = (store.db().expect("embedded").clone(), barrier.clone());
             std::thread::spawn(move || {
                 let own = KvStore::new(db).unwrap();
                 let bucket = own.get_or_create_bucket("v1/claims", None).unwrap();

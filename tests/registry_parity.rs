@@ -613,7 +613,7 @@ fn open_creates_file_with_owner_only_permissions() {
     let parent = dir.path().join("yoi");
     let reg = open_empty(&parent);
     register(&reg, "a", vec![write_rule("/src", true)], vec![], sid()).unwrap();
-    reg.db().checkpoint().unwrap();
+    reg.db().expect("embedded").checkpoint().unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&parent), 0o700, "dir mode = {:o}", mode(&parent));
     // Every file and directory the database made, however deep.

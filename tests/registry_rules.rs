@@ -335,17 +335,17 @@ fn release_and_reclaim_reparent_children_and_free_scope() {
     b2.kill().unwrap();
     b2.wait().unwrap();
     let dead = dead_pid();
-    let before = reg.db().last_lsn();
+    let before = reg.db().expect("embedded").last_lsn();
     assert_eq!(reg.reclaim_stale().unwrap(), vec!["b2".to_string()]);
     assert_eq!(
         reg.find("d2").unwrap().unwrap().delegated_from.as_deref(),
         Some("a")
     );
-    assert!(reg.db().last_lsn() > before);
+    assert!(reg.db().expect("embedded").last_lsn() > before);
     // Nothing dead: nothing written.
-    let before = reg.db().last_lsn();
+    let before = reg.db().expect("embedded").last_lsn();
     assert!(reg.reclaim_stale().unwrap().is_empty());
-    assert_eq!(reg.db().last_lsn(), before);
+    assert_eq!(reg.db().expect("embedded").last_lsn(), before);
 
     // Releasing a pod lets a fresh registration take its scope.
     assert!(register(&reg, "new", vec![w("/src/zzz")]).is_err());
@@ -403,13 +403,13 @@ fn reclaiming_delegated_scope_removes_one_deny_per_rule_and_is_idempotent() {
         .unwrap();
     assert!(reg.find("a").unwrap().unwrap().deny.is_empty());
     // Nothing left to remove: nothing written.
-    let before = reg.db().last_lsn();
+    let before = reg.db().expect("embedded").last_lsn();
     reg.reclaim_delegated_scope("a", "b", vec![w("/src/core")])
         .unwrap();
     reg.reclaim_delegated_scope("gone", "gone-too", vec![w("/x")])
         .unwrap();
     assert_eq!(
-        reg.db().last_lsn(),
+        reg.db().expect("embedded").last_lsn(),
         before,
         "nothing to do, nothing written"
     );
@@ -508,7 +508,7 @@ fn an_empty_database_is_an_empty_table_and_everything_survives_reopen_with_histo
         )
         .unwrap();
         reg.adopt_allocation("b", me(), sid()).unwrap().keep();
-        reg.db().checkpoint().unwrap();
+        reg.db().expect("embedded").checkpoint().unwrap();
         register(&reg, "c", vec![w("/docs")]).unwrap();
         reg.release_pod("c").unwrap();
         reg.allocations().unwrap()
@@ -612,10 +612,14 @@ fn review_regressions_idempotence_stale_guards_exemption_adopt_and_chains() {
         .unwrap();
     // One deny layer per call, the child gone or not (the original's rule).
     assert!(reg.find("p").unwrap().unwrap().deny.is_empty());
-    let before = reg.db().last_lsn();
+    let before = reg.db().expect("embedded").last_lsn();
     reg.reclaim_delegated_scope("p", "c", vec![w("/src/core")])
         .unwrap();
-    assert_eq!(reg.db().last_lsn(), before, "nothing left: nothing written");
+    assert_eq!(
+        reg.db().expect("embedded").last_lsn(),
+        before,
+        "nothing left: nothing written"
+    );
 
     // A stale guard does not release a newcomer (another process) that
     // took the name.
@@ -753,9 +757,9 @@ fn a_refused_registration_still_writes_the_stale_reclaim_it_did_first() {
         Some("reclaim_stale")
     );
     // Nothing to reclaim: a refusal writes nothing.
-    let before = reg.db().last_lsn();
+    let before = reg.db().expect("embedded").last_lsn();
     assert!(register(&reg, "live", vec![w("/other")]).is_err());
-    assert_eq!(reg.db().last_lsn(), before);
+    assert_eq!(reg.db().expect("embedded").last_lsn(), before);
 }
 
 #[test]

@@ -656,7 +656,7 @@ fn everything_survives_reopens_and_checkpoints_with_the_log_truncated() {
             .send_input(&w.worker_ref, WorkerInput::user(format!("m{i}")))
             .unwrap();
         if i % 97 == 0 {
-            runtimes.db().checkpoint().unwrap();
+            runtimes.db().expect("embedded").checkpoint().unwrap();
         }
     }
     runtime.cancel_worker(&workers[2].worker_ref, None).unwrap();
@@ -665,7 +665,13 @@ fn everything_survives_reopens_and_checkpoints_with_the_log_truncated() {
 
     let runtimes = Runtimes::open(tmp.path(), options, vec![]).unwrap();
     assert!(
-        runtimes.db().stats().unwrap().log_first_lsn > 1,
+        runtimes
+            .db()
+            .expect("embedded")
+            .stats()
+            .unwrap()
+            .log_first_lsn
+            > 1,
         "the log was truncated behind a checkpoint"
     );
     let runtime = runtimes.runtime(&RuntimeId::new("rt").unwrap()).unwrap();
@@ -776,6 +782,7 @@ fn a_forged_record_that_does_not_follow_on_is_counted_and_changes_nothing() {
     for data in forged {
         runtimes
             .db()
+            .expect("embedded")
             .execute(RUNTIME_STREAM, replaydb::ExpectedVersion::Any, move |_| {
                 Ok(vec![data])
             })
@@ -786,6 +793,7 @@ fn a_forged_record_that_does_not_follow_on_is_counted_and_changes_nothing() {
     assert_eq!(runtimes.list().unwrap().len(), 1);
     let rejected = runtimes
         .db()
+        .expect("embedded")
         .view(|v: &RuntimeView| v.rejected_events)
         .unwrap()
         .unwrap()

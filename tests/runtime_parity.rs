@@ -351,7 +351,7 @@ fn fs_store_restores_workers_events_and_transcripts() {
 
     // The original reads its store directly here; the store is the view's
     // tables, read by a second handle on the same database.
-    let direct = Runtimes::new(restored.db().clone())
+    let direct = Runtimes::new(restored.db().expect("embedded").clone())
         .runtime(&runtime_id)
         .unwrap();
     assert_eq!(direct.read_events(&cursor, 2).unwrap().events, batch.events);

@@ -124,7 +124,7 @@ fn text(v: &[u8]) -> serde_json::Value {
 }
 
 pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
-    let db = crate::cli::open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match &args.command {
@@ -137,8 +137,8 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             keep_alive,
         } => {
             let store = match ttl {
-                Some(_) => KvStore::new(db)?,
-                None => KvStore::without_lease(db)?,
+                Some(_) => KvStore::shared(&db)?,
+                None => KvStore::shared_without_lease(&db)?,
             };
             let b = store.get_or_create_bucket(bucket, ttl.map(Duration::from_secs))?;
             let o = b.insert(
@@ -160,7 +160,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             expected,
             value,
         } => {
-            let store = KvStore::without_lease(db)?;
+            let store = KvStore::shared_without_lease(&db)?;
             let o = bucket_of(&store, bucket)?.compare_and_replace(
                 &Key::new(key.as_str()),
                 expected.as_bytes().to_vec(),
@@ -169,7 +169,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             writeln!(out, "{}", outcome(o))?;
         }
         KvCommand::Get { bucket, key } => {
-            let store = KvStore::without_lease(db)?;
+            let store = KvStore::shared_without_lease(&db)?;
             match bucket_of(&store, bucket)?.get(&Key::new(key.as_str()))? {
                 Some(v) => {
                     out.write_all(&v)?;
@@ -183,7 +183,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             }
         }
         KvCommand::Del { bucket, key } => {
-            let store = KvStore::without_lease(db)?;
+            let store = KvStore::shared_without_lease(&db)?;
             writeln!(
                 out,
                 "{}",
@@ -197,7 +197,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             count,
             json,
         } => {
-            let store = KvStore::without_lease(db)?;
+            let store = KvStore::shared_without_lease(&db)?;
             let b = bucket_of(&store, bucket)?;
             if *count {
                 writeln!(out, "{}", b.count(prefix)?)?;
@@ -221,7 +221,7 @@ pub fn run(dir: &Path, options: &Options, args: &KvArgs) -> CmdResult {
             from,
             limit,
         } => {
-            let store = KvStore::without_lease(db)?;
+            let store = KvStore::shared_without_lease(&db)?;
             let b = bucket_of(&store, bucket)?;
             let mut w = match from {
                 Some(rev) => b.watch_from(prefix, *rev)?,

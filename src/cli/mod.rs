@@ -145,7 +145,7 @@ pub fn open_db(dir: &std::path::Path, options: &Options) -> Result<replaydb::Db,
                 .and_then(|c| c.server_pid())
             {
                 Ok(pid) => Err(Failure::from(format!(
-                    "{} is served by pid {pid} on {}; this command does not work through a server yet (append, read, tail and checkpoint do): stop the server to run it",
+                    "{} is served by pid {pid} on {}; this command does not work through a server (append, read, tail, checkpoint, registry, runtime and kv do): stop the server to run it",
                     dir.display(),
                     socket.display()
                 ))),

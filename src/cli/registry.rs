@@ -68,7 +68,8 @@ fn line(a: &Allocation) -> String {
 }
 
 pub fn run(dir: &Path, options: &Options, args: &RegistryArgs) -> CmdResult {
-    let registry = Registry::new(crate::cli::open_db(dir, options)?);
+    let db = crate::cli::open_shared(dir, options)?;
+    let registry = Registry::shared(&db);
     match &args.command {
         RegistryCommand::Ls { json } => {
             for a in registry.allocations()? {

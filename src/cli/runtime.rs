@@ -261,7 +261,8 @@ fn print_entry(out: &mut impl Write, e: &TranscriptEntry, json: bool) -> Result<
 }
 
 pub fn run(dir: &Path, options: &Options, args: &RuntimeArgs) -> CmdResult {
-    let runtimes = Runtimes::new(crate::cli::open_db(dir, options)?);
+    let db = crate::cli::open_shared(dir, options)?;
+    let runtimes = Runtimes::shared(&db);
     let open = |id: &str| -> Result<Runtime, Failure> { Ok(runtimes.runtime(&runtime_id(id)?)?) };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -382,9 +383,12 @@ pub fn run(dir: &Path, options: &Options, args: &RuntimeArgs) -> CmdResult {
                 }
             }
         }
-        RuntimeCommand::Worker(w) => {
-            run_worker(&open(runtime_arg(&w.command))?, &w.command, &mut out)?
-        }
+        RuntimeCommand::Worker(w) => run_worker(
+            &open(runtime_arg(&w.command))?,
+            &w.command,
+            replaydb::Database::record_bytes_max(&db),
+            &mut out,
+        )?,
     }
     Ok(())
 }
@@ -398,7 +402,14 @@ fn runtime_arg(c: &WorkerCommand) -> &str {
     }
 }
 
-fn run_worker(runtime: &Runtime, command: &WorkerCommand, out: &mut impl Write) -> CmdResult {
+/// `record_bytes_max`: the database's record limit (a stdin line is one
+/// record, and a longer one is never read whole).
+fn run_worker(
+    runtime: &Runtime,
+    command: &WorkerCommand,
+    record_bytes_max: u64,
+    out: &mut impl Write,
+) -> CmdResult {
     match command {
         WorkerCommand::Create {
             task,
@@ -455,7 +466,7 @@ fn run_worker(runtime: &Runtime, command: &WorkerCommand, out: &mut impl Write) 
             if *stdin {
                 // An input is one record: a line longer than a record can
                 // never be accepted, and is not read whole.
-                let line_bytes_max = runtime.db().options().record_bytes_max;
+                let line_bytes_max = record_bytes_max;
                 let mut stdin = std::io::stdin().lock();
                 let mut buf = Vec::new();
                 for n in 1u64.. {

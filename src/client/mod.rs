@@ -31,6 +31,7 @@ pub use subscription::RemoteSubscription;
 use crate::database::Database;
 use crate::engine::CheckpointOutcome;
 use crate::error::{Error, Result};
+use crate::remote::ViewCall;
 use crate::server::frame::{self, Code, FLAG_ERROR, HEADER_BYTES, Header};
 use crate::server::wire::{self, WireError};
 use crate::stream::{Appended, Event, ExpectedVersion};
@@ -90,6 +91,9 @@ struct Inner {
     takeover: Option<Takeover>,
     /// The record limit the last server's hello gave.
     record_bytes_max: AtomicU64,
+    /// The KV owners (leases) its handles hold, with how many hold each:
+    /// attached again on every new connection.
+    leases: Mutex<HashMap<u64, usize>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -289,6 +293,7 @@ impl Client {
                 next_tag: AtomicU64::new(1),
                 takeover,
                 record_bytes_max: AtomicU64::new(0),
+                leases: Mutex::new(HashMap::new()),
             }),
         };
         client.conn()?;
@@ -416,6 +421,21 @@ impl Client {
             server_pid: welcome.server_pid,
             record_bytes_max: welcome.record_bytes_max,
         });
+        // The owners this client's handles hold live on the new
+        // connection from now (the call attaches them idempotently, so it
+        // may run after a KV call that attached one itself).
+        let leases: Vec<u64> = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        if !leases.is_empty() {
+            let call = ViewCall::Kv(crate::kv::remote::KvCall::Attach { leases });
+            self.forget(&conn, Code::Call, &wire::encode(&call));
+        }
         Ok(conn)
     }
 
@@ -514,6 +534,89 @@ impl Client {
             socket: self.inner.socket.clone(),
             reason,
         })
+    }
+
+    /// A view's operation through the server: its answer, or its typed
+    /// refusal, as embedded. `retry`: it changes nothing, so it is sent
+    /// again on a new connection if the old one went (a command whose
+    /// connection went is [`Error::Disconnected`]: done or not, unknown).
+    pub(crate) fn call_view<T, E>(&self, call: &ViewCall, retry: bool) -> std::result::Result<T, E>
+    where
+        T: serde::de::DeserializeOwned,
+        E: serde::de::DeserializeOwned + From<Error>,
+    {
+        let body = wire::encode(call);
+        let reply = self.call(Code::Call, &body, retry)?;
+        let answer: std::result::Result<T, E> = self.decode("view reply", &reply)?;
+        answer
+    }
+
+    /// Waits until the server's store has applied past `lsn`, or for the
+    /// server's wait limit ([`crate::server::WAIT_APPLIED_MAX`]), whichever
+    /// is first: the caller reads again either way.
+    pub(crate) fn wait_applied(&self, lsn: u64) -> Result<()> {
+        let body = wire::encode(&wire::Number { value: lsn });
+        self.call(Code::WaitApplied, &body, true).map(drop)
+    }
+
+    /// Counts one more handle of the KV owner `lease`.
+    pub(crate) fn hold_lease(&self, lease: u64) {
+        *self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(lease)
+            .or_default() += 1;
+    }
+
+    /// Counts one handle of `lease` fewer; whether it was the last.
+    pub(crate) fn release_lease(&self, lease: u64) -> bool {
+        let mut held = self
+            .inner
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match held.get_mut(&lease) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                held.remove(&lease);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a request whose answer no one waits for, on the current
+    /// connection if there is one (never connecting, never waiting for a
+    /// connection being made).
+    pub(crate) fn send_and_forget(&self, code: Code, body: &[u8]) {
+        // Not waited for: a connection being made now is a new one,
+        // which attaches only the owners still held.
+        let conn = match self.inner.conn.try_lock() {
+            Ok(slot) => slot.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(conn) = conn {
+            self.forget(&conn, code, body);
+        }
+    }
+
+    fn forget(&self, conn: &Conn, code: Code, body: &[u8]) {
+        if !conn.alive.load(Ordering::Acquire) {
+            return;
+        }
+        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let frame = frame::encode(tag, code as u32, 0, body);
+        let _ = conn
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(&frame);
     }
 
     /// A round trip that touches nothing: `payload` comes back.

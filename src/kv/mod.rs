@@ -29,6 +29,7 @@ mod cache;
 mod key;
 pub mod lease;
 pub mod record;
+pub(crate) mod remote;
 pub mod view;
 mod watch;
 
@@ -43,10 +44,14 @@ pub use record::{DeleteReason, KV_STREAM, KvChange, KvRecord};
 pub use view::{KV_VIEW, KeyRow, KvView};
 pub use watch::{KeyValue, Revisioned, Watch, WatchEvent};
 
+use crate::client::Client;
 use crate::engine::Db;
+use crate::remote::Backend;
 use crate::stream::ExpectedVersion;
 use crate::views::View;
 use lease::{Leases, OwnerToken};
+use remote::KvCall;
+use serde_bytes::ByteBuf;
 use view::{BUCKETS, KEYS, LEASES, Tables, VALUES, bucket_prefix, key_key, split_lease_key};
 
 /// A bucket's TTL when none is given.
@@ -56,8 +61,9 @@ pub const TTL_MIN: Duration = Duration::from_secs(1);
 /// Deletes one expiry or shutdown command carries at most.
 const DELETES_PER_COMMAND_MAX: usize = 512;
 
-/// Everything a KV operation can refuse.
-#[derive(Debug, thiserror::Error)]
+/// Everything a KV operation can refuse (the same through a server: it
+/// crosses the socket as itself).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum KvError {
     /// No bucket of that name.
@@ -74,11 +80,15 @@ pub enum KvError {
     InvalidRequest(String),
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] crate::Error),
+    Db(
+        #[from]
+        #[serde(with = "crate::remote::as_wire")]
+        crate::Error,
+    ),
 }
 
 /// What an insert did, with the revision of the key's value now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoreOutcome {
     /// This call wrote the value, at this revision.
     Created(u64),
@@ -115,15 +125,31 @@ fn encode(op: &'static str, change: KvChange) -> crate::Result<Vec<u8>> {
 
 /// One owner of keys on a database: a connection, in dynamo's words.
 /// Clones share the owner; the owner is alive while one of them is.
+/// Embedded, or through the process that serves the database
+/// ([`KvStore::remote`]), with the same API.
 #[derive(Clone, Debug)]
 pub struct KvStore {
-    db: Db,
+    backend: Backend,
     connection_id: u64,
-    /// Held: the owner is alive while one of its handles is. `None`: its
-    /// keys carry no lease and never expire.
-    _owner: Option<Arc<OwnerToken>>,
-    /// Held: the expirer runs while any store handle lives.
-    _expirer: Arc<lease::ExpirerLink>,
+    _held: Held,
+}
+
+/// What keeps an owner alive.
+#[derive(Clone, Debug)]
+enum Held {
+    Local {
+        /// The owner is alive while one of its handles is. `None`: its
+        /// keys carry no lease and never expire.
+        _owner: Option<Arc<OwnerToken>>,
+        /// The expirer runs while any store handle lives.
+        _expirer: Arc<lease::ExpirerLink>,
+    },
+    /// Through a server: the server holds the owner while the client's
+    /// connection lives and one of these handles does (the server's
+    /// expirer runs there).
+    Remote {
+        _owner: Option<Arc<remote::RemoteOwner>>,
+    },
 }
 
 impl KvStore {
@@ -141,13 +167,7 @@ impl KvStore {
     /// A new owner on `db` (opened with a [`KvView`]), with a random
     /// connection id.
     pub fn new(db: Db) -> Result<KvStore, KvError> {
-        let id = loop {
-            let id = uuid::Uuid::new_v4().as_u64_pair().0;
-            if id != 0 {
-                break id;
-            }
-        };
-        KvStore::with_connection_id(db, id)
+        KvStore::with_connection_id(db, random_connection_id())
     }
 
     /// The owner `connection_id` (not 0) on `db`: after a restart, an
@@ -161,10 +181,12 @@ impl KvStore {
         let leases = leases_of(&db)?;
         let owner = leases.attach(connection_id, start_expirer(&db, &leases));
         Ok(KvStore {
-            _expirer: owner.expirer(),
-            db,
+            _held: Held::Local {
+                _expirer: owner.expirer(),
+                _owner: Some(owner),
+            },
+            backend: Backend::Local(db),
             connection_id,
-            _owner: Some(owner),
         })
     }
 
@@ -174,16 +196,79 @@ impl KvStore {
     pub fn without_lease(db: Db) -> Result<KvStore, KvError> {
         let leases = leases_of(&db)?;
         Ok(KvStore {
-            _expirer: leases.expirer(start_expirer(&db, &leases)),
-            db,
+            _held: Held::Local {
+                _expirer: leases.expirer(start_expirer(&db, &leases)),
+                _owner: None,
+            },
+            backend: Backend::Local(db),
             connection_id: 0,
-            _owner: None,
         })
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// A new owner, with a random id, on the database `client`'s server
+    /// serves (opened there with a [`KvView`]). The server keeps it alive
+    /// while this client is connected and one of its handles lives; a
+    /// client that reconnects (the server restarted, or another process
+    /// took over) attaches it again, so its keys outlive a gap shorter
+    /// than their bucket's TTL.
+    pub fn remote(client: Client) -> Result<KvStore, KvError> {
+        KvStore::remote_with_connection_id(client, random_connection_id())
+    }
+
+    /// [`KvStore::remote`] as the owner `connection_id` (not 0).
+    pub fn remote_with_connection_id(
+        client: Client,
+        connection_id: u64,
+    ) -> Result<KvStore, KvError> {
+        if connection_id == 0 {
+            return Err(KvError::InvalidRequest(
+                "connection id 0 means no lease".into(),
+            ));
+        }
+        let owner = remote::RemoteOwner::attach(client.clone(), connection_id)?;
+        Ok(KvStore {
+            backend: Backend::Remote(client),
+            connection_id,
+            _held: Held::Remote {
+                _owner: Some(owner),
+            },
+        })
+    }
+
+    /// [`KvStore::without_lease`] through `client`'s server.
+    pub fn remote_without_lease(client: Client) -> Result<KvStore, KvError> {
+        remote::call::<()>(&client, KvCall::Attach { leases: vec![0] }, true)?;
+        Ok(KvStore {
+            backend: Backend::Remote(client),
+            connection_id: 0,
+            _held: Held::Remote { _owner: None },
+        })
+    }
+
+    /// The KV store of a [`SharedDb`](crate::SharedDb), as a new owner:
+    /// embedded if it owns the database, through its owner otherwise.
+    pub fn shared(db: &crate::SharedDb) -> Result<KvStore, KvError> {
+        match db.backend() {
+            Backend::Local(db) => KvStore::new(db),
+            Backend::Remote(client) => KvStore::remote(client),
+        }
+    }
+
+    /// [`KvStore::shared`] with keys that carry no lease.
+    pub fn shared_without_lease(db: &crate::SharedDb) -> Result<KvStore, KvError> {
+        match db.backend() {
+            Backend::Local(db) => KvStore::without_lease(db),
+            Backend::Remote(client) => KvStore::remote_without_lease(client),
+        }
+    }
+
+    /// The embedded database (`None` through a server).
+    pub fn db(&self) -> Option<&Db> {
+        self.backend.db()
+    }
+
+    fn remote_client(&self) -> Option<&Client> {
+        self.backend.client()
     }
 
     /// This owner's id (its lease; 0 for [`KvStore::without_lease`]).
@@ -211,6 +296,15 @@ impl KvStore {
         }
         let bucket = name.to_string();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if let Some(c) = self.remote_client() {
+            let call = KvCall::GetOrCreateBucket {
+                lease: self.connection_id,
+                name: bucket,
+                ttl_ms: Some(ttl_ms),
+            };
+            let row: u64 = remote::call(c, call, false)?;
+            return Ok(self.bucket_handle(name, row));
+        }
         let row = self.command("get_or_create_bucket", move |tables, _| {
             if let Some(row) = tables.bucket(&bucket)? {
                 return Ok((Vec::new(), row.ttl_ms));
@@ -223,12 +317,22 @@ impl KvStore {
     /// The bucket `name`, if it exists.
     pub fn get_bucket(&self, name: &str) -> Result<Option<Bucket>, KvError> {
         check_len("bucket name", name)?;
+        if let Some(c) = self.remote_client() {
+            let call = KvCall::GetBucket {
+                name: name.to_string(),
+            };
+            let row: Option<u64> = remote::call(c, call, true)?;
+            return Ok(row.map(|ttl_ms| self.bucket_handle(name, ttl_ms)));
+        }
         let row = self.read(|t| Ok(t.bucket(name)?))?;
         Ok(row.map(|r| self.bucket_handle(name, r.ttl_ms)))
     }
 
     /// Every bucket's name, in name order.
     pub fn buckets(&self) -> Result<Vec<String>, KvError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, KvCall::Buckets, true);
+        }
         self.read(|t| {
             let mut out = Vec::new();
             t.scan(BUCKETS, &[], &[], |k, _| {
@@ -253,8 +357,14 @@ impl KvStore {
         if self.connection_id == 0 {
             return Ok(0);
         }
+        if let Some(c) = self.remote_client() {
+            let call = KvCall::Shutdown {
+                lease: self.connection_id,
+            };
+            return remote::call(c, call, false);
+        }
         let n = delete_lease_keys(
-            &self.db,
+            self.backend.local("kv shutdown")?,
             self.connection_id,
             DeleteReason::Shutdown,
             |_| true,
@@ -273,11 +383,20 @@ impl KvStore {
         + Send
         + 'static,
     ) -> Result<T, KvError> {
-        command(&self.db, op, decide)
+        command(self.backend.local(op)?, op, decide)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Tables<'_, '_>) -> Result<T, KvError>) -> Result<T, KvError> {
-        read_at(&self.db, f).map(|(v, _)| v)
+        read_at(self.backend.local("kv read")?, f).map(|(v, _)| v)
+    }
+}
+
+fn random_connection_id() -> u64 {
+    loop {
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
+        if id != 0 {
+            return id;
+        }
     }
 }
 
@@ -529,6 +648,16 @@ impl Bucket {
         check_len("key", key.as_str())?;
         let (bucket, key, value) = (self.name.clone(), key.as_str().to_string(), value.into());
         let lease = self.store.connection_id;
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Insert {
+                lease,
+                bucket,
+                key: Key::new(key),
+                value: ByteBuf::from(value),
+                revision,
+            };
+            return remote::call(c, call, false);
+        }
         if revision != 0 {
             // An overwrite decides nothing: buckets are never deleted, so
             // this handle's exists (the fold checks it all the same). So it
@@ -543,7 +672,11 @@ impl Bucket {
                     lease,
                 },
             )?;
-            let appended = self.store.db.append_internal(KV_STREAM, &[put])?;
+            let appended = self
+                .store
+                .backend
+                .local("insert")?
+                .append_internal(KV_STREAM, &[put])?;
             return Ok(StoreOutcome::Created(appended.first_lsn));
         }
         self.store.command("insert", move |t, rev| {
@@ -580,6 +713,16 @@ impl Bucket {
         );
         let full = self.full(&key);
         let lease = self.store.connection_id;
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::CompareAndReplace {
+                lease,
+                bucket,
+                key: Key::new(key),
+                expected: ByteBuf::from(expected),
+                value: ByteBuf::from(value),
+            };
+            return remote::call(c, call, false);
+        }
         self.store.command("compare_and_replace", move |t, rev| {
             if t.bucket(&bucket)?.is_none() {
                 return Err(KvError::MissingBucket(bucket));
@@ -602,11 +745,27 @@ impl Bucket {
 
     /// The value of `key`, if any.
     pub fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, KvError> {
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Get {
+                bucket: self.name.clone(),
+                key: key.clone(),
+            };
+            let value: Option<ByteBuf> = remote::call(c, call, true)?;
+            return Ok(value.map(ByteBuf::into_vec));
+        }
         self.store.read(|t| Ok(t.value(&self.name, key.as_str())?))
     }
 
     /// The value of `key` with its revisions and lease.
     pub fn get_with_revision(&self, key: &Key) -> Result<Option<(Vec<u8>, KeyRow)>, KvError> {
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::GetWithRevision {
+                bucket: self.name.clone(),
+                key: key.clone(),
+            };
+            let found: Option<(ByteBuf, KeyRow)> = remote::call(c, call, true)?;
+            return Ok(found.map(|(v, row)| (v.into_vec(), row)));
+        }
         self.store.read(|t| {
             Ok(
                 match (
@@ -626,6 +785,14 @@ impl Bucket {
         check_len("key", key.as_str())?;
         let (bucket, key) = (self.name.clone(), key.as_str().to_string());
         let full = self.full(&key);
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Delete {
+                lease: self.store.connection_id,
+                bucket,
+                key: Key::new(key),
+            };
+            return remote::call(c, call, false);
+        }
         self.store.command("delete", move |t, rev| {
             if t.key(&bucket, &key)?.is_none() {
                 return Err(KvError::MissingKey(full));
@@ -645,9 +812,21 @@ impl Bucket {
     /// snapshot. A small bucket's is taken from memory in O(1); a large
     /// one is read from the tables (see [`CACHED_BUCKET_KEYS_MAX`]).
     pub fn entries(&self) -> Result<Entries, KvError> {
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Entries {
+                bucket: self.name.clone(),
+            };
+            let pairs: Vec<(String, ByteBuf)> = remote::call(c, call, true)?;
+            let mut out = Entries::default();
+            for (k, v) in pairs {
+                out.insert(&k, &v);
+            }
+            return Ok(out);
+        }
         let held = self
             .store
-            .db
+            .backend
+            .local("kv entries")?
             .view(|v: &KvView| v.cache.entries(&self.name))?
             .ok_or_else(|| not_registered("kv entries"))?;
         if let Some(entries) = held.value {
@@ -667,6 +846,13 @@ impl Bucket {
     /// The keys (relative to the bucket) that start with `prefix`, in key
     /// order, without reading a value.
     pub fn keys(&self, prefix: &str) -> Result<Vec<Key>, KvError> {
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Keys {
+                bucket: self.name.clone(),
+                prefix: prefix.to_string(),
+            };
+            return remote::call(c, call, true);
+        }
         let mut out = Vec::new();
         self.scan_keys(prefix, |k| {
             out.push(Key::new(k));
@@ -677,6 +863,13 @@ impl Bucket {
 
     /// How many keys start with `prefix`, without reading a value.
     pub fn count(&self, prefix: &str) -> Result<u64, KvError> {
+        if let Some(c) = self.store.remote_client() {
+            let call = KvCall::Count {
+                bucket: self.name.clone(),
+                prefix: prefix.to_string(),
+            };
+            return remote::call(c, call, true);
+        }
         let mut n = 0u64;
         self.scan_keys(prefix, |_| {
             n += 1;
@@ -707,13 +900,17 @@ impl Bucket {
     /// A watch of the whole bucket: one [`WatchEvent::Resync`] with its
     /// state, then every change after it, in order.
     pub fn watch(&self) -> Result<Watch, KvError> {
-        Watch::snapshot(self.store.db.clone(), self.name.clone(), String::new())
+        Watch::snapshot(self.store.backend.clone(), self.name.clone(), String::new())
     }
 
     /// A watch of the keys under `prefix`: a snapshot of them, then their
     /// changes.
     pub fn watch_prefix(&self, prefix: &str) -> Result<Watch, KvError> {
-        Watch::snapshot(self.store.db.clone(), self.name.clone(), prefix.to_string())
+        Watch::snapshot(
+            self.store.backend.clone(),
+            self.name.clone(),
+            prefix.to_string(),
+        )
     }
 
     /// The changes of keys under `prefix` from `revision` on (inclusive),
@@ -721,7 +918,7 @@ impl Bucket {
     /// after the last one it saw.
     pub fn watch_from(&self, prefix: &str, revision: u64) -> Result<Watch, KvError> {
         Ok(Watch::from_revision(
-            self.store.db.clone(),
+            self.store.backend.clone(),
             self.name.clone(),
             prefix.to_string(),
             revision,

@@ -10,11 +10,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use super::key::Key;
 use super::record::DeleteReason;
+use super::remote::{self, KvCall};
 use super::view::{CHANGES, ChangeRow, VALUES, bucket_prefix, change_key, key_key};
 use super::{KvError, read_at};
-use crate::engine::{AppliedWatch, Db};
+use crate::engine::Db;
+use crate::remote::{Backend, Waiter};
 
 /// Changes read from the store at a time.
 const PAGE_CHANGES: usize = 256;
@@ -65,32 +69,109 @@ pub struct Revisioned {
 /// A bucket's changes, from a snapshot or a revision on.
 #[derive(Debug)]
 pub struct Watch {
-    db: Db,
+    backend: Backend,
     bucket: String,
     prefix: String,
     /// The first revision not yet read.
     next_revision: u64,
     buffer: VecDeque<Revisioned>,
-    applied: AppliedWatch,
+    applied: Waiter,
+}
+
+/// One page of a bucket's changes, as read at one commit.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChangesPage {
+    /// The changes under the watch's prefix, with their revisions.
+    changes: Vec<(u64, ChangeRow)>,
+    /// The last revision looked at (matching or not).
+    last: Option<u64>,
+    /// Whether the read stopped at its scan limit with rows left.
+    capped: bool,
+    /// The LSN the page reflects.
+    lsn: u64,
+}
+
+/// Reads the page of `bucket`'s changes under `prefix` from
+/// `next_revision`.
+pub(crate) fn read_page(
+    db: &Db,
+    bucket: &str,
+    want: &str,
+    next_revision: u64,
+) -> Result<ChangesPage, KvError> {
+    let prefix = bucket_prefix(bucket);
+    let from = change_key(bucket, next_revision);
+    let ((changes, last, capped), lsn) = read_at(db, |t| {
+        let mut page: Vec<(u64, ChangeRow)> = Vec::new();
+        let mut last = None;
+        // Rows looked at: a prefix that matches few keys of a busy
+        // bucket must not make one page read its whole history.
+        let mut scanned = 0usize;
+        t.scan(CHANGES, &prefix, &from, |rest, v| {
+            scanned += 1;
+            let rev = <[u8; 8]>::try_from(rest)
+                .map(u64::from_be_bytes)
+                .map_err(|_| t.read.bad_value(CHANGES, rest))?;
+            last = Some(rev);
+            let row: ChangeRow = t.decode(CHANGES, rest, v)?;
+            if row.key.starts_with(want) {
+                page.push((rev, row));
+            }
+            Ok(page.len() < PAGE_CHANGES && scanned < PAGE_CHANGES * 16)
+        })?;
+        Ok((page, last, scanned >= PAGE_CHANGES * 16))
+    })?;
+    Ok(ChangesPage {
+        changes,
+        last,
+        capped,
+        lsn,
+    })
+}
+
+/// The keys of `bucket` under `prefix` with their values, and the LSN
+/// they reflect.
+pub(crate) fn read_snapshot(
+    db: &Db,
+    bucket: &str,
+    prefix: &str,
+) -> Result<(HashMap<Key, Vec<u8>>, u64), KvError> {
+    let from = key_key(bucket, prefix);
+    let bucket_keys = bucket_prefix(bucket);
+    read_at(db, |t| {
+        let mut state = HashMap::new();
+        t.scan(VALUES, &bucket_keys, &from, |rest, v| {
+            let key = t.text(VALUES, rest)?.to_string();
+            if !key.starts_with(prefix) {
+                return Ok(false);
+            }
+            state.insert(Key::new(key), v.to_vec());
+            Ok(true)
+        })?;
+        Ok(state)
+    })
 }
 
 impl Watch {
-    pub(crate) fn snapshot(db: Db, bucket: String, prefix: String) -> Result<Watch, KvError> {
-        let from = key_key(&bucket, &prefix);
-        let bucket_keys = bucket_prefix(&bucket);
-        let (state, lsn) = read_at(&db, |t| {
-            let mut state = HashMap::new();
-            t.scan(VALUES, &bucket_keys, &from, |rest, v| {
-                let key = t.text(VALUES, rest)?.to_string();
-                if !key.starts_with(prefix.as_str()) {
-                    return Ok(false);
-                }
-                state.insert(Key::new(key), v.to_vec());
-                Ok(true)
-            })?;
-            Ok(state)
-        })?;
-        let mut w = Watch::from_revision(db, bucket, prefix, lsn + 1);
+    pub(crate) fn snapshot(
+        backend: Backend,
+        bucket: String,
+        prefix: String,
+    ) -> Result<Watch, KvError> {
+        let (state, lsn) = match &backend {
+            Backend::Local(db) => read_snapshot(db, &bucket, &prefix)?,
+            Backend::Remote(c) => {
+                let call = KvCall::WatchSnapshot {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                };
+                let (pairs, lsn): (Vec<(Key, serde_bytes::ByteBuf)>, u64) =
+                    remote::call(c, call, true)?;
+                let state = pairs.into_iter().map(|(k, v)| (k, v.into_vec())).collect();
+                (state, lsn)
+            }
+        };
+        let mut w = Watch::from_revision(backend, bucket, prefix, lsn + 1);
         w.buffer.push_back(Revisioned {
             revision: lsn,
             reason: None,
@@ -99,10 +180,15 @@ impl Watch {
         Ok(w)
     }
 
-    pub(crate) fn from_revision(db: Db, bucket: String, prefix: String, revision: u64) -> Watch {
+    pub(crate) fn from_revision(
+        backend: Backend,
+        bucket: String,
+        prefix: String,
+        revision: u64,
+    ) -> Watch {
         Watch {
-            applied: AppliedWatch::new(&db),
-            db,
+            applied: Waiter::new(&backend),
+            backend,
             bucket,
             prefix,
             next_revision: revision.max(1),
@@ -118,31 +204,23 @@ impl Watch {
     /// Reads the next page: the LSN it reflects, or `None` if it stopped
     /// at its scan limit with rows left to read (read again at once).
     fn fill(&mut self) -> Result<Option<u64>, KvError> {
-        let prefix = bucket_prefix(&self.bucket);
-        let from = change_key(&self.bucket, self.next_revision);
-        let want = self.prefix.as_str();
-        let (page, lsn) = read_at(&self.db, |t| {
-            let mut page: Vec<(u64, ChangeRow)> = Vec::new();
-            let mut last = None;
-            // Rows looked at: a prefix that matches few keys of a busy
-            // bucket must not make one page read its whole history.
-            let mut scanned = 0usize;
-            t.scan(CHANGES, &prefix, &from, |rest, v| {
-                scanned += 1;
-                let rev = <[u8; 8]>::try_from(rest)
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| t.read.bad_value(CHANGES, rest))?;
-                last = Some(rev);
-                let row: ChangeRow = t.decode(CHANGES, rest, v)?;
-                if row.key.starts_with(want) {
-                    page.push((rev, row));
-                }
-                Ok(page.len() < PAGE_CHANGES && scanned < PAGE_CHANGES * 16)
-            })?;
-            Ok((page, last, scanned >= PAGE_CHANGES * 16))
-        })?;
-        let (page, last, capped) = page;
-        for (revision, row) in page {
+        let ChangesPage {
+            changes,
+            last,
+            capped,
+            lsn,
+        } = match &self.backend {
+            Backend::Local(db) => read_page(db, &self.bucket, &self.prefix, self.next_revision)?,
+            Backend::Remote(c) => {
+                let call = KvCall::WatchPage {
+                    bucket: self.bucket.clone(),
+                    prefix: self.prefix.clone(),
+                    next_revision: self.next_revision,
+                };
+                remote::call(c, call, true)?
+            }
+        };
+        for (revision, row) in changes {
             let key = Key::new(row.key);
             let event = match row.value {
                 Some(value) => WatchEvent::Put(KeyValue { key, value }),

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod decide;
+pub(crate) mod remote;
 pub mod scope;
 pub mod state;
 
@@ -33,9 +34,12 @@ pub use decide::{Delegation, Registration, process_alive};
 pub use scope::{Authority, Permission, ScopeRule};
 pub use state::{Allocation, Change, RegistryState, RemovalReason, SegmentId};
 
+use crate::client::Client;
 use crate::engine::Db;
+use crate::remote::Backend;
 use crate::stream::{EventRef, ExpectedVersion};
 use crate::views::{View, ViewTables, ViewTablesRead};
+use remote::RegistryCall;
 
 /// The stream holding registry events. `$` marks it internal: callers
 /// cannot append to it.
@@ -43,8 +47,9 @@ pub const REGISTRY_STREAM: &str = "$registry";
 /// The view's name in snapshots.
 pub const REGISTRY_VIEW: &str = "registry";
 
-/// Everything a registry operation can refuse.
-#[derive(Debug, thiserror::Error)]
+/// Everything a registry operation can refuse (the same through a
+/// server: it crosses the socket as itself).
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RegistryError {
     /// A pod of that name exists.
@@ -87,7 +92,11 @@ pub enum RegistryError {
     },
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] crate::Error),
+    Db(
+        #[from]
+        #[serde(with = "crate::remote::as_wire")]
+        crate::Error,
+    ),
 }
 
 /// One registry event: what changed, when and by which process.
@@ -329,7 +338,7 @@ fn record_history(
 }
 
 /// A page of a pod's history, from [`Registry::history`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryPage {
     /// The entries, in LSN order.
     pub entries: Vec<HistoryEntry>,
@@ -350,10 +359,11 @@ fn check_name(name: &str) -> Result<(), RegistryError> {
 /// since is checked inside, when the decision asks.
 pub type Liveness = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 
-/// The registry operations over a database.
+/// The registry operations over a database: embedded, or through the
+/// process that serves it ([`Registry::remote`]), with the same API.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    db: Db,
+    backend: Backend,
     /// The view's published pids, found on first use.
     pids: Arc<OnceLock<PublishedPids>>,
 }
@@ -363,9 +373,32 @@ impl Registry {
     /// [`RegistryView`] (operations fail otherwise).
     pub fn new(db: Db) -> Registry {
         Registry {
-            db,
+            backend: Backend::Local(db),
             pids: Arc::default(),
         }
+    }
+
+    /// The registry of the database `client`'s server serves (opened
+    /// there with a [`RegistryView`]): every operation is one request,
+    /// answered as it would be embedded.
+    pub fn remote(client: Client) -> Registry {
+        Registry {
+            backend: Backend::Remote(client),
+            pids: Arc::default(),
+        }
+    }
+
+    /// The registry of a [`SharedDb`](crate::SharedDb): embedded if it
+    /// owns the database, through its owner otherwise.
+    pub fn shared(db: &crate::SharedDb) -> Registry {
+        Registry {
+            backend: db.backend(),
+            pids: Arc::default(),
+        }
+    }
+
+    fn remote_client(&self) -> Option<&Client> {
+        self.backend.client()
     }
 
     /// Opens the database at `dir` with the registry view (and `views`)
@@ -379,9 +412,9 @@ impl Registry {
         Ok(Registry::new(Db::open_with_views(dir, options, views)?))
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The embedded database (`None` through a server).
+    pub fn db(&self) -> Option<&Db> {
+        self.backend.db()
     }
 
     /// Checks every pid of the table with `alive`, now, outside the
@@ -439,43 +472,46 @@ impl Registry {
     ) -> Result<Vec<Change>, RegistryError> {
         // What the decision made of it: the changes written, and a refusal
         // that still wrote a reclaim.
-        let result =
-            self.db
-                .execute_with(REGISTRY_STREAM, ExpectedVersion::Any, move |views| {
-                    let view = views.get::<RegistryView>().ok_or_else(|| {
-                        crate::Error::ViewNotRegistered {
+        let result = self.backend.local(op)?.execute_with(
+            REGISTRY_STREAM,
+            ExpectedVersion::Any,
+            move |views| {
+                let view =
+                    views
+                        .get::<RegistryView>()
+                        .ok_or_else(|| crate::Error::ViewNotRegistered {
                             op,
                             view: "registry",
+                        })?;
+                let state = view.state();
+                let (changes, op_name, refusal) = match decide(state) {
+                    Ok(changes) => (changes, op, None),
+                    Err(e) if reclaim_on_refusal.is_some() => {
+                        let alive = reclaim_on_refusal.as_deref().unwrap_or(&|_| true);
+                        let reclaimed = decide::reclaim_stale(state, alive);
+                        if reclaimed.is_empty() {
+                            return Err(crate::Error::rejected(e));
                         }
-                    })?;
-                    let state = view.state();
-                    let (changes, op_name, refusal) = match decide(state) {
-                        Ok(changes) => (changes, op, None),
-                        Err(e) if reclaim_on_refusal.is_some() => {
-                            let alive = reclaim_on_refusal.as_deref().unwrap_or(&|_| true);
-                            let reclaimed = decide::reclaim_stale(state, alive);
-                            if reclaimed.is_empty() {
-                                return Err(crate::Error::rejected(e));
-                            }
-                            (reclaimed, "reclaim_stale", Some(e))
-                        }
-                        Err(e) => return Err(crate::Error::rejected(e)),
-                    };
-                    if changes.is_empty() {
-                        return Ok((Vec::new(), (Vec::new(), None)));
+                        (reclaimed, "reclaim_stale", Some(e))
                     }
-                    let record = RegistryRecord {
-                        at_unix_ms: crate::stream::now_unix_ms(),
-                        by_pid: std::process::id(),
-                        op: op_name.to_string(),
-                        changes: changes.clone(),
-                    };
-                    let data = rmp_serde::to_vec(&record).map_err(|e| crate::Error::Encode {
-                        op,
-                        reason: e.to_string(),
-                    })?;
-                    Ok((vec![data], (changes, refusal)))
-                });
+                    Err(e) => return Err(crate::Error::rejected(e)),
+                };
+                if changes.is_empty() {
+                    return Ok((Vec::new(), (Vec::new(), None)));
+                }
+                let record = RegistryRecord {
+                    at_unix_ms: crate::stream::now_unix_ms(),
+                    by_pid: std::process::id(),
+                    op: op_name.to_string(),
+                    changes: changes.clone(),
+                };
+                let data = rmp_serde::to_vec(&record).map_err(|e| crate::Error::Encode {
+                    op,
+                    reason: e.to_string(),
+                })?;
+                Ok((vec![data], (changes, refusal)))
+            },
+        );
         match result {
             Ok((_, (_, Some(refusal)))) => Err(refusal),
             Ok((_, (changes, None))) => Ok(changes),
@@ -490,7 +526,8 @@ impl Registry {
     }
 
     fn read_view<R>(&self, f: impl FnOnce(&RegistryView) -> R) -> Result<R, RegistryError> {
-        self.db
+        self.backend
+            .local("registry")?
             .view(|v: &RegistryView| f(v))?
             .map(|at| at.value)
             .ok_or_else(|| {
@@ -513,6 +550,18 @@ impl Registry {
         segment: SegmentId,
     ) -> Result<RegistrationGuard, RegistryError> {
         check_name(name)?;
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::RegisterPod {
+                name: name.to_string(),
+                pid,
+                socket: socket.as_ref().to_path_buf(),
+                allow,
+                deny,
+                segment,
+            };
+            remote::call::<()>(c, call, false)?;
+            return Ok(self.guard(name, pid));
+        }
         let r = Registration {
             name: name.to_string(),
             pid,
@@ -538,6 +587,17 @@ impl Registry {
         authority: Authority,
     ) -> Result<(), RegistryError> {
         check_name(child)?;
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::DelegateScope {
+                spawner: spawner.to_string(),
+                child: child.to_string(),
+                pid,
+                socket: socket.as_ref().to_path_buf(),
+                allow,
+                authority,
+            };
+            return remote::call(c, call, false);
+        }
         let d = Delegation {
             spawner: spawner.to_string(),
             child: child.to_string(),
@@ -560,6 +620,15 @@ impl Registry {
         segment: SegmentId,
     ) -> Result<RegistrationGuard, RegistryError> {
         let n = name.to_string();
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::AdoptAllocation {
+                name: n,
+                pid,
+                segment,
+            };
+            remote::call::<()>(c, call, false)?;
+            return Ok(self.guard(name, pid));
+        }
         self.run("adopt_allocation", move |s| {
             decide::adopt(s, &n, pid, segment)
         })?;
@@ -569,6 +638,10 @@ impl Registry {
     /// Moves a pod to another segment.
     pub fn update_segment(&self, name: &str, segment: SegmentId) -> Result<(), RegistryError> {
         let n = name.to_string();
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::UpdateSegment { name: n, segment };
+            return remote::call(c, call, false);
+        }
         self.run("update_segment", move |s| {
             decide::update_segment(s, &n, segment)
         })
@@ -578,6 +651,9 @@ impl Registry {
     /// Removes a pod; its children go to its parent.
     pub fn release_pod(&self, name: &str) -> Result<(), RegistryError> {
         let n = name.to_string();
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RegistryCall::ReleasePod { name: n }, false);
+        }
         self.run("release_pod", move |s| decide::release(s, &n))
             .map(drop)
     }
@@ -594,6 +670,14 @@ impl Registry {
         delegated: Vec<ScopeRule>,
     ) -> Result<(), RegistryError> {
         let (p, c) = (parent.to_string(), child.to_string());
+        if let Some(client) = self.remote_client() {
+            let call = RegistryCall::ReclaimDelegatedScope {
+                parent: p,
+                child: c,
+                delegated,
+            };
+            return remote::call(client, call, false);
+        }
         self.run("reclaim_delegated_scope", move |s| {
             Ok(decide::reclaim_delegated(s, &p, &c, &delegated))
         })
@@ -603,12 +687,25 @@ impl Registry {
     /// Removes every pod whose process is dead; returns their names.
     /// Nothing is written when nothing is dead.
     pub fn reclaim_stale(&self) -> Result<Vec<String>, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RegistryCall::ReclaimStale, false);
+        }
         self.reclaim_stale_with(process_alive)
     }
 
     /// [`Registry::reclaim_stale`] with a liveness check of the caller's
     /// (tests, or a supervisor that knows better than `kill(pid, 0)`).
+    /// Embedded only: a function cannot cross a socket
+    /// ([`Error::Unsupported`](crate::Error::Unsupported) through a server).
     pub fn reclaim_stale_with(&self, alive: fn(u32) -> bool) -> Result<Vec<String>, RegistryError> {
+        if self.remote_client().is_some() {
+            return Err(RegistryError::Db(crate::Error::Unsupported {
+                op: "reclaim_stale_with",
+                reason: "a liveness function cannot cross the socket; \
+                         reclaim_stale checks liveness on the server"
+                    .into(),
+            }));
+        }
         let alive = self.liveness(alive)?;
         let changes = self.run("reclaim_stale", move |s| {
             Ok(decide::reclaim_stale(s, &*alive))
@@ -624,11 +721,20 @@ impl Registry {
 
     /// The allocation of `name`.
     pub fn find(&self, name: &str) -> Result<Option<Allocation>, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::Find {
+                name: name.to_string(),
+            };
+            return remote::call(c, call, true);
+        }
         self.read(|s| s.find(name).cloned())
     }
 
     /// The allocation writing to `segment` (never a pre-reservation).
     pub fn find_by_segment(&self, segment: SegmentId) -> Result<Option<Allocation>, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RegistryCall::FindBySegment { segment }, true);
+        }
         self.read(|s| s.find_by_segment(segment).cloned())
     }
 
@@ -638,6 +744,9 @@ impl Registry {
         &self,
         segment: SegmentId,
     ) -> Result<Option<(String, PathBuf, u32)>, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RegistryCall::LookupSegment { segment }, false);
+        }
         self.reclaim_stale()?;
         self.read(|s| {
             s.find_by_segment(segment)
@@ -647,12 +756,22 @@ impl Registry {
 
     /// Every allocation, in registration order.
     pub fn allocations(&self) -> Result<Vec<Allocation>, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RegistryCall::Allocations, true);
+        }
         self.read(|s| s.allocations().cloned().collect())
     }
 
     /// Whether `pod` effectively holds `rule` (see
     /// [`RegistryState::has_effective`]).
     pub fn has_effective(&self, pod: &str, rule: &ScopeRule) -> Result<bool, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::HasEffective {
+                pod: pod.to_string(),
+                rule: rule.clone(),
+            };
+            return remote::call(c, call, true);
+        }
         self.read(|s| s.has_effective(pod, rule))
     }
 
@@ -667,10 +786,19 @@ impl Registry {
         from_lsn: u64,
         limit: usize,
     ) -> Result<HistoryPage, RegistryError> {
+        if let Some(c) = self.remote_client() {
+            let call = RegistryCall::History {
+                pod: pod.to_string(),
+                from_lsn,
+                limit: limit as u64,
+            };
+            return remote::call(c, call, true);
+        }
         let start = history_key(pod, from_lsn, 0);
         let prefix_len = pod.len() + 1;
         let page = self
-            .db
+            .backend
+            .local("registry history")?
             .view_tables(|_: &RegistryView, tables| {
                 let mut page = HistoryPage {
                     entries: Vec::new(),
@@ -748,9 +876,15 @@ impl Drop for RegistrationGuard {
             // and its name taken again meanwhile, the newcomer stays.
             let pid = self.pid;
             let n = name.clone();
-            let released = self.registry.run("release_pod", move |s| {
-                Ok(decide::release_if_same(s, &n, pid))
-            });
+            let released = match self.registry.remote_client() {
+                Some(c) => remote::call(c, RegistryCall::ReleaseIfSame { name: n, pid }, false),
+                None => self
+                    .registry
+                    .run("release_pod", move |s| {
+                        Ok(decide::release_if_same(s, &n, pid))
+                    })
+                    .map(drop),
+            };
             if let Err(e) = released {
                 tracing::error!(pod = %name, error = %e, "releasing a dropped registration failed");
             }

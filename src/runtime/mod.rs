@@ -23,6 +23,7 @@
 
 pub mod model;
 pub mod record;
+pub(crate) mod remote;
 mod subscribe;
 pub mod view;
 
@@ -33,13 +34,17 @@ pub use record::{RUNTIME_STREAM, RuntimeChange, RuntimeRecord};
 pub use subscribe::{EventSubscription, TranscriptSubscription};
 pub use view::{RUNTIME_VIEW, RuntimeMeta, RuntimeView};
 
+use crate::client::Client;
 use crate::engine::Db;
+use crate::remote::Backend;
 use crate::stream::ExpectedVersion;
 use crate::views::{View, ViewTablesRead};
+use remote::RuntimeCall;
 use view::{Tables, WorkerRow};
 
-/// Everything a runtime operation can refuse.
-#[derive(Debug, thiserror::Error)]
+/// Everything a runtime operation can refuse (the same through a server:
+/// it crosses the socket as itself).
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// The runtime takes no more changes.
@@ -95,7 +100,7 @@ pub enum RuntimeError {
     #[error("runtime store {operation} missing data in {}: {what}", path.display())]
     StoreMissing {
         /// What replaydb was doing.
-        operation: &'static str,
+        operation: String,
         /// The store file.
         path: PathBuf,
         /// What is missing.
@@ -104,7 +109,11 @@ pub enum RuntimeError {
     /// The database failed (a damaged value names the store, the view's
     /// table and the key).
     #[error(transparent)]
-    Db(#[from] crate::Error),
+    Db(
+        #[from]
+        #[serde(with = "crate::remote::as_wire")]
+        crate::Error,
+    ),
 }
 
 fn not_registered(op: &'static str) -> RuntimeError {
@@ -124,17 +133,37 @@ fn check_id_len(what: &str, id: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The runtimes of one database.
+/// The runtimes of one database: embedded, or through the process that
+/// serves it ([`Runtimes::remote`]), with the same API.
 #[derive(Clone, Debug)]
 pub struct Runtimes {
-    db: Db,
+    backend: Backend,
 }
 
 impl Runtimes {
     /// The runtimes of `db`, which must have been opened with a
     /// [`RuntimeView`] (operations fail otherwise).
     pub fn new(db: Db) -> Runtimes {
-        Runtimes { db }
+        Runtimes {
+            backend: Backend::Local(db),
+        }
+    }
+
+    /// The runtimes of the database `client`'s server serves (opened
+    /// there with a [`RuntimeView`]): every operation is one request,
+    /// answered as it would be embedded.
+    pub fn remote(client: Client) -> Runtimes {
+        Runtimes {
+            backend: Backend::Remote(client),
+        }
+    }
+
+    /// The runtimes of a [`SharedDb`](crate::SharedDb): embedded if it
+    /// owns the database, through its owner otherwise.
+    pub fn shared(db: &crate::SharedDb) -> Runtimes {
+        Runtimes {
+            backend: db.backend(),
+        }
     }
 
     /// Opens the database at `dir` with the runtime view (and `views`)
@@ -148,9 +177,9 @@ impl Runtimes {
         Ok(Runtimes::new(Db::open_with_views(dir, options, views)?))
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The embedded database (`None` through a server).
+    pub fn db(&self) -> Option<&Db> {
+        self.backend.db()
     }
 
     /// Opens the runtime `options.runtime_id`, creating it (event 1,
@@ -159,13 +188,20 @@ impl Runtimes {
     /// runtime's first and last events and workers are checked to be
     /// there.
     pub fn open_runtime(&self, options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let id = remote::call(c, RuntimeCall::OpenRuntime { options }, false)?;
+            return Ok(Runtime {
+                backend: self.backend.clone(),
+                id,
+            });
+        }
         if let Some(id) = &options.runtime_id {
             check_id_len("runtime id", id.as_str())?;
         }
         // Decided against the table: a generated id that happens to name
         // an existing runtime is generated again, never reused.
         let driver = Runtime {
-            db: self.db.clone(),
+            backend: self.backend.clone(),
             id: options
                 .runtime_id
                 .clone()
@@ -204,7 +240,7 @@ impl Runtimes {
             ))
         })?;
         let runtime = Runtime {
-            db: self.db.clone(),
+            backend: self.backend.clone(),
             id,
         };
         runtime.check_ends()?;
@@ -214,18 +250,27 @@ impl Runtimes {
     /// The existing runtime `id`.
     pub fn runtime(&self, id: &RuntimeId) -> Result<Runtime, RuntimeError> {
         check_id_len("runtime id", id.as_str())?;
+        if let Some(c) = self.remote_client() {
+            remote::call::<()>(c, RuntimeCall::Runtime { id: id.clone() }, true)?;
+        }
         let runtime = Runtime {
-            db: self.db.clone(),
+            backend: self.backend.clone(),
             id: id.clone(),
         };
-        runtime.read(|_, _| Ok(()))?;
+        if self.remote_client().is_none() {
+            runtime.read(|_, _| Ok(()))?;
+        }
         Ok(runtime)
     }
 
     /// Every runtime's summary, in id order.
     pub fn list(&self) -> Result<Vec<RuntimeSummary>, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(c, RuntimeCall::List, true);
+        }
         let all = self
-            .db
+            .backend
+            .local("list runtimes")?
             .view_tables(|_: &RuntimeView, read| Tables { read }.runtimes())?
             .ok_or_else(|| not_registered("list runtimes"))?
             .value;
@@ -277,7 +322,7 @@ type Decision<T> = Result<(Option<RuntimeRecord>, T), RuntimeError>;
 /// call reads or changes the store.
 #[derive(Clone, Debug)]
 pub struct Runtime {
-    db: Db,
+    backend: Backend,
     id: RuntimeId,
 }
 
@@ -287,9 +332,9 @@ impl Runtime {
         &self.id
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The embedded database (`None` through a server).
+    pub fn db(&self) -> Option<&Db> {
+        self.backend.db()
     }
 
     /// Runs one operation as a command: `decide` reads the view's tables
@@ -299,9 +344,10 @@ impl Runtime {
         op: &'static str,
         decide: impl FnOnce(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        let result = self
-            .db
-            .execute_with(RUNTIME_STREAM, ExpectedVersion::Any, move |views| {
+        let result = self.backend.local(op)?.execute_with(
+            RUNTIME_STREAM,
+            ExpectedVersion::Any,
+            move |views| {
                 let read = views.tables::<RuntimeView>().ok_or_else(|| {
                     crate::Error::ViewNotRegistered {
                         op,
@@ -318,7 +364,8 @@ impl Runtime {
                     })?],
                 };
                 Ok((events, value))
-            });
+            },
+        );
         match result {
             Ok((_, value)) => Ok(value),
             Err(e) => Err(e
@@ -376,7 +423,8 @@ impl Runtime {
     ) -> Result<(T, u64), RuntimeError> {
         let id = &self.id;
         let at = self
-            .db
+            .backend
+            .local("read runtime")?
             .view_tables(|_: &RuntimeView, read: &ViewTablesRead<'_>| {
                 let tables = Tables { read };
                 Ok(match tables.meta(id) {
@@ -411,7 +459,7 @@ impl Runtime {
     fn check_ends(&self) -> Result<(), RuntimeError> {
         self.read(|tables, meta| {
             let missing = |what: String| RuntimeError::StoreMissing {
-                operation: "open runtime",
+                operation: "open runtime".into(),
                 path: tables.read.path.to_path_buf(),
                 what,
             };
@@ -438,11 +486,29 @@ impl Runtime {
 
     /// The runtime at a glance.
     pub fn summary(&self) -> Result<RuntimeSummary, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::Summary {
+                    id: self.id.clone(),
+                },
+                true,
+            );
+        }
         self.read(|_, meta| Ok(summary(self.id.clone(), meta)))
     }
 
     /// Running or Stopped.
     pub fn status(&self) -> Result<RuntimeStatus, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::Status {
+                    id: self.id.clone(),
+                },
+                true,
+            );
+        }
         self.read(|_, meta| Ok(meta.status))
     }
 
@@ -451,6 +517,15 @@ impl Runtime {
     /// id. Stopping a stopped runtime adds nothing and returns the last
     /// event id. Reads keep working.
     pub fn stop_runtime(&self) -> Result<u64, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::StopRuntime {
+                    id: self.id.clone(),
+                },
+                false,
+            );
+        }
         let id = self.id.clone();
         self.command("stop_runtime", move |tables| {
             let meta = tables
@@ -481,6 +556,13 @@ impl Runtime {
         &self,
         request: CreateWorkerRequest,
     ) -> Result<WorkerDetail, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::CreateWorker {
+                id: self.id.clone(),
+                request,
+            };
+            return remote::call(c, call, false);
+        }
         let rt = self.id.clone();
         self.change("create_worker", move |_, meta| {
             validate_request(&request)?;
@@ -501,11 +583,20 @@ impl Runtime {
 
     /// Every worker, ordered by id.
     pub fn list_workers(&self) -> Result<Vec<WorkerSummary>, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::ListWorkers {
+                    id: self.id.clone(),
+                },
+                true,
+            );
+        }
         self.read(|tables, meta| {
             let rows = tables.workers(&self.id)?;
             if rows.len() as u64 != meta.worker_count {
                 return Err(RuntimeError::StoreMissing {
-                    operation: "list workers",
+                    operation: "list workers".into(),
                     path: tables.read.path.to_path_buf(),
                     what: format!(
                         "runtime {} has {} worker rows, its count is {}",
@@ -539,6 +630,13 @@ impl Runtime {
     /// One worker: `WrongRuntime` for another runtime's reference (checked
     /// first), then `WorkerNotFound`.
     pub fn worker_detail(&self, worker_ref: &WorkerRef) -> Result<WorkerDetail, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::WorkerDetail {
+                id: self.id.clone(),
+                worker_ref: worker_ref.clone(),
+            };
+            return remote::call(c, call, true);
+        }
         self.check_ref(worker_ref)?;
         self.read(|tables, meta| {
             Ok(detail(
@@ -557,6 +655,14 @@ impl Runtime {
         worker_ref: &WorkerRef,
         input: WorkerInput,
     ) -> Result<WorkerInteractionAck, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::SendInput {
+                id: self.id.clone(),
+                worker_ref: worker_ref.clone(),
+                input,
+            };
+            return remote::call(c, call, false);
+        }
         let rt = self.id.clone();
         let worker_ref = worker_ref.clone();
         self.change("send_input", move |tables, meta| {
@@ -600,6 +706,14 @@ impl Runtime {
         worker_ref: &WorkerRef,
         reason: Option<String>,
     ) -> Result<WorkerLifecycleAck, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::StopWorker {
+                id: self.id.clone(),
+                worker_ref: worker_ref.clone(),
+                reason,
+            };
+            return remote::call(c, call, false);
+        }
         self.transition(worker_ref, WorkerStatus::Stopped, reason)
     }
 
@@ -610,6 +724,14 @@ impl Runtime {
         worker_ref: &WorkerRef,
         reason: Option<String>,
     ) -> Result<WorkerLifecycleAck, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::CancelWorker {
+                id: self.id.clone(),
+                worker_ref: worker_ref.clone(),
+                reason,
+            };
+            return remote::call(c, call, false);
+        }
         self.transition(worker_ref, WorkerStatus::Cancelled, reason)
     }
 
@@ -673,6 +795,14 @@ impl Runtime {
         worker_ref: &WorkerRef,
         query: TranscriptQuery,
     ) -> Result<(TranscriptProjection, u64, bool), RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::TranscriptAt {
+                id: self.id.clone(),
+                worker_ref: worker_ref.clone(),
+                query,
+            };
+            return remote::call(c, call, true);
+        }
         self.read_at(|tables, meta| {
             let max = meta.limits.max_transcript_projection_items;
             if query.limit > max {
@@ -693,7 +823,7 @@ impl Runtime {
             };
             if items.len() != end.saturating_sub(query.start) {
                 return Err(RuntimeError::StoreMissing {
-                    operation: "read transcript",
+                    operation: "read transcript".into(),
                     path: tables.read.path.to_path_buf(),
                     what: format!(
                         "worker {} has {} of entries {}..{} (transcript length {total_items})",
@@ -727,6 +857,15 @@ impl Runtime {
 
     /// A cursor after the last event.
     pub fn event_cursor_now(&self) -> Result<EventCursor, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::EventCursorNow {
+                    id: self.id.clone(),
+                },
+                true,
+            );
+        }
         self.read(|_, meta| {
             Ok(EventCursor {
                 runtime_id: self.id.clone(),
@@ -752,6 +891,14 @@ impl Runtime {
         cursor: &EventCursor,
         limit: usize,
     ) -> Result<(RuntimeEventBatch, u64, bool), RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            let call = RuntimeCall::EventsAt {
+                id: self.id.clone(),
+                cursor: cursor.clone(),
+                limit: limit as u64,
+            };
+            return remote::call(c, call, true);
+        }
         if cursor.runtime_id != self.id {
             return Err(RuntimeError::WrongRuntimeCursor {
                 expected_runtime_id: self.id.clone(),
@@ -777,7 +924,7 @@ impl Runtime {
                 || events.iter().zip(from..).any(|(e, id)| e.id != id)
             {
                 return Err(RuntimeError::StoreMissing {
-                    operation: "read events",
+                    operation: "read events".into(),
                     path: tables.read.path.to_path_buf(),
                     what: format!(
                         "runtime {} events from {from}: {} found, {expected} expected in sequence",
@@ -830,6 +977,15 @@ impl Runtime {
 
     /// The diagnostics recorded, in id order.
     pub fn diagnostics(&self) -> Result<Vec<RuntimeDiagnostic>, RuntimeError> {
+        if let Some(c) = self.remote_client() {
+            return remote::call(
+                c,
+                RuntimeCall::Diagnostics {
+                    id: self.id.clone(),
+                },
+                true,
+            );
+        }
         self.read(|tables, _| Ok(tables.diagnostics(&self.id)?))
     }
 }
@@ -866,7 +1022,7 @@ fn worker_row(
         });
     if within {
         return Err(RuntimeError::StoreMissing {
-            operation: "read worker",
+            operation: "read worker".into(),
             path: tables.read.path.to_path_buf(),
             what: format!(
                 "worker {} of runtime {} has no row",

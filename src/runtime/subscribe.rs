@@ -8,7 +8,7 @@ use super::model::{
     EventCursor, RuntimeEventBatch, TranscriptProjection, TranscriptQuery, WorkerRef,
 };
 use super::{Runtime, RuntimeError};
-use crate::engine::AppliedWatch;
+use crate::remote::Waiter;
 
 /// What a look at the view found.
 enum Poll<T> {
@@ -30,13 +30,13 @@ trait Pager {
 struct Follow<P> {
     runtime: Runtime,
     pager: P,
-    waiter: AppliedWatch,
+    waiter: Waiter,
 }
 
 impl<P: Pager> Follow<P> {
     fn new(runtime: Runtime, pager: P) -> Follow<P> {
         Follow {
-            waiter: AppliedWatch::new(&runtime.db),
+            waiter: Waiter::new(&runtime.backend),
             runtime,
             pager,
         }

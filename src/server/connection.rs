@@ -17,9 +17,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::frame::{self, Code, FLAG_ERROR, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
+use super::views::ConnectionViews;
 use super::wire::{self, WireError};
 use super::{CONNECTIONS_MAX, HELLO_DEADLINE, REQUESTS_IN_FLIGHT_MAX, STOP_DRAIN_MAX, Shared};
 use crate::error::Error;
+use crate::remote::ViewCall;
 use crate::stream::Event;
 
 /// Bytes of events one page carries at most, under the frame limit.
@@ -147,7 +149,12 @@ pub(crate) async fn serve(
             &wire::encode(&welcome),
         ))
         .await;
+    let views = Arc::new(ConnectionViews::new(
+        shared.db.clone(),
+        shared.socket.clone(),
+    ));
     let mut conn = Connection {
+        views,
         shared,
         outbox,
         in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
@@ -203,6 +210,8 @@ struct Connection {
     subscriptions: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
     tasks: JoinSet<()>,
     stop: watch::Receiver<bool>,
+    /// The views' handles and this connection's KV owners.
+    views: Arc<ConnectionViews>,
 }
 
 impl Connection {
@@ -296,6 +305,24 @@ impl Connection {
         }
     }
 
+    /// Registers the poll `tag`, which a cancel or the connection's end
+    /// ends: what tells it, and what forgets it once it is answered.
+    fn poll_slot(&self, tag: u64) -> (oneshot::Receiver<()>, impl FnOnce() + Send + 'static) {
+        let (end, ended) = oneshot::channel();
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tag, end);
+        let subscriptions = self.subscriptions.clone();
+        let done = move || {
+            subscriptions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&tag);
+        };
+        (ended, done)
+    }
+
     /// Starts one request, or gives the reply to send at once (a
     /// refusal); an error is a protocol error (the connection is closed
     /// after it is answered).
@@ -349,27 +376,53 @@ impl Connection {
             });
             return Ok(None);
         }
-        if let Request::Subscribe(from_lsn) = request {
-            let (end, ended) = oneshot::channel();
-            self.subscriptions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(tag, end);
-            let subscriptions = self.subscriptions.clone();
+        if let Request::WaitApplied(lsn) = request {
+            let (ended, done) = self.poll_slot(tag);
             self.tasks.spawn(async move {
-                subscribe(&shared, &outbox, tag, from_lsn, ended).await;
-                subscriptions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&tag);
+                let mut applied = crate::engine::AppliedWatch::new(&shared.db);
+                // Ended by a stop or a cancel, or past the limit: answered
+                // all the same, and the client reads again.
+                let waited = tokio::select! {
+                    _ = ended => Ok(()),
+                    _ = tokio::time::sleep(super::WAIT_APPLIED_MAX) => Ok(()),
+                    done = applied.wait_past_async(lsn) => done,
+                };
+                let frame = match waited {
+                    Ok(()) => frame::encode(tag, raw, FLAG_REPLY, &[]),
+                    Err(e) => error_frame(tag, raw, &e),
+                };
+                done();
+                let _ = outbox.send(frame).await;
                 drop(permit);
             });
             return Ok(None);
         }
+        if let Request::Subscribe(from_lsn) = request {
+            let (ended, done) = self.poll_slot(tag);
+            self.tasks.spawn(async move {
+                subscribe(&shared, &outbox, tag, from_lsn, ended).await;
+                done();
+                drop(permit);
+            });
+            return Ok(None);
+        }
+        let views = self.views.clone();
         self.tasks.spawn(async move {
             let db = shared.db.clone();
-            let reply = tokio::task::spawn_blocking(move || request.run(&db)).await;
+            let reply = tokio::task::spawn_blocking(move || request.run(&db, &views)).await;
             let frame = match reply {
+                Ok(Ok(body)) if body.len() > frame::FRAME_BODY_BYTES_MAX as usize => {
+                    let e = Error::Unsupported {
+                        op: "serve",
+                        reason: format!(
+                            "the answer is {} bytes, above the frame limit of {}: ask for less \
+                             (a narrower prefix, a smaller page)",
+                            body.len(),
+                            frame::FRAME_BODY_BYTES_MAX
+                        ),
+                    };
+                    error_frame(tag, raw, &e)
+                }
                 Ok(Ok(body)) => frame::encode(tag, raw, FLAG_REPLY, &body),
                 Ok(Err(e)) => error_frame(tag, raw, &e),
                 Err(e) => error_frame(
@@ -400,6 +453,8 @@ enum Request {
     Subscribe(u64),
     Sync,
     Checkpoint,
+    Call(ViewCall),
+    WaitApplied(u64),
 }
 
 impl Request {
@@ -419,6 +474,10 @@ impl Request {
             }
             Code::Sync => Request::Sync,
             Code::Checkpoint => Request::Checkpoint,
+            Code::Call => Request::Call(wire::decode("view call", body)?),
+            Code::WaitApplied => {
+                Request::WaitApplied(wire::decode::<wire::Number>("wait_applied", body)?.value)
+            }
             Code::Hello => return Err("a second hello".into()),
             Code::Goodbye | Code::Cancel => {
                 return Err(format!("code {} is not a request here", code as u32));
@@ -427,7 +486,7 @@ impl Request {
     }
 
     /// Runs it against the database; the reply's body.
-    fn run(self, db: &crate::Db) -> crate::Result<Vec<u8>> {
+    fn run(self, db: &crate::Db, views: &ConnectionViews) -> crate::Result<Vec<u8>> {
         Ok(match self {
             Request::Ping(p) => wire::encode(&p),
             Request::Append(a) => wire::encode(&db.append(&a.stream, a.expected, &a.events)?),
@@ -446,10 +505,11 @@ impl Request {
             }),
             Request::Sync => wire::encode(&wire::Number { value: db.sync()? }),
             Request::Checkpoint => wire::encode(&db.checkpoint()?),
-            Request::Subscribe(_) => {
+            Request::Call(call) => views.run(call)?,
+            Request::Subscribe(_) | Request::WaitApplied(_) => {
                 return Err(Error::Internal {
                     op: "serve",
-                    reason: "a subscription is not a one-shot request".into(),
+                    reason: "a poll is not a one-shot request".into(),
                 });
             }
         })

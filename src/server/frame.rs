@@ -65,11 +65,19 @@ pub enum Code {
     Goodbye = 12,
     /// [`crate::Db::read_stream_from_lsn`].
     ReadStreamFromLsn = 13,
+    /// One operation of a view (registry, runtime, KV): the body names it
+    /// and carries its arguments; the reply carries its answer or its
+    /// typed refusal.
+    Call = 14,
+    /// Waits until the store has applied past an LSN (at most
+    /// [`super::WAIT_APPLIED_MAX`]): a remote watch's or subscription's
+    /// wait for its next page.
+    WaitApplied = 15,
 }
 
 impl Code {
     /// Every code, in number order.
-    const ALL: [Code; 13] = [
+    const ALL: [Code; 15] = [
         Code::Hello,
         Code::Ping,
         Code::Append,
@@ -83,6 +91,8 @@ impl Code {
         Code::Checkpoint,
         Code::Goodbye,
         Code::ReadStreamFromLsn,
+        Code::Call,
+        Code::WaitApplied,
     ];
 
     /// The code for `n`, if it is one.

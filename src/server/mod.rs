@@ -21,6 +21,9 @@
 //! the limit when one is hit.
 
 mod connection;
+mod views;
+pub(crate) use views::ConnectionViews;
+pub use views::LEASES_PER_CONNECTION_MAX;
 pub mod frame;
 pub mod wire;
 
@@ -57,6 +60,11 @@ pub const STOP_DRAIN_MAX: Duration = Duration::from_secs(30);
 /// What a frame's body holds beyond a batch or an event at the record
 /// limit: its encoding's fields.
 pub(crate) const FRAME_OVERHEAD_BYTES: u64 = 32 << 10;
+/// How long a [`frame::Code::WaitApplied`] waits at most before it is
+/// answered anyway (the client reads again, and waits again): an idle
+/// watch costs a round trip this often, and a dropped one holds its slot
+/// no longer than this.
+pub const WAIT_APPLIED_MAX: Duration = Duration::from_secs(5);
 /// Threads the server's blocking calls into the database use at most.
 const BLOCKING_THREADS_MAX: usize = 64;
 

@@ -280,7 +280,7 @@ pub enum WireError {
 /// hostile server) they are all "(from the server)".
 const INTERNED_MAX: usize = 512;
 
-fn intern(s: &str) -> &'static str {
+pub(crate) fn intern(s: &str) -> &'static str {
     static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     intern_in(&SEEN, s)
 }
