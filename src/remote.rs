@@ -56,6 +56,17 @@ pub(crate) enum ViewCall {
     Kv(crate::kv::remote::KvCall),
 }
 
+impl ViewCall {
+    /// The stream the view's events go to.
+    pub(crate) fn stream(&self) -> &'static str {
+        match self {
+            ViewCall::Registry(_) => crate::registry::REGISTRY_STREAM,
+            ViewCall::Runtime(_) => crate::runtime::RUNTIME_STREAM,
+            ViewCall::Kv(_) => crate::kv::KV_STREAM,
+        }
+    }
+}
+
 /// Waits for the store to apply past an LSN: what a subscription or a
 /// watch does when the page it read was empty.
 #[derive(Debug)]

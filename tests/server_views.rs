@@ -275,38 +275,136 @@ fn kv_operations_refusals_and_watches_are_the_embedded_ones() {
     );
 }
 
+/// The next key deleted on `$kv`, with why, as the log has it (read from
+/// the embedded database, so no KV store of this process keeps an
+/// expirer running: the server's own does).
+fn next_kv_delete(sub: &mut replaydb::Subscription) -> (String, String, DeleteReason) {
+    loop {
+        let e = sub.next().expect("the log goes on").unwrap();
+        if e.stream != replaydb::kv::KV_STREAM {
+            continue;
+        }
+        let record = replaydb::kv::KvRecord::decode(&e.data).unwrap();
+        if let replaydb::kv::KvChange::Delete {
+            bucket,
+            key,
+            reason,
+        } = record.change
+        {
+            return (bucket, key, reason);
+        }
+    }
+}
+
 #[test]
 fn a_remote_owners_keys_live_while_its_connection_does() {
     let tmp = tempfile::tempdir().unwrap();
     let db = open(tmp.path());
     let _server = db.serve(default_socket(tmp.path())).unwrap();
-    let embedded = KvStore::without_lease(db.clone()).unwrap();
-    let local = embedded
-        .get_or_create_bucket("leases", Some(Duration::from_secs(1)))
-        .unwrap();
-    let mut watch = local.watch().unwrap();
-    assert!(matches!(
-        watch.next_blocking().unwrap(),
-        WatchEvent::Resync(_)
-    ));
+    let mut deletes = db.subscribe(db.last_lsn() + 1).unwrap();
 
     let client = client(tmp.path());
     let owner = KvStore::remote(client.clone()).unwrap();
     let lease = owner.connection_id();
-    let bucket = owner.get_bucket("leases").unwrap().unwrap();
-    let StoreOutcome::Created(put_at) = bucket.insert(&Key::new("k"), b"v".to_vec(), 0).unwrap()
-    else {
-        panic!("created");
-    };
-    assert!(matches!(watch.next_blocking().unwrap(), WatchEvent::Put(_)));
+    let bucket = owner
+        .get_or_create_bucket("leases", Some(Duration::from_secs(1)))
+        .unwrap();
+    bucket.insert(&Key::new("k"), b"v".to_vec(), 0).unwrap();
 
     // The owner's last handle and the client go: the connection closes,
-    // the server lets the owner go, and its key expires a TTL later.
+    // the server lets the owner go, and its key expires a TTL later, by
+    // the server's own expirer (no other KV store is open anywhere).
     drop((bucket, owner, client));
-    let expired = watch.next_revisioned_blocking().unwrap();
-    assert_eq!(expired.event, WatchEvent::Delete(Key::new("k")));
-    assert_eq!(expired.reason, Some(DeleteReason::LeaseExpired { lease }));
-    assert!(expired.revision > put_at);
+    assert_eq!(
+        next_kv_delete(&mut deletes),
+        (
+            "leases".to_string(),
+            "k".to_string(),
+            DeleteReason::LeaseExpired { lease }
+        )
+    );
+}
+
+#[test]
+fn dropping_a_remote_owner_lets_it_go_while_its_client_stays_connected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let _server = db.serve(default_socket(tmp.path())).unwrap();
+    let mut deletes = db.subscribe(db.last_lsn() + 1).unwrap();
+    let client = client(tmp.path());
+    let reader = KvStore::remote_without_lease(client.clone()).unwrap();
+    let owner = KvStore::remote(client.clone()).unwrap();
+    let (lease, clone) = (owner.connection_id(), owner.clone());
+    let bucket = owner
+        .get_or_create_bucket("leases", Some(Duration::from_secs(1)))
+        .unwrap();
+    bucket.insert(&Key::new("gone"), b"v".to_vec(), 0).unwrap();
+    drop((bucket, owner));
+    // A clone still holds the owner; its release goes with the last.
+    assert!(reader.get_bucket("leases").unwrap().is_some());
+    drop(clone);
+    let (_, key, reason) = next_kv_delete(&mut deletes);
+    assert_eq!(
+        (key.as_str(), reason),
+        ("gone", DeleteReason::LeaseExpired { lease })
+    );
+    // The client and its connection are still there.
+    assert_eq!(
+        reader
+            .get_bucket("leases")
+            .unwrap()
+            .unwrap()
+            .count("")
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn an_idle_remote_owner_keeps_its_keys_across_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let server = db.serve(&socket).unwrap();
+    let mut deletes = db.subscribe(db.last_lsn() + 1).unwrap();
+    let kept = KvStore::remote(client(tmp.path())).unwrap();
+    let short = kept
+        .get_or_create_bucket("short", Some(Duration::from_secs(1)))
+        .unwrap();
+    short.insert(&Key::new("kept"), b"v".to_vec(), 0).unwrap();
+
+    // The server goes and comes back; the owner's client makes no request
+    // of its own meanwhile (its keeper's pings find the new server).
+    server.stop();
+    let _server = db.serve(&socket).unwrap();
+    // A witness owner that dies after the restart, on a bucket with a
+    // longer TTL: had the idle owner not been attached again, its key
+    // (TTL 1 s, dead since the stop) would expire seconds before this.
+    let witness_client = client(tmp.path());
+    let witness = KvStore::remote(witness_client.clone()).unwrap();
+    let witness_lease = witness.connection_id();
+    witness
+        .get_or_create_bucket("long", Some(Duration::from_secs(4)))
+        .unwrap()
+        .insert(&Key::new("witness"), b"w".to_vec(), 0)
+        .unwrap();
+    drop((witness, witness_client));
+    let (bucket, key, reason) = next_kv_delete(&mut deletes);
+    assert_eq!(
+        (bucket.as_str(), key.as_str(), reason),
+        (
+            "long",
+            "witness",
+            DeleteReason::LeaseExpired {
+                lease: witness_lease
+            }
+        ),
+        "the idle owner's key was not expired first"
+    );
+    assert_eq!(
+        short.get(&Key::new("kept")).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }
 
 #[test]

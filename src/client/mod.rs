@@ -15,6 +15,7 @@
 //! the connection went is not sent again, since it may have been done:
 //! it fails with [`Error::Disconnected`].
 
+mod leases;
 mod subscription;
 
 use std::collections::HashMap;
@@ -91,9 +92,9 @@ struct Inner {
     takeover: Option<Takeover>,
     /// The record limit the last server's hello gave.
     record_bytes_max: AtomicU64,
-    /// The KV owners (leases) its handles hold, with how many hold each:
-    /// attached again on every new connection.
-    leases: Mutex<HashMap<u64, usize>>,
+    /// The KV owners (leases) its handles hold: attached again on every
+    /// new connection.
+    leases: leases::Leases,
 }
 
 impl std::fmt::Debug for Inner {
@@ -293,7 +294,7 @@ impl Client {
                 next_tag: AtomicU64::new(1),
                 takeover,
                 record_bytes_max: AtomicU64::new(0),
-                leases: Mutex::new(HashMap::new()),
+                leases: leases::Leases::default(),
             }),
         };
         client.conn()?;
@@ -323,8 +324,18 @@ impl Client {
         }
     }
 
-    /// The live connection, connecting (with backoff) if there is none.
+    /// The live connection, connecting (with backoff) if there is none;
+    /// the KV owners released since the last request are let go on it.
     pub(crate) fn conn(&self) -> Result<Arc<Conn>> {
+        let conn = self.connection()?;
+        for lease in self.inner.leases.take_released() {
+            let call = ViewCall::Kv(crate::kv::remote::KvCall::Release { lease });
+            self.forget(&conn, Code::Call, &wire::encode(&call));
+        }
+        Ok(conn)
+    }
+
+    fn connection(&self) -> Result<Arc<Conn>> {
         let mut slot = self
             .inner
             .conn
@@ -424,14 +435,7 @@ impl Client {
         // The owners this client's handles hold live on the new
         // connection from now (the call attaches them idempotently, so it
         // may run after a KV call that attached one itself).
-        let leases: Vec<u64> = self
-            .inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect();
+        let leases = self.inner.leases.held();
         if !leases.is_empty() {
             let call = ViewCall::Kv(crate::kv::remote::KvCall::Attach { leases });
             self.forget(&conn, Code::Call, &wire::encode(&call));
@@ -546,6 +550,16 @@ impl Client {
         E: serde::de::DeserializeOwned + From<Error>,
     {
         let body = wire::encode(call);
+        // A command no frame holds is over the server's record limit:
+        // refused here, as embedded, not by the server closing the
+        // connection.
+        if body.len() > frame::FRAME_BODY_BYTES_MAX as usize {
+            return Err(E::from(Error::RecordTooLarge {
+                stream: call.stream().to_string(),
+                size_bytes: body.len() as u64,
+                limit_bytes: self.record_bytes_max(),
+            }));
+        }
         let reply = self.call(Code::Call, &body, retry)?;
         let answer: std::result::Result<T, E> = self.decode("view reply", &reply)?;
         answer
@@ -559,51 +573,21 @@ impl Client {
         self.call(Code::WaitApplied, &body, true).map(drop)
     }
 
-    /// Counts one more handle of the KV owner `lease`.
+    /// Counts one more handle of the KV owner `lease`: it is attached on
+    /// every new connection, and a keeper pings while any is held, so an
+    /// idle client notices a restarted (or taken-over) server within
+    /// [`leases::KEEPALIVE_INTERVAL`] and attaches its owners there.
     pub(crate) fn hold_lease(&self, lease: u64) {
-        *self
-            .inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(lease)
-            .or_default() += 1;
-    }
-
-    /// Counts one handle of `lease` fewer; whether it was the last.
-    pub(crate) fn release_lease(&self, lease: u64) -> bool {
-        let mut held = self
-            .inner
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match held.get_mut(&lease) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                held.remove(&lease);
-                true
-            }
-            None => false,
+        if self.inner.leases.hold(lease) {
+            leases::spawn_keeper(Arc::downgrade(&self.inner));
         }
     }
 
-    /// Sends a request whose answer no one waits for, on the current
-    /// connection if there is one (never connecting, never waiting for a
-    /// connection being made).
-    pub(crate) fn send_and_forget(&self, code: Code, body: &[u8]) {
-        // Not waited for: a connection being made now is a new one,
-        // which attaches only the owners still held.
-        let conn = match self.inner.conn.try_lock() {
-            Ok(slot) => slot.clone(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        if let Some(conn) = conn {
-            self.forget(&conn, code, body);
-        }
+    /// Counts one handle of `lease` fewer; the last one's release goes to
+    /// the server with the next request (or the keeper's ping). Never
+    /// waits.
+    pub(crate) fn release_lease(&self, lease: u64) {
+        self.inner.leases.release(lease);
     }
 
     fn forget(&self, conn: &Conn, code: Code, body: &[u8]) {

@@ -302,7 +302,8 @@ impl KvStore {
                 name: bucket,
                 ttl_ms: Some(ttl_ms),
             };
-            let row: u64 = remote::call(c, call, false)?;
+            // Idempotent: a create that was done is found the next time.
+            let row: u64 = remote::call(c, call, true)?;
             return Ok(self.bucket_handle(name, row));
         }
         let row = self.command("get_or_create_bucket", move |tables, _| {

@@ -123,12 +123,8 @@ impl RemoteOwner {
 
 impl Drop for RemoteOwner {
     fn drop(&mut self) {
-        // Never waits: a server that is gone has let the owner go already.
-        if self.client.release_lease(self.lease) {
-            let body = wire::encode(&ViewCall::Kv(KvCall::Release { lease: self.lease }));
-            self.client
-                .send_and_forget(crate::server::frame::Code::Call, &body);
-        }
+        // Never waits: the release goes with the client's next request.
+        self.client.release_lease(self.lease);
     }
 }
 
@@ -144,12 +140,10 @@ impl KvCall {
         };
         let reader = || views.kv(0);
         match self {
-            KvCall::Attach { leases } => answer(
-                leases
-                    .into_iter()
-                    .take(crate::server::LEASES_PER_CONNECTION_MAX)
-                    .try_for_each(|l| views.kv(l).map(drop)),
-            ),
+            // Past the limit, the first owner that does not fit is Busy.
+            KvCall::Attach { leases } => {
+                answer(leases.into_iter().try_for_each(|l| views.kv(l).map(drop)))
+            }
             KvCall::Release { lease } => {
                 views.release_kv(lease);
                 answer::<()>(Ok(()))

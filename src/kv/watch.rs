@@ -22,6 +22,10 @@ use crate::remote::{Backend, Waiter};
 
 /// Changes read from the store at a time.
 const PAGE_CHANGES: usize = 256;
+/// Bytes of values a page holds at most, beyond its first change (a
+/// value is at most the record limit): a page always fits a frame, so a
+/// watch through a server never meets a page it cannot be sent.
+const PAGE_VALUE_BYTES_MAX: usize = 4 << 20;
 
 /// A key with its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,19 +111,28 @@ pub(crate) fn read_page(
         // Rows looked at: a prefix that matches few keys of a busy
         // bucket must not make one page read its whole history.
         let mut scanned = 0usize;
+        let mut bytes = 0usize;
+        let mut full = false;
         t.scan(CHANGES, &prefix, &from, |rest, v| {
-            scanned += 1;
             let rev = <[u8; 8]>::try_from(rest)
                 .map(u64::from_be_bytes)
                 .map_err(|_| t.read.bad_value(CHANGES, rest))?;
-            last = Some(rev);
             let row: ChangeRow = t.decode(CHANGES, rest, v)?;
             if row.key.starts_with(want) {
+                let size = row.key.len() + row.value.as_ref().map_or(0, Vec::len);
+                // Left for the next page, which starts at it.
+                if !page.is_empty() && bytes + size > PAGE_VALUE_BYTES_MAX {
+                    full = true;
+                    return Ok(false);
+                }
+                bytes += size;
                 page.push((rev, row));
             }
+            scanned += 1;
+            last = Some(rev);
             Ok(page.len() < PAGE_CHANGES && scanned < PAGE_CHANGES * 16)
         })?;
-        Ok((page, last, scanned >= PAGE_CHANGES * 16))
+        Ok((page, last, full || scanned >= PAGE_CHANGES * 16))
     })?;
     Ok(ChangesPage {
         changes,
@@ -204,22 +217,48 @@ impl Watch {
     /// Reads the next page: the LSN it reflects, or `None` if it stopped
     /// at its scan limit with rows left to read (read again at once).
     fn fill(&mut self) -> Result<Option<u64>, KvError> {
+        let page = match &self.backend {
+            Backend::Local(db) => read_page(db, &self.bucket, &self.prefix, self.next_revision)?,
+            Backend::Remote(c) => remote::call(c, self.page_call(), true)?,
+        };
+        Ok(self.absorb(page))
+    }
+
+    /// [`Watch::fill`] without blocking a tokio worker: through a server,
+    /// the round trip is a blocking-pool task.
+    async fn fill_async(&mut self) -> Result<Option<u64>, KvError> {
+        let Backend::Remote(c) = &self.backend else {
+            return self.fill();
+        };
+        let (c, call) = (c.clone(), self.page_call());
+        let page = tokio::task::spawn_blocking(move || remote::call(&c, call, true))
+            .await
+            .map_err(|e| {
+                KvError::Db(crate::Error::Internal {
+                    op: "kv watch",
+                    reason: format!("the page's task failed: {e}"),
+                })
+            })??;
+        Ok(self.absorb(page))
+    }
+
+    fn page_call(&self) -> KvCall {
+        KvCall::WatchPage {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            next_revision: self.next_revision,
+        }
+    }
+
+    /// Takes a page's changes in: the LSN it reflects, or `None` if it
+    /// stopped with rows left to read.
+    fn absorb(&mut self, page: ChangesPage) -> Option<u64> {
         let ChangesPage {
             changes,
             last,
             capped,
             lsn,
-        } = match &self.backend {
-            Backend::Local(db) => read_page(db, &self.bucket, &self.prefix, self.next_revision)?,
-            Backend::Remote(c) => {
-                let call = KvCall::WatchPage {
-                    bucket: self.bucket.clone(),
-                    prefix: self.prefix.clone(),
-                    next_revision: self.next_revision,
-                };
-                remote::call(c, call, true)?
-            }
-        };
+        } = page;
         for (revision, row) in changes {
             let key = Key::new(row.key);
             let event = match row.value {
@@ -235,7 +274,7 @@ impl Watch {
         if let Some(last) = last {
             self.next_revision = last + 1;
         }
-        Ok((!capped).then_some(lsn))
+        (!capped).then_some(lsn)
     }
 
     /// The next event if one is there now.
@@ -270,7 +309,9 @@ impl Watch {
             if let Some(e) = self.buffer.pop_front() {
                 return Ok(e);
             }
-            let Some(lsn) = self.fill()? else { continue };
+            let Some(lsn) = self.fill_async().await? else {
+                continue;
+            };
             if self.buffer.is_empty() {
                 self.applied.wait_past_async(lsn).await?;
             }

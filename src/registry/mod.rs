@@ -364,6 +364,9 @@ pub type Liveness = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 #[derive(Clone, Debug)]
 pub struct Registry {
     backend: Backend,
+    /// The process its changes name as their author (this one, or a
+    /// served client's).
+    by_pid: u32,
     /// The view's published pids, found on first use.
     pids: Arc<OnceLock<PublishedPids>>,
 }
@@ -375,6 +378,7 @@ impl Registry {
         Registry {
             backend: Backend::Local(db),
             pids: Arc::default(),
+            by_pid: std::process::id(),
         }
     }
 
@@ -385,6 +389,7 @@ impl Registry {
         Registry {
             backend: Backend::Remote(client),
             pids: Arc::default(),
+            by_pid: std::process::id(),
         }
     }
 
@@ -394,7 +399,15 @@ impl Registry {
         Registry {
             backend: db.backend(),
             pids: Arc::default(),
+            by_pid: std::process::id(),
         }
+    }
+
+    /// The same registry, its changes authored by `pid` (a server acting
+    /// for its client).
+    pub(crate) fn acting_for(mut self, pid: u32) -> Registry {
+        self.by_pid = pid;
+        self
     }
 
     fn remote_client(&self) -> Option<&Client> {
@@ -472,6 +485,7 @@ impl Registry {
     ) -> Result<Vec<Change>, RegistryError> {
         // What the decision made of it: the changes written, and a refusal
         // that still wrote a reclaim.
+        let by_pid = self.by_pid;
         let result = self.backend.local(op)?.execute_with(
             REGISTRY_STREAM,
             ExpectedVersion::Any,
@@ -501,7 +515,7 @@ impl Registry {
                 }
                 let record = RegistryRecord {
                     at_unix_ms: crate::stream::now_unix_ms(),
-                    by_pid: std::process::id(),
+                    by_pid,
                     op: op_name.to_string(),
                     changes: changes.clone(),
                 };
@@ -745,7 +759,7 @@ impl Registry {
         segment: SegmentId,
     ) -> Result<Option<(String, PathBuf, u32)>, RegistryError> {
         if let Some(c) = self.remote_client() {
-            return remote::call(c, RegistryCall::LookupSegment { segment }, false);
+            return remote::call(c, RegistryCall::LookupSegment { segment }, true);
         }
         self.reclaim_stale()?;
         self.read(|s| {

@@ -20,8 +20,8 @@ enum Poll<T> {
 }
 
 /// What a subscription reads a page of, and where it goes on from.
-trait Pager {
-    type Page;
+trait Pager: Clone + Send + 'static {
+    type Page: Send + 'static;
     fn poll(&mut self, runtime: &Runtime, limit: usize) -> Result<Poll<Self::Page>, RuntimeError>;
 }
 
@@ -60,10 +60,32 @@ impl<P: Pager> Follow<P> {
         }
     }
 
+    /// One look at the view without blocking a tokio worker: through a
+    /// server, the round trip is a blocking-pool task.
+    async fn poll_async(&mut self, limit: usize) -> Result<Poll<P::Page>, RuntimeError> {
+        if self.runtime.remote_client().is_none() {
+            return self.pager.poll(&self.runtime, limit);
+        }
+        let (runtime, mut pager) = (self.runtime.clone(), self.pager.clone());
+        let (pager, polled) = tokio::task::spawn_blocking(move || {
+            let polled = pager.poll(&runtime, limit);
+            (pager, polled)
+        })
+        .await
+        .map_err(|e| {
+            RuntimeError::Db(crate::Error::Internal {
+                op: "runtime subscription",
+                reason: format!("the page's task failed: {e}"),
+            })
+        })?;
+        self.pager = pager;
+        polled
+    }
+
     async fn next_async(&mut self, limit: usize) -> Result<Option<P::Page>, RuntimeError> {
         check_limit(limit)?;
         loop {
-            match self.pager.poll(&self.runtime, limit)? {
+            match self.poll_async(limit).await? {
                 Poll::Page(p) => return Ok(Some(p)),
                 Poll::Done => return Ok(None),
                 Poll::Wait(lsn) => self.waiter.wait_past_async(lsn).await?,
@@ -83,7 +105,7 @@ fn check_limit(limit: usize) -> Result<(), RuntimeError> {
 
 /// Events from a cursor on; done once the runtime is stopped and its last
 /// event has been read (it records no more).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct EventPager {
     cursor: EventCursor,
 }
@@ -103,7 +125,7 @@ impl Pager for EventPager {
 
 /// A transcript from an index on; done once the worker is no longer
 /// running and every entry has been read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct TranscriptPager {
     worker_ref: WorkerRef,
     next_start: usize,

@@ -108,8 +108,8 @@ pub(crate) async fn serve(
         let _ = wr.write_all(&refuse(e)).await;
         return;
     };
-    match peer {
-        Ok(cred) if cred.uid() == shared.uid => {}
+    let peer_pid = match peer {
+        Ok(cred) if cred.uid() == shared.uid => cred.pid().and_then(|p| u32::try_from(p).ok()),
         Ok(cred) => {
             tracing::warn!(
                 connection = id,
@@ -128,7 +128,7 @@ pub(crate) async fn serve(
             tracing::warn!(connection = id, error = %e, "refused a peer whose credentials could not be read");
             return;
         }
-    }
+    };
     if let Err(reply) = hello(&mut rd, id, &shared).await {
         let _ = wr.write_all(&reply).await;
         return;
@@ -152,6 +152,7 @@ pub(crate) async fn serve(
     let views = Arc::new(ConnectionViews::new(
         shared.db.clone(),
         shared.socket.clone(),
+        peer_pid,
     ));
     let mut conn = Connection {
         views,

@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     /// Bytes of request bodies in flight, over every connection, at most
     /// [`REQUEST_BYTES_IN_FLIGHT_MAX`].
     pub request_bytes: Arc<Semaphore>,
+    /// Held while it serves a KV view: its expirer runs, so a client
+    /// that goes leaves keys that expire a TTL later even if no other
+    /// client holds a KV store.
+    _kv: Option<crate::kv::KvStore>,
 }
 
 /// The default socket of the database at `dir`.
@@ -121,7 +125,10 @@ impl Server {
             .build()
             .map_err(|e| Error::io("start the server's runtime", &socket, e))?;
         let listener = runtime.block_on(bind(&socket))?;
+        // `None` when the database has no KV view.
+        let kv = crate::kv::KvStore::without_lease(db.clone()).ok();
         let shared = Arc::new(Shared {
+            _kv: kv,
             db,
             socket: socket.clone(),
             // SAFETY: geteuid has no preconditions and cannot fail.

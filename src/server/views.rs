@@ -17,7 +17,7 @@ use crate::remote::ViewCall;
 use crate::runtime::Runtimes;
 
 /// KV owners one connection may hold at once; one more is
-/// [`Error::Busy`].
+/// [`Error::Busy`] (reads, which need no owner, do not count).
 pub const LEASES_PER_CONNECTION_MAX: usize = 64;
 
 /// One connection's view handles.
@@ -27,12 +27,26 @@ pub(crate) struct ConnectionViews {
     registry: Registry,
     runtimes: Runtimes,
     kv: Mutex<HashMap<u64, KvStore>>,
+    /// The owner of keys without a lease (reads, watches, the CLI's
+    /// writes): one a connection, outside the count.
+    kv_reader: std::sync::OnceLock<KvStore>,
 }
 
 impl ConnectionViews {
-    pub(crate) fn new(db: Db, socket: std::path::PathBuf) -> ConnectionViews {
+    /// `peer_pid`: the client's process, which the registry's history
+    /// names as the changes' author.
+    pub(crate) fn new(
+        db: Db,
+        socket: std::path::PathBuf,
+        peer_pid: Option<u32>,
+    ) -> ConnectionViews {
+        let mut registry = Registry::new(db.clone());
+        if let Some(pid) = peer_pid {
+            registry = registry.acting_for(pid);
+        }
         ConnectionViews {
-            registry: Registry::new(db.clone()),
+            registry,
+            kv_reader: std::sync::OnceLock::new(),
             runtimes: Runtimes::new(db.clone()),
             kv: Mutex::new(HashMap::new()),
             socket,
@@ -54,6 +68,13 @@ impl ConnectionViews {
     /// The KV owner `lease` of this connection (0: keys without a lease),
     /// attached on first use.
     pub(crate) fn kv(&self, lease: u64) -> Result<KvStore, crate::kv::KvError> {
+        if lease == 0 {
+            if let Some(store) = self.kv_reader.get() {
+                return Ok(store.clone());
+            }
+            let store = KvStore::without_lease(self.db.clone())?;
+            return Ok(self.kv_reader.get_or_init(|| store).clone());
+        }
         let mut held = self.kv.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(store) = held.get(&lease) {
             return Ok(store.clone());
@@ -65,10 +86,7 @@ impl ConnectionViews {
                 max: LEASES_PER_CONNECTION_MAX as u64,
             }));
         }
-        let store = match lease {
-            0 => KvStore::without_lease(self.db.clone())?,
-            id => KvStore::with_connection_id(self.db.clone(), id)?,
-        };
+        let store = KvStore::with_connection_id(self.db.clone(), lease)?;
         held.insert(lease, store.clone());
         Ok(store)
     }
@@ -76,9 +94,13 @@ impl ConnectionViews {
     /// Lets the owner `lease` go (its client dropped its last handle):
     /// its keys expire a TTL later unless it attaches again.
     pub(crate) fn release_kv(&self, lease: u64) {
-        self.kv
+        let gone = self
+            .kv
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&lease);
+        // Dropped outside the lock: the last handle of an expirer joins
+        // its thread.
+        drop(gone);
     }
 }
