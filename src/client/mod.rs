@@ -72,6 +72,8 @@ const RETRY_DELAY_MAX: Duration = Duration::from_millis(500);
 /// before it fails: a server that accepts and goes at once, again and
 /// again, is not waited on forever.
 pub(crate) const RESEND_MAX: u32 = 16;
+/// The connection's read buffer: many small replies a read.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// A connection to a database's server. Clones share the connection.
 #[derive(Clone, Debug)]
@@ -122,7 +124,9 @@ pub(crate) enum Reply {
 pub(crate) struct Conn {
     writer: Mutex<UnixStream>,
     /// Held by the one waiter that reads the socket.
-    reader: Mutex<UnixStream>,
+    /// Buffered: a reply's header and body, and often the next replies,
+    /// come in one read.
+    reader: Mutex<std::io::BufReader<UnixStream>>,
     /// Tags whose threads are blocked waiting for their reply: whom a
     /// reader that lets go passes the reading to.
     waiting: Mutex<std::collections::HashSet<u64>>,
@@ -205,7 +209,10 @@ impl Conn {
     }
 
     /// Reads one frame and hands it to whoever waits for its tag.
-    fn read_one(&self, stream: &mut UnixStream) -> std::result::Result<(), String> {
+    fn read_one(
+        &self,
+        stream: &mut std::io::BufReader<UnixStream>,
+    ) -> std::result::Result<(), String> {
         let (header, body) =
             read_frame(stream).map_err(|e| format!("the server closed the connection ({e})"))?;
         if header.tag == 0 {
@@ -424,7 +431,7 @@ impl Client {
             .map_err(|e| Error::io("clone the socket", socket, e))?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(stream),
-            reader: Mutex::new(reader),
+            reader: Mutex::new(std::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader)),
             waiting: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),

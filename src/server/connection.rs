@@ -63,9 +63,13 @@ impl Outbox {
 const LAST_WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads one frame, handing the read half back with it.
-async fn read_owned(
-    mut rd: OwnedReadHalf,
-) -> (OwnedReadHalf, Result<(Header, Vec<u8>), frame::FrameError>) {
+/// The connection's read buffer: a request's header and body, and often
+/// the next requests, in one read.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+type Reader = tokio::io::BufReader<OwnedReadHalf>;
+
+async fn read_owned(mut rd: Reader) -> (Reader, Result<(Header, Vec<u8>), frame::FrameError>) {
     let frame = frame::read(&mut rd, FRAME_READ_DEADLINE).await;
     (rd, frame)
 }
@@ -163,6 +167,8 @@ pub(crate) async fn serve(
         tasks: JoinSet::new(),
         stop,
     };
+    // Buffered only after the hello, which is read exactly.
+    let rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     conn.read_loop(rd, id).await;
     let outbox = conn.outbox.clone();
     conn.finish().await;
@@ -216,7 +222,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn read_loop(&mut self, rd: OwnedReadHalf, id: u64) {
+    async fn read_loop(&mut self, rd: Reader, id: u64) {
         // One read future lives across the loop's turns and is replaced
         // only once it has a whole frame: a turn that ends for another
         // branch (a finished task) must not drop the bytes read so far.
