@@ -2,6 +2,7 @@
 //! lives in its own module; all of them print errors the same way.
 
 mod append;
+mod bench;
 mod demo;
 mod json;
 mod kv;
@@ -90,6 +91,10 @@ pub enum Command {
     /// Own the database and share it with other processes on its Unix
     /// socket (DIR/replaydb.sock), until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// Measure this disk: its fdatasync rate, replaydb, the seeds' file
+    /// layouts and redb used directly, side by side (not on --db: in a
+    /// temporary directory in --dir).
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -209,6 +214,7 @@ pub fn main() -> ExitCode {
         Command::Runtime(args) => runtime::run(&cli.db, &options, args),
         Command::Kv(args) => kv::run(&cli.db, &options, args),
         Command::Serve(args) => serve::run(&cli.db, &options, args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
