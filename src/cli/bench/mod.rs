@@ -280,7 +280,11 @@ fn print_table(rows: &[Row], took: Duration, quick: bool) {
         println!(
             "| {what} | {:.0} | {} | {} |",
             row.measured.ops_per_sec,
-            ratio(rows, row).map_or("-".to_string(), |r| format!("{r:.2}x")),
+            ratio(rows, row).map_or("-".to_string(), |r| if r < 0.01 {
+                format!("{r:.4}x")
+            } else {
+                format!("{r:.2}x")
+            }),
             fraction_of_disk(rows, row).map_or("-".to_string(), |f| format!("{:.0} %", f * 100.0)),
         );
     }
