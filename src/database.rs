@@ -2,8 +2,11 @@
 //! one another process serves: [`Database`], for [`Db`] and
 //! [`Client`](crate::client::Client).
 
-use crate::engine::{CheckpointOutcome, Db, Subscription};
+use std::path::Path;
+
+use crate::engine::{CheckpointOutcome, Db, Stats, Subscription};
 use crate::error::Result;
+use crate::retention::Retention;
 use crate::stream::{Appended, Event, ExpectedVersion};
 
 /// A database, embedded or shared: write host code against this and it
@@ -64,6 +67,19 @@ pub trait Database: Send + Sync {
 
     /// [`Db::checkpoint`].
     fn checkpoint(&self) -> Result<CheckpointOutcome>;
+
+    /// [`Db::stats`].
+    fn stats(&self) -> Result<Stats>;
+
+    /// [`Db::retention`].
+    fn retention(&self, stream: &str) -> Result<Retention>;
+
+    /// [`Db::set_retention`].
+    fn set_retention(&self, stream: &str, retention: Retention) -> Result<Appended>;
+
+    /// [`Db::backup`]. Through a server, the serving process writes the
+    /// copy (a relative `dest` is taken from this process's directory).
+    fn backup(&self, dest: &Path) -> Result<u64>;
 }
 
 impl Database for Db {
@@ -117,5 +133,21 @@ impl Database for Db {
 
     fn checkpoint(&self) -> Result<CheckpointOutcome> {
         Db::checkpoint(self)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        Db::stats(self)
+    }
+
+    fn retention(&self, stream: &str) -> Result<Retention> {
+        Db::retention(self, stream)
+    }
+
+    fn set_retention(&self, stream: &str, retention: Retention) -> Result<Appended> {
+        Db::set_retention(self, stream, retention)
+    }
+
+    fn backup(&self, dest: &Path) -> Result<u64> {
+        Db::backup(self, dest)
     }
 }

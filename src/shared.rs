@@ -295,4 +295,20 @@ impl Database for SharedDb {
     fn checkpoint(&self) -> Result<CheckpointOutcome> {
         either!(self, h => Database::checkpoint(h))
     }
+
+    fn stats(&self) -> Result<crate::engine::Stats> {
+        either!(self, h => Database::stats(h))
+    }
+
+    fn retention(&self, stream: &str) -> Result<crate::Retention> {
+        either!(self, h => Database::retention(h, stream))
+    }
+
+    fn set_retention(&self, stream: &str, retention: crate::Retention) -> Result<Appended> {
+        either!(self, h => Database::set_retention(h, stream, retention))
+    }
+
+    fn backup(&self, dest: &Path) -> Result<u64> {
+        either!(self, h => Database::backup(h, dest))
+    }
 }

@@ -116,8 +116,41 @@ fn serve_shares_the_database_until_sigterm() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // A command that does not go through a server says so.
-    let out = common::cli(tmp.path(), &["stats"]);
+    // Stats, retention and backup through the server; the server writes
+    // the backup, at the path the client names.
+    let out = common::cli(tmp.path(), &["stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["last_lsn"].as_u64().unwrap() >= 54, "{stats}");
+    let out = common::cli(tmp.path(), &["retention", "set", "cli", "--max-count", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = common::cli(tmp.path(), &["retention", "show", "cli"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains('2'));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let backup = elsewhere.path().join("copy");
+    let out = common::cli(tmp.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Db::open(&backup, Options::default())
+            .unwrap()
+            .stream_version("served")
+            .unwrap(),
+        50
+    );
+    // A command that cannot work through a server says so.
+    let out = common::cli(tmp.path(), &["verify"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

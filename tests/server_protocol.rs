@@ -114,6 +114,30 @@ fn every_operation_answers_as_the_embedded_one_errors_included() {
     assert_eq!(Database::last_lsn(&c).unwrap(), 4);
     assert!(Database::sync(&c).unwrap() >= 4);
     assert_eq!(Database::checkpoint(&c).unwrap().covered_lsn, 4);
+    let (remote, local) = (Database::stats(&c).unwrap(), db.stats().unwrap());
+    assert_eq!(
+        (remote.last_lsn, remote.events),
+        (local.last_lsn, local.events)
+    );
+    let keep = replaydb::Retention {
+        max_count: Some(2),
+        ..replaydb::Retention::default()
+    };
+    Database::set_retention(&c, "orders", keep).unwrap();
+    assert_eq!(db.retention("orders").unwrap(), keep);
+    assert_eq!(Database::retention(&c, "orders").unwrap(), keep);
+    assert!(matches!(
+        Database::retention(&c, "../escape"),
+        Err(Error::InvalidStreamName { .. })
+    ));
+    // The server writes the copy where the client says.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = elsewhere.path().join("copy");
+    assert!(Database::backup(&c, &copy).unwrap() >= 5);
+    assert!(
+        Database::backup(&c, &copy).is_err(),
+        "a copy is never overwritten"
+    );
     // The same error, typed, as embedded.
     match Database::append(&c, "orders", ExpectedVersion::Exact(1), &[b"late"]) {
         Err(Error::WrongExpectedVersion {

@@ -43,7 +43,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     println!("replaydb demo on {}", dir.display());
-    let db = crate::cli::open_db(dir, options)?;
+    let db = crate::cli::open_db(dir, options, "runs its workload on a database it owns")?;
     let before = db.stats()?;
     let run_tag = before.last_lsn;
     println!(
@@ -202,7 +202,7 @@ pub fn run(dir: &Path, options: &Options, args: &DemoArgs) -> CmdResult {
     drop(db);
 
     let t = Instant::now();
-    let db = crate::cli::open_db(dir, options)?;
+    let db = crate::cli::open_db(dir, options, "runs its workload on a database it owns")?;
     let reopen = t.elapsed();
     let r = db.recovery_report();
     println!(

@@ -7,7 +7,7 @@ use replaydb::{Options, Repair, Retention};
 
 use replaydb::Database;
 
-use crate::cli::{CmdResult, open_db};
+use crate::cli::{CmdResult, Failure, locked_failure};
 
 #[derive(Debug, Args)]
 pub struct RepairArgs {
@@ -60,7 +60,7 @@ enum RetentionCommand {
 }
 
 pub fn run_retention(dir: &Path, options: &Options, args: &RetentionArgs) -> CmdResult {
-    let db = open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     match &args.command {
         RetentionCommand::Show { stream } => println!("{}", db.retention(stream)?),
         RetentionCommand::Set {
@@ -81,8 +81,18 @@ pub fn run_retention(dir: &Path, options: &Options, args: &RetentionArgs) -> Cmd
     Ok(())
 }
 
+/// Verify and repair read and cut the files themselves, under the
+/// database's lock: a served database is the server's to stop first.
+fn offline(dir: &Path, e: replaydb::Error) -> Failure {
+    locked_failure(
+        dir,
+        e,
+        "checks and cuts the files under the database's lock, with no process serving it",
+    )
+}
+
 pub fn run_verify(dir: &Path, options: &Options) -> CmdResult {
-    let report = replaydb::verify(dir, options)?;
+    let report = replaydb::verify(dir, options).map_err(|e| offline(dir, e))?;
     println!(
         "ok: {} segments, {} records, {} events, last LSN {}",
         report.segments, report.records, report.events, report.last_lsn
@@ -111,7 +121,7 @@ pub fn run_verify(dir: &Path, options: &Options) -> CmdResult {
 }
 
 pub fn run_repair(dir: &Path, options: &Options, args: &RepairArgs) -> CmdResult {
-    let repair = Repair::plan(dir, options)?;
+    let repair = Repair::plan(dir, options).map_err(|e| offline(dir, e))?;
     let steps = repair.steps();
     let Some(problem) = &steps.problem else {
         println!("nothing to repair: the log is clean");
@@ -133,7 +143,7 @@ pub fn run_repair(dir: &Path, options: &Options, args: &RepairArgs) -> CmdResult
 }
 
 pub fn run_stats(dir: &Path, options: &Options, args: &StatsArgs) -> CmdResult {
-    let db = open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     let s = db.stats()?;
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
@@ -182,7 +192,7 @@ pub fn run_checkpoint(dir: &Path, options: &Options) -> CmdResult {
 }
 
 pub fn run_backup(dir: &Path, options: &Options, args: &BackupArgs) -> CmdResult {
-    let db = open_db(dir, options)?;
+    let db = crate::cli::open_shared(dir, options)?;
     let lsn = db.backup(&args.dest)?;
     println!(
         "backup in {} holds every event up to LSN {lsn}",

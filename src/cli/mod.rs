@@ -138,26 +138,33 @@ fn builtin_views() -> Vec<Box<dyn replaydb::View>> {
 
 /// Opens the database with the built-in views, so every command keeps
 /// them up to date. For the commands that do not go through a server
-/// yet: a directory a server owns is an error that says so.
-pub fn open_db(dir: &std::path::Path, options: &Options) -> Result<replaydb::Db, Failure> {
-    match replaydb::Db::open_with_views(dir, options.clone(), builtin_views()) {
-        Ok(db) => Ok(db),
-        Err(e @ replaydb::Error::Locked { .. }) => {
-            let socket = replaydb::server::default_socket(dir);
-            let quick = replaydb::client::ClientOptions::default()
-                .reconnect_for(std::time::Duration::from_millis(200));
-            match replaydb::client::Client::connect_with(&socket, quick)
-                .and_then(|c| c.server_pid())
-            {
-                Ok(pid) => Err(Failure::from(format!(
-                    "{} is served by pid {pid} on {}; this command does not work through a server (append, read, tail, checkpoint, registry, runtime and kv do): stop the server to run it",
-                    dir.display(),
-                    socket.display()
-                ))),
-                Err(_) => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
+/// (`serve`, `demo`): a directory a server owns is an error that says so.
+/// `why`: what the command says when a server holds the directory.
+pub fn open_db(
+    dir: &std::path::Path,
+    options: &Options,
+    why: &str,
+) -> Result<replaydb::Db, Failure> {
+    replaydb::Db::open_with_views(dir, options.clone(), builtin_views())
+        .map_err(|e| locked_failure(dir, e, why))
+}
+
+/// `e`, or, when `e` is the lock held by a process that serves `dir`,
+/// that the command (which `why` says) needs the server stopped.
+pub fn locked_failure(dir: &std::path::Path, e: replaydb::Error, why: &str) -> Failure {
+    if !matches!(e, replaydb::Error::Locked { .. }) {
+        return e.into();
+    }
+    let socket = replaydb::server::default_socket(dir);
+    let quick = replaydb::client::ClientOptions::default()
+        .reconnect_for(std::time::Duration::from_millis(200));
+    match replaydb::client::Client::connect_with(&socket, quick).and_then(|c| c.server_pid()) {
+        Ok(pid) => Failure::from(format!(
+            "{} is served by pid {pid} on {}; this command {why}: stop the server to run it",
+            dir.display(),
+            socket.display()
+        )),
+        Err(_) => e.into(),
     }
 }
 

@@ -16,7 +16,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(dir: &Path, options: &Options, args: &ServeArgs) -> CmdResult {
-    let db = open_db(dir, options)?;
+    let db = open_db(dir, options, "would serve it a second time")?;
     let socket = args
         .socket
         .clone()

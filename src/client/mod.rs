@@ -772,4 +772,33 @@ impl Database for Client {
     fn checkpoint(&self) -> Result<CheckpointOutcome> {
         self.decode("checkpoint", &self.call(Code::Checkpoint, &[], true)?)
     }
+
+    fn stats(&self) -> Result<crate::Stats> {
+        self.decode("stats", &self.call(Code::Stats, &[], true)?)
+    }
+
+    fn retention(&self, stream: &str) -> Result<crate::Retention> {
+        let body = wire::encode(&wire::StreamName {
+            stream: stream.to_string(),
+        });
+        self.decode("retention", &self.call(Code::Retention, &body, true)?)
+    }
+
+    fn set_retention(&self, stream: &str, retention: crate::Retention) -> Result<Appended> {
+        let body = wire::encode(&wire::SetRetention {
+            stream: stream.to_string(),
+            retention,
+        });
+        self.decode("appended", &self.call(Code::SetRetention, &body, false)?)
+    }
+
+    /// The server writes the copy; `dest` is made absolute here, from
+    /// this process's working directory.
+    fn backup(&self, dest: &Path) -> Result<u64> {
+        let dest = std::path::absolute(dest).map_err(|e| Error::io("backup", dest, e))?;
+        let body = wire::encode(&wire::Backup { dest });
+        // Not sent again: a copy half made leaves its directory non-empty.
+        let n: wire::Number = self.decode("number", &self.call(Code::Backup, &body, false)?)?;
+        Ok(n.value)
+    }
 }

@@ -91,7 +91,7 @@ impl WeakDb {
 }
 
 /// Counts describing the database, from [`Db::stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Records (batches) the log holds.
     pub records: u64,

@@ -462,6 +462,10 @@ enum Request {
     Checkpoint,
     Call(ViewCall),
     WaitApplied(u64),
+    Stats,
+    Retention(wire::StreamName),
+    SetRetention(wire::SetRetention),
+    Backup(wire::Backup),
 }
 
 impl Request {
@@ -485,6 +489,10 @@ impl Request {
             Code::WaitApplied => {
                 Request::WaitApplied(wire::decode::<wire::Number>("wait_applied", body)?.value)
             }
+            Code::Stats => Request::Stats,
+            Code::Retention => Request::Retention(wire::decode("retention", body)?),
+            Code::SetRetention => Request::SetRetention(wire::decode("set_retention", body)?),
+            Code::Backup => Request::Backup(wire::decode("backup", body)?),
             Code::Hello => return Err("a second hello".into()),
             Code::Goodbye | Code::Cancel => {
                 return Err(format!("code {} is not a request here", code as u32));
@@ -513,6 +521,24 @@ impl Request {
             Request::Sync => wire::encode(&wire::Number { value: db.sync()? }),
             Request::Checkpoint => wire::encode(&db.checkpoint()?),
             Request::Call(call) => views.run(call)?,
+            Request::Stats => wire::encode(&db.stats()?),
+            Request::Retention(s) => wire::encode(&db.retention(&s.stream)?),
+            Request::SetRetention(r) => wire::encode(&db.set_retention(&r.stream, r.retention)?),
+            Request::Backup(b) => {
+                // The server's working directory is not the client's.
+                if !b.dest.is_absolute() {
+                    return Err(Error::InvalidArgument {
+                        op: "backup",
+                        reason: format!(
+                            "{} is not an absolute path (a client sends one)",
+                            b.dest.display()
+                        ),
+                    });
+                }
+                wire::encode(&wire::Number {
+                    value: db.backup(&b.dest)?,
+                })
+            }
             Request::Subscribe(_) | Request::WaitApplied(_) => {
                 return Err(Error::Internal {
                     op: "serve",

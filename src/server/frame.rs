@@ -73,11 +73,19 @@ pub enum Code {
     /// [`super::WAIT_APPLIED_MAX`]): a remote watch's or subscription's
     /// wait for its next page.
     WaitApplied = 15,
+    /// [`crate::Db::stats`].
+    Stats = 16,
+    /// [`crate::Db::retention`].
+    Retention = 17,
+    /// [`crate::Db::set_retention`].
+    SetRetention = 18,
+    /// [`crate::Db::backup`], written by the server.
+    Backup = 19,
 }
 
 impl Code {
     /// Every code, in number order.
-    const ALL: [Code; 15] = [
+    const ALL: [Code; 19] = [
         Code::Hello,
         Code::Ping,
         Code::Append,
@@ -93,6 +101,10 @@ impl Code {
         Code::ReadStreamFromLsn,
         Code::Call,
         Code::WaitApplied,
+        Code::Stats,
+        Code::Retention,
+        Code::SetRetention,
+        Code::Backup,
     ];
 
     /// The code for `n`, if it is one.

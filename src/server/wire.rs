@@ -102,6 +102,22 @@ pub struct StreamName {
     pub stream: String,
 }
 
+/// [`crate::Db::set_retention`]'s arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetRetention {
+    /// The stream.
+    pub stream: String,
+    /// What its history keeps.
+    pub retention: crate::Retention,
+}
+
+/// [`crate::Db::backup`]'s argument.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Backup {
+    /// Where the server writes the copy: an absolute path.
+    pub dest: PathBuf,
+}
+
 /// [`crate::Db::subscribe`]'s argument.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Subscribe {
