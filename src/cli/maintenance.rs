@@ -87,7 +87,7 @@ fn offline(dir: &Path, e: replaydb::Error) -> Failure {
     locked_failure(
         dir,
         e,
-        "checks and cuts the files under the database's lock, with no process serving it",
+        "reads (and repair cuts) the files under the database's lock, with no process serving it",
     )
 }
 

@@ -796,6 +796,17 @@ impl Database for Client {
     /// this process's working directory.
     fn backup(&self, dest: &Path) -> Result<u64> {
         let dest = std::path::absolute(dest).map_err(|e| Error::io("backup", dest, e))?;
+        // A path crosses the socket as a string: one that is not UTF-8
+        // is refused here, not sent as a body the server cannot read.
+        if dest.to_str().is_none() {
+            return Err(Error::InvalidArgument {
+                op: "backup",
+                reason: format!(
+                    "{} is not UTF-8, which a backup through a server needs",
+                    dest.display()
+                ),
+            });
+        }
         let body = wire::encode(&wire::Backup { dest });
         // Not sent again: a copy half made leaves its directory non-empty.
         let n: wire::Number = self.decode("number", &self.call(Code::Backup, &body, false)?)?;

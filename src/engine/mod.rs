@@ -92,6 +92,8 @@ impl WeakDb {
 
 /// Counts describing the database, from [`Db::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+// A field added later decodes as 0 from a peer without it.
+#[serde(default)]
 pub struct Stats {
     /// Records (batches) the log holds.
     pub records: u64,

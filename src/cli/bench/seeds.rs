@@ -8,13 +8,15 @@
 //!   appended and `sync_all`ed one at a time, and `read_events` parsing
 //!   the whole `events.jsonl` on every call;
 //! - the KV file store (`dynamo_kv_file_store.rs`): a file per key,
-//!   written as a temporary file renamed into place (with an fsync of the
-//!   file and the directory, and without), and `entries` reading every
-//!   file of the bucket's directory.
+//!   written as a temporary file renamed into place (as the seed does,
+//!   with no fsync; and made durable, with an fsync of the file and the
+//!   directory, which the seed does not do), and `entries` reading every
+//!   file of the bucket's directory into a map.
 //!
 //! Errors are the bench's: a layout that fails is a failed run, said with
 //! the path.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -144,20 +146,25 @@ pub fn file_put(dir: &Path, key: &Key, value: &[u8], sync: bool, n: u64) -> Resu
     Ok(())
 }
 
-/// The KV seed's `entries`: every file of the bucket's directory read,
-/// its key decoded; how many.
-pub fn file_entries(dir: &Path) -> Result<usize, String> {
-    let mut n = 0;
+/// The KV seed's `entries`: every entry of the bucket's directory that
+/// is a file and not a temporary one, its path canonicalised and made
+/// relative to `root` (the seed's store root, `dir` canonicalised) for
+/// its key, its value read; the map.
+pub fn file_entries(dir: &Path, root: &Path) -> Result<HashMap<Key, Vec<u8>>, String> {
+    let mut out = HashMap::new();
     for e in std::fs::read_dir(dir).map_err(|e| io_error("read_dir", dir, e))? {
         let e = e.map_err(|e| io_error("read_dir", dir, e))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp_") {
+        let path = e.path();
+        if !path.is_file() || e.file_name().to_string_lossy().starts_with(".tmp_") {
             continue;
         }
-        std::hint::black_box(Key::from_url_safe(&name));
-        let path = e.path();
-        std::hint::black_box(std::fs::read(&path).map_err(|e| io_error("read", &path, e))?);
-        n += 1;
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+        let Ok(relative) = canonical.strip_prefix(root) else {
+            continue;
+        };
+        let key = Key::from_url_safe(&relative.to_string_lossy());
+        let value = std::fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+        out.insert(key, value);
     }
-    Ok(n)
+    Ok(out)
 }
