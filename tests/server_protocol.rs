@@ -564,3 +564,23 @@ fn a_batch_no_frame_holds_is_refused_by_the_client_as_embedded_and_the_connectio
         db.options().record_bytes_max
     );
 }
+
+#[test]
+fn a_server_started_and_stopped_from_async_code_does_not_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let host = tokio::runtime::Runtime::new().unwrap();
+    host.block_on(async {
+        // As a host's async code would: serve, and stop.
+        let server = db.serve(&socket).unwrap();
+        let c = Client::connect_with(&socket, quick()).unwrap();
+        Database::append(&c, "a", ExpectedVersion::Any, &[b"x"]).unwrap();
+        server.stop();
+        // And dropping one there.
+        let again = db.serve(&socket).unwrap();
+        drop(again);
+    });
+    assert!(!socket.exists());
+    assert_eq!(db.stream_version("a").unwrap(), 1);
+}

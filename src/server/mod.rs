@@ -95,6 +95,20 @@ pub(crate) struct Shared {
     _kv: Option<crate::kv::KvStore>,
 }
 
+/// Runs `f`, which blocks on the server's own runtime, on a thread of its
+/// own when the caller is inside an async runtime already (a host that
+/// serves, stops a server, or takes over as a `SharedDb` client from
+/// async code): blocking on, or dropping, a runtime there would panic.
+fn outside_async<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// The default socket of the database at `dir`.
 pub fn default_socket(dir: &Path) -> PathBuf {
     dir.join(SOCKET_FILE)
@@ -124,7 +138,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the server's runtime", &socket, e))?;
-        let listener = runtime.block_on(bind(&socket))?;
+        let listener = outside_async(|| runtime.block_on(bind(&socket)))?;
         // `None` when the database has no KV view.
         let kv = crate::kv::KvStore::without_lease(db.clone()).ok();
         let shared = Arc::new(Shared {
@@ -179,8 +193,10 @@ impl Server {
     fn shutdown(&mut self) {
         let _ = self.stop.send(true);
         if let (Some(rt), Some(accept)) = (self.runtime.take(), self.accept.take()) {
-            let _ = rt.block_on(accept);
-            rt.shutdown_timeout(Duration::from_secs(1));
+            outside_async(move || {
+                let _ = rt.block_on(accept);
+                rt.shutdown_timeout(Duration::from_secs(1));
+            });
         }
         match std::fs::remove_file(&self.socket) {
             Ok(()) => {}
@@ -195,8 +211,10 @@ impl Server {
     pub fn run_until_stopped(mut self) {
         let mut stopped = self.stop.subscribe();
         if let Some(rt) = &self.runtime {
-            rt.block_on(async {
-                let _ = stopped.wait_for(|s| *s).await;
+            outside_async(|| {
+                rt.block_on(async {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
             });
         }
         self.shutdown();
