@@ -13,7 +13,7 @@ use std::time::Duration;
 use replaydb::client::{Client, ClientOptions};
 use replaydb::server::frame::{self, Code, FLAG_ERROR, FLAG_REPLY, HEADER_BYTES, Header};
 use replaydb::server::wire;
-use replaydb::server::{REQUESTS_IN_FLIGHT_MAX, default_socket};
+use replaydb::server::{POLLS_IN_FLIGHT_MAX, REQUESTS_IN_FLIGHT_MAX, default_socket};
 use replaydb::{Database, Db, Error, ExpectedVersion, Options};
 
 fn open(dir: &Path) -> Db {
@@ -320,32 +320,39 @@ fn bad_frames_get_an_error_reply_and_the_server_keeps_serving_others() {
 }
 
 #[test]
-fn requests_past_the_in_flight_limit_are_refused_by_name() {
+fn polls_past_their_limit_are_refused_by_name_and_never_starve_requests() {
     let tmp = tempfile::tempdir().unwrap();
     let db = open(tmp.path());
     let socket = default_socket(tmp.path());
     let _server = db.serve(&socket).unwrap();
     let c = Client::connect(&socket).unwrap();
-    // Each live subscription is a request in flight.
-    let subs: Vec<_> = (0..REQUESTS_IN_FLIGHT_MAX)
+    // Each live subscription is a poll in flight, waiting: more of them
+    // than requests may be in flight, and requests are still answered.
+    let mut subs: Vec<_> = (0..POLLS_IN_FLIGHT_MAX)
         .map(|_| Database::subscribe(&c, 1).unwrap())
         .collect();
-    // Subscribing is sent without waiting: a round trip makes sure the
-    // server has taken every one.
-    let limited = (0..100).find_map(|_| match c.ping(b"") {
-        Err(e @ Error::Busy { .. }) => Some(e),
-        _ => None,
-    });
-    match limited {
-        Some(Error::Busy { limit, max, .. }) => {
-            assert!(limit.contains("in flight"));
-            assert_eq!(max, REQUESTS_IN_FLIGHT_MAX as u64);
+    const { assert!(POLLS_IN_FLIGHT_MAX > REQUESTS_IN_FLIGHT_MAX) };
+    assert_eq!(c.ping(b"still served").unwrap(), b"still served");
+    // One poll more is refused, by name.
+    let mut over = Database::subscribe(&c, 1).unwrap();
+    match over.next() {
+        Some(Err(Error::Busy { limit, max, .. })) => {
+            assert!(limit.contains("polls in flight"), "{limit}");
+            assert_eq!(max, POLLS_IN_FLIGHT_MAX as u64);
         }
         other => panic!("{other:?}"),
     }
+    drop(over);
+    // The ones held still see what is committed.
+    Database::append(&c, "s", ExpectedVersion::Any, &[b"x"]).unwrap();
+    let first = subs.first_mut().unwrap().next().unwrap().unwrap();
+    assert_eq!(first.lsn, 1);
     drop(subs);
     // Freed as the cancels are taken.
-    let freed = (0..1000).any(|_| c.ping(b"").is_ok());
+    let freed = (0..1000).any(|_| {
+        let mut s = Database::subscribe(&c, 1).unwrap();
+        matches!(s.next(), Some(Ok(_)))
+    });
     assert!(freed);
 }
 

@@ -19,7 +19,10 @@ use tokio::task::JoinSet;
 use super::frame::{self, Code, FLAG_ERROR, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
 use super::views::ConnectionViews;
 use super::wire::{self, WireError};
-use super::{CONNECTIONS_MAX, HELLO_DEADLINE, REQUESTS_IN_FLIGHT_MAX, STOP_DRAIN_MAX, Shared};
+use super::{
+    CONNECTIONS_MAX, HELLO_DEADLINE, POLLS_IN_FLIGHT_MAX, REQUESTS_IN_FLIGHT_MAX, STOP_DRAIN_MAX,
+    Shared,
+};
 use crate::error::Error;
 use crate::remote::ViewCall;
 use crate::stream::Event;
@@ -163,6 +166,7 @@ pub(crate) async fn serve(
         shared,
         outbox,
         in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        polls: Arc::new(Semaphore::new(POLLS_IN_FLIGHT_MAX)),
         subscriptions: Arc::new(Mutex::new(HashMap::new())),
         tasks: JoinSet::new(),
         stop,
@@ -213,6 +217,8 @@ struct Connection {
     shared: Arc<Shared>,
     outbox: Outbox,
     in_flight: Arc<Semaphore>,
+    /// Subscription polls and watch waits in flight.
+    polls: Arc<Semaphore>,
     /// Each live subscription's tag, and what ends it.
     subscriptions: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
     tasks: JoinSet<()>,
@@ -357,11 +363,28 @@ impl Connection {
             }
             return Ok(None);
         }
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        // A poll (a subscription's, a watch's wait) may wait long for
+        // nothing to happen: polls have a budget of their own, so many
+        // idle watches on one client never starve its requests.
+        let is_poll = matches!(code, Code::Subscribe | Code::WaitApplied);
+        let (budget, limit, max) = if is_poll {
+            (
+                &self.polls,
+                "polls in flight on one connection",
+                POLLS_IN_FLIGHT_MAX,
+            )
+        } else {
+            (
+                &self.in_flight,
+                "requests in flight on one connection",
+                REQUESTS_IN_FLIGHT_MAX,
+            )
+        };
+        let Ok(permit) = budget.clone().try_acquire_owned() else {
             let e = Error::Busy {
                 socket: self.shared.socket.clone(),
-                limit: "requests in flight on one connection",
-                max: REQUESTS_IN_FLIGHT_MAX as u64,
+                limit,
+                max: max as u64,
             };
             return Ok(Some(error_frame(tag, raw, &e)));
         };

@@ -48,6 +48,11 @@ pub const CONNECTIONS_MAX: usize = 256;
 /// Requests one connection may have in flight; one more is answered with
 /// [`Error::Busy`] (the connection stays open).
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 256;
+/// Subscription polls and watch waits one connection may have in flight
+/// (each a small task waiting for a commit); one more is
+/// [`Error::Busy`]. Apart from [`REQUESTS_IN_FLIGHT_MAX`], so idle
+/// watches never starve a client's requests.
+pub const POLLS_IN_FLIGHT_MAX: usize = 4096;
 /// Bytes of request bodies the server holds at once, over every
 /// connection; past it, connections are not read until requests are
 /// answered (back-pressure, not an error). Sixteen frames at the limit.
