@@ -95,3 +95,30 @@ fn a_dir_that_cannot_be_made_is_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a-file/below"), "{stderr}");
 }
+
+#[test]
+fn an_interrupted_run_removes_what_it_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["bench", "--dir"])
+        .arg(tmp.path())
+        .env_remove("REPLAYDB_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run has begun once its directory is there.
+    let begun = (0..2000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::read_dir(tmp.path()).unwrap().count() > 0
+    });
+    assert!(begun, "the bench made its directory");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("stopped on SIGINT"), "{stderr}");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}

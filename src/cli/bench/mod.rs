@@ -137,10 +137,12 @@ struct Row {
 pub fn run(args: &BenchArgs) -> CmdResult {
     let plan = Plan::new(args.quick);
     std::fs::create_dir_all(&args.dir).map_err(|e| seeds::io_error("create", &args.dir, e))?;
+    let signals = Signals::install()?;
     let tmp = tempfile::Builder::new()
         .prefix(".replaydb-bench-")
         .tempdir_in(&args.dir)
         .map_err(|e| seeds::io_error("make a temporary directory in", &args.dir, e))?;
+    signals.remove_on_signal(tmp.path().to_path_buf());
     let cases = cases::all(plan);
     let interleaved = cases.iter().filter(|c| c.interleaved).count();
     let steps = interleaved * plan.rounds.max(1) as usize + (cases.len() - interleaved);
@@ -240,6 +242,66 @@ fn median(mut rounds: Vec<Measured>) -> Measured {
         return Measured::rate(0.0);
     }
     rounds.swap_remove(mid)
+}
+
+/// SIGINT and SIGTERM, caught from before the run's directory exists.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::from(format!("start the signal handler: {e}")))?;
+        let (term, int) = {
+            let _entered = rt.enter();
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            (term, int)
+        };
+        let caught = |e: std::io::Error| Failure::from(format!("catch signals: {e}"));
+        Ok(Signals {
+            term: term.map_err(caught)?,
+            int: int.map_err(caught)?,
+            rt,
+        })
+    }
+
+    /// On SIGINT or SIGTERM, removes `dir` (up to a 256 MiB file and a
+    /// runtime's history) and exits 130: an interrupted bench leaves
+    /// nothing in `--dir`. Best effort: a case still writing may race the
+    /// removal, and the exit ends it.
+    fn remove_on_signal(self, dir: PathBuf) {
+        let Signals {
+            rt,
+            mut term,
+            mut int,
+        } = self;
+        let spawned = std::thread::Builder::new()
+            .name("replaydb-bench-signals".into())
+            .spawn(move || {
+                let why = rt.block_on(async {
+                    tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    }
+                });
+                let _ = std::fs::remove_dir_all(&dir);
+                eprintln!(
+                    "replaydb bench: stopped on {why}; removed {}",
+                    dir.display()
+                );
+                std::process::exit(130);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no signal handler: an interrupted bench leaves its directory");
+        }
+    }
 }
 
 fn rate_of(rows: &[Row], name: &str) -> Option<f64> {
