@@ -12,6 +12,8 @@
 //! Nothing above this trait knows of segments or files: compaction,
 //! backup and the log's statistics go through it.
 
+#[cfg(feature = "jetstream")]
+mod jetstream;
 mod memory;
 
 use std::fmt::Debug;
@@ -22,6 +24,8 @@ use crate::error::Result;
 use crate::wal::format::{EncodedBatch, RecordView};
 
 pub use crate::wal::WalLog;
+#[cfg(feature = "jetstream")]
+pub use jetstream::JetStreamLog;
 pub use memory::MemoryLog;
 
 /// A record to append: a batch, numbered.

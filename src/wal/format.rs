@@ -331,6 +331,18 @@ pub fn is_zero_header(bytes: &[u8]) -> bool {
         .is_some_and(|h| h.iter().all(|&b| b == 0))
 }
 
+/// The first LSN and event count a record's header claims, unchecked:
+/// for seeking only (a log that finds a record by its LSN); what is then
+/// read is decoded with [`decode_record`], which checks it all.
+pub fn peek_lsns(bytes: &[u8]) -> Option<(u64, u32)> {
+    let lsn = bytes.get(RH_FIRST_LSN..RH_FIRST_LSN + 8)?;
+    let count = bytes.get(RH_COUNT..RH_COUNT + 4)?;
+    Some((
+        u64::from_le_bytes(lsn.try_into().ok()?),
+        u32::from_le_bytes(count.try_into().ok()?),
+    ))
+}
+
 /// Decodes and checks the record at the start of `bytes`.
 ///
 /// `record_bytes_max` bounds the payload length before anything else is

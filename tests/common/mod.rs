@@ -173,3 +173,5 @@ pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     out.sort();
     out
 }
+
+pub mod nats;
