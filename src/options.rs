@@ -23,7 +23,8 @@ pub enum Durability {
 }
 
 /// Where the log lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LogKind {
     /// The local write-ahead log in `DIR/wal` (the default).
     #[default]
@@ -31,6 +32,20 @@ pub enum LogKind {
     /// A log and a store in memory: nothing touches the disk and nothing
     /// survives the process. For tests of the engine, and scratch data.
     Memory,
+    /// The log on a NATS JetStream stream (feature `jetstream`); the store
+    /// stays in `DIR`. An append is acknowledged once the cluster has
+    /// stored it on its replicas; the servers must run with
+    /// `sync_interval: always` for that to survive a power loss (see
+    /// docs/DESIGN.md). One database writes a stream at a time.
+    JetStream {
+        /// The servers, `nats://host:port`.
+        servers: Vec<String>,
+        /// The stream (created with `replicas` replicas if missing).
+        stream: String,
+        /// Replicas of a stream it creates (3 for a cluster that must
+        /// survive losing one server).
+        replicas: usize,
+    },
 }
 
 /// Options for [`Db::open`](crate::Db::open).

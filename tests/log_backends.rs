@@ -2,7 +2,10 @@
 //! (batches with expected versions, commands racing for one claim, a
 //! retention policy, checkpoints that truncate the log, a subscriber)
 //! gives the same results on the local WAL over real files, on the WAL
-//! over the simulated disk, and on the in-memory log with no files at all.
+//! over the simulated disk, on the in-memory log with no files at all,
+//! and on a three-node NATS JetStream cluster.
+
+mod common;
 
 use std::sync::Arc;
 
@@ -141,4 +144,38 @@ fn a_database_in_memory_touches_no_file() {
     );
     drop(db);
     assert_eq!(std::fs::read_dir(".").unwrap().count(), cwd_before);
+}
+
+#[cfg(feature = "jetstream")]
+#[test]
+fn the_same_scenario_gives_the_same_results_on_a_jetstream_cluster() {
+    let cluster = common::nats::Cluster::start();
+    let store = tempfile::tempdir().unwrap();
+    let log = LogKind::JetStream {
+        servers: cluster.urls.clone(),
+        stream: "scenario".into(),
+        replicas: 3,
+    };
+    // The stream's first open can race the cluster's leader election.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let db = loop {
+        match Db::open(store.path(), small().log(log.clone())) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("opening again: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let on_jetstream = scenario(&db);
+    let in_memory = scenario(&Db::open_in_memory(small(), vec![]).unwrap());
+    assert_eq!(on_jetstream, in_memory);
+    // Reopened from its store and the stream: the same database.
+    let (last, events) = (db.last_lsn(), db.read(1, 10_000).unwrap());
+    drop(db);
+    let again = Db::open(store.path(), small().log(log)).unwrap();
+    assert_eq!(again.last_lsn(), last);
+    assert_eq!(again.read(1, 10_000).unwrap(), events);
+    assert_eq!(again.stats().unwrap().applied_lsn, last);
 }

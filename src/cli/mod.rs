@@ -48,6 +48,20 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N", default_value_t = Options::default().checkpoint_every_records)]
     pub checkpoint_every_records: u64,
 
+    /// Keep the log on a NATS JetStream cluster instead of DIR/wal:
+    /// its servers, comma-separated (nats://h1:4222,nats://h2:4222,...).
+    /// The store stays in DIR.
+    #[arg(long, global = true, value_name = "URLS", env = "REPLAYDB_LOG")]
+    pub log: Option<String>,
+
+    /// The JetStream stream that holds the log (with --log).
+    #[arg(long, global = true, value_name = "NAME", default_value = "replaydb")]
+    pub log_stream: String,
+
+    /// Replicas of the stream, when --log creates it.
+    #[arg(long, global = true, value_name = "N", default_value_t = 3)]
+    pub log_replicas: usize,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +119,18 @@ impl Cli {
         if let Some(ms) = self.buffered_ms {
             o.durability = Durability::Buffered {
                 interval: std::time::Duration::from_millis(ms),
+            };
+        }
+        if let Some(urls) = &self.log {
+            o.log = replaydb::LogKind::JetStream {
+                servers: urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(String::from)
+                    .collect(),
+                stream: self.log_stream.clone(),
+                replicas: self.log_replicas,
             };
         }
         o

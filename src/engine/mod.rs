@@ -172,12 +172,12 @@ impl Db {
             }
         }
         let dir = dir.as_ref().to_path_buf();
-        let lock = match options.log {
-            LogKind::Wal => {
+        let lock = match &options.log {
+            LogKind::Memory => None,
+            _ => {
                 layout::create_dir(options.storage.as_ref(), &dir)?;
                 Some(DirLock::acquire(&dir)?)
             }
-            LogKind::Memory => None,
         };
         let started = std::time::Instant::now();
         let mut opened = recover::open(&dir, &options, views)?;
@@ -729,14 +729,14 @@ impl Db {
         let log: LogStats = self.inner.log.stats();
         let r = self.inner.read_store("stats")?;
         let (history_batches, first_held) = r.history_extent()?;
-        let store_bytes = match self.inner.options.log {
-            LogKind::Wal => self
+        let store_bytes = match &self.inner.options.log {
+            LogKind::Memory => 0,
+            _ => self
                 .inner
                 .fs()
                 .file_len(&self.inner.store.path)
                 .map_err(|e| Error::io("stat store", &self.inner.store.path, e))?
                 .unwrap_or(0),
-            LogKind::Memory => 0,
         };
         let c = &self.inner.health.counters;
         Ok(Stats {

@@ -39,7 +39,47 @@ pub(crate) struct Opened {
 /// `views` up to date.
 pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> Result<Opened> {
     let (log, store, checkpoint_lsn, mut report): (Arc<dyn Log>, Store, u64, RecoveryReport) =
-        match options.log {
+        match &options.log {
+            #[cfg(feature = "jetstream")]
+            LogKind::JetStream {
+                servers,
+                stream,
+                replicas,
+            } => {
+                let fs = options.storage.clone();
+                let log = crate::log::JetStreamLog::open(
+                    servers,
+                    stream,
+                    *replicas,
+                    options.record_bytes_max,
+                )?;
+                let (plan, store_report) = store::plan_store(
+                    &fs,
+                    dir,
+                    log.first_lsn(),
+                    log.last_lsn(),
+                    options.store_check_on_open_bytes_max,
+                )?;
+                let opened = store::open_store(
+                    &fs,
+                    dir,
+                    plan,
+                    store_report,
+                    Some(&log),
+                    options.store_cache_bytes,
+                )?;
+                let mut report = RecoveryReport::default();
+                report.store = opened.report;
+                report.checkpoint_lsn = opened.applied_lsn;
+                (Arc::new(log), opened.store, opened.applied_lsn, report)
+            }
+            #[cfg(not(feature = "jetstream"))]
+            LogKind::JetStream { .. } => {
+                return Err(Error::Unsupported {
+                    op: "open",
+                    reason: "this build has no JetStream log (feature `jetstream`)".into(),
+                });
+            }
             LogKind::Wal => {
                 let fs = options.storage.clone();
                 let wal_dir = layout::wal_dir(dir);

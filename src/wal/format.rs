@@ -334,6 +334,7 @@ pub fn is_zero_header(bytes: &[u8]) -> bool {
 /// The first LSN and event count a record's header claims, unchecked:
 /// for seeking only (a log that finds a record by its LSN); what is then
 /// read is decoded with [`decode_record`], which checks it all.
+#[cfg_attr(not(feature = "jetstream"), allow(dead_code))]
 pub fn peek_lsns(bytes: &[u8]) -> Option<(u64, u32)> {
     let lsn = bytes.get(RH_FIRST_LSN..RH_FIRST_LSN + 8)?;
     let count = bytes.get(RH_COUNT..RH_COUNT + 4)?;
