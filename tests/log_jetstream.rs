@@ -195,6 +195,7 @@ fn a_record_changed_in_the_stream_is_reported_with_its_sequence() {
         Err(Error::Corrupt { offset, reason, .. }) => {
             assert_eq!(offset, 2, "the stream sequence of the bad record");
             assert!(reason.contains("sequence 2"), "{reason}");
+            assert!(reason.contains("claims LSN 2"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }

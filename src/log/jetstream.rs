@@ -197,10 +197,14 @@ impl JetStreamLog {
 
     fn decode<'b>(&self, seq: u64, bytes: &'b [u8]) -> Result<RecordView<'b>> {
         format::decode_record(bytes, self.record_bytes_max).map_err(|e| {
+            // The LSN its header claims, for the report (unchecked: the
+            // record failed its check).
+            let claims = format::peek_lsns(bytes)
+                .map_or(String::new(), |(lsn, _)| format!(" (it claims LSN {lsn})"));
             Error::corrupt(
                 &self.endpoint,
                 seq,
-                format!("stream {} sequence {seq}: {e}", self.name),
+                format!("stream {} sequence {seq}{claims}: {e}", self.name),
             )
         })
     }
