@@ -284,7 +284,7 @@ impl Log for JetStreamLog {
     }
 
     fn append(&self, expected_last_lsn: u64, records: &[LogRecord<'_>]) -> Result<()> {
-        let (mut last_seq, mut next) = {
+        let last_seq = {
             let s = self.lock();
             if s.last_lsn != expected_last_lsn {
                 return Err(Error::LogConflict {
@@ -292,9 +292,13 @@ impl Log for JetStreamLog {
                     actual_last_lsn: s.last_lsn,
                 });
             }
-            (s.last_seq, expected_last_lsn + 1)
+            s.last_seq
         };
-        for r in records {
+        // Every record of the group, numbered and with its headers: the
+        // k-th expects the stream to end at `last_seq + k`.
+        let mut next = expected_last_lsn + 1;
+        let mut out = Vec::with_capacity(records.len());
+        for (k, r) in (0u64..).zip(records) {
             if r.first_lsn != next {
                 return Err(Error::Internal {
                     op: "append to log",
@@ -304,74 +308,102 @@ impl Log for JetStreamLog {
             let mut bytes =
                 format::encode_record_header(r.batch, r.first_lsn, r.first_version, 0).to_vec();
             bytes.extend_from_slice(&r.batch.payload);
-            let size = bytes.len() as u64;
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-                last_seq.to_string().as_str(),
+                (last_seq + k).to_string().as_str(),
             );
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
                 format!("{}-{}", self.name, r.first_lsn).as_str(),
             );
-            let (js, subject) = (self.js.clone(), self.subject.clone());
-            let mine = bytes::Bytes::from(bytes);
-            let sent = mine.clone();
-            let published = on(&self.rt, async move {
-                use async_nats::jetstream::context::PublishErrorKind;
-                let stale = |e: &async_nats::jetstream::context::PublishError| {
-                    e.kind() == PublishErrorKind::WrongLastSequence
-                };
-                let sent = js
-                    .publish_with_headers(subject, headers, sent)
+            out.push((headers, bytes::Bytes::from(bytes)));
+            next = r.last_lsn() + 1;
+        }
+        // Published one after another without waiting, then the acks
+        // awaited in order: a group costs one round trip, not one a
+        // record. The cluster applies them in order, each checking the
+        // sequence before it.
+        let (js, subject) = (self.js.clone(), self.subject.clone());
+        let sent: Vec<bytes::Bytes> = out.iter().map(|(_, b)| b.clone()).collect();
+        let acks = on(&self.rt, async move {
+            use async_nats::jetstream::context::PublishErrorKind;
+            let stale = |e: &async_nats::jetstream::context::PublishError| {
+                e.kind() == PublishErrorKind::WrongLastSequence
+            };
+            let mut pending = Vec::with_capacity(out.len());
+            for (headers, bytes) in out {
+                match js
+                    .publish_with_headers(subject.clone(), headers, bytes)
                     .await
-                    .map_err(|e| (stale(&e), e.to_string()))?;
-                sent.await.map_err(|e| (stale(&e), e.to_string()))
-            })
-            .map_err(|e| self.fail("append a record", &e))?;
-            let ack = match published {
+                {
+                    Ok(f) => pending.push(f),
+                    Err(e) => return vec![Err((stale(&e), e.to_string()))],
+                }
+            }
+            let mut acks = Vec::with_capacity(pending.len());
+            for f in pending {
+                let ack = f.await.map_err(|e| (stale(&e), e.to_string()));
+                let failed = ack.is_err();
+                acks.push(ack);
+                if failed {
+                    break;
+                }
+            }
+            acks
+        })
+        .map_err(|e| self.fail("append a record", &e))?;
+        let mut stored_seq = last_seq;
+        let mut outcome = Ok(());
+        for ((r, ack), mine) in records.iter().zip(acks).zip(sent) {
+            let ack = match ack {
                 Ok(ack) => ack,
                 // Another writer appended since this log last looked: the
-                // cluster refused the record, and nothing was written.
+                // cluster refused the record, and nothing more was written.
                 Err((true, _)) => {
-                    return Err(Error::LogConflict {
+                    outcome = Err(Error::LogConflict {
                         expected_last_lsn,
                         actual_last_lsn: r.last_lsn(),
                     });
+                    break;
                 }
-                Err((false, e)) => return Err(self.fail("append a record", &e)),
+                Err((false, e)) => {
+                    outcome = Err(self.fail("append a record", &e));
+                    break;
+                }
             };
             // A duplicate: a record of this message id (this first LSN) is
             // stored already, and the cluster did not check the expected
             // sequence. Ours, sent again after a lost acknowledgement, or
             // another writer's, who took the LSN first.
             if ack.duplicate && self.message(ack.sequence)? != mine {
-                return Err(Error::LogConflict {
+                outcome = Err(Error::LogConflict {
                     expected_last_lsn,
                     actual_last_lsn: r.last_lsn(),
                 });
+                break;
             }
-            if ack.sequence != last_seq + 1 {
-                return Err(self.fail(
+            if ack.sequence != stored_seq + 1 {
+                outcome = Err(self.fail(
                     "append a record",
                     &format!(
                         "stored at sequence {}, where {} was next: another writer",
                         ack.sequence,
-                        last_seq + 1
+                        stored_seq + 1
                     ),
                 ));
+                break;
             }
-            last_seq = ack.sequence;
-            next = r.last_lsn() + 1;
+            stored_seq = ack.sequence;
             let mut s = self.lock();
-            s.last_seq = last_seq;
+            s.last_seq = stored_seq;
             s.last_lsn = r.last_lsn();
             s.records += 1;
             s.events += u64::from(r.batch.count);
-            s.bytes += size;
+            s.bytes += mine.len() as u64;
         }
         self.grew.notify_all();
-        Ok(())
+        outcome
     }
 
     fn sync(&self) -> Result<u64> {
