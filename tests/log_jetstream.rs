@@ -200,3 +200,42 @@ fn a_record_changed_in_the_stream_is_reported_with_its_sequence() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn a_record_numbered_apart_is_reported_not_skipped() {
+    let cluster = Cluster::start();
+    let first = open(&cluster, "gapped");
+    append(&first, "a", 1, &["one"]);
+    // A record whose own check passes but whose LSN does not follow:
+    // another publisher's, or one after a deleted message.
+    let batch = encode_batch("a", &["five"]);
+    let mut bytes = replaydb::wal::format::encode_record_header(&batch, 5, 2, 0).to_vec();
+    bytes.extend_from_slice(&batch.payload);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let urls = cluster.urls.clone();
+    rt.block_on(async move {
+        let client = async_nats::connect(urls.first().unwrap().as_str())
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish("gapped.log", bytes.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let log = open(&cluster, "gapped");
+    let mut seen = Vec::new();
+    let read = log.read(1, &mut |r| {
+        seen.push(r.first_lsn);
+        Ok(true)
+    });
+    assert_eq!(seen, vec![1]);
+    match read {
+        Err(Error::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, 2);
+            assert!(reason.contains("LSN 5 where 2 was next"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

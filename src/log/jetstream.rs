@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
@@ -143,10 +143,11 @@ impl JetStreamLog {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stream's first and last records, as the cluster has them now.
-    fn load_tail(&self) -> Result<()> {
+    /// The stream's message counts and sequences, as the cluster has them
+    /// now.
+    fn stream_state(&self) -> Result<stream::State> {
         let mut stream = self.stream.clone();
-        let info = on(&self.rt, async move {
+        on(&self.rt, async move {
             stream
                 .info()
                 .await
@@ -154,7 +155,12 @@ impl JetStreamLog {
                 .map_err(|e| e.to_string())
         })
         .and_then(|r| r)
-        .map_err(|e| self.fail("read the stream's state", &e))?;
+        .map_err(|e| self.fail("read the stream's state", &e))
+    }
+
+    /// The stream's first and last records, as the cluster has them now.
+    fn load_tail(&self) -> Result<()> {
+        let info = self.stream_state()?;
         let mut tail = self.lock();
         tail.records = info.messages;
         tail.bytes = info.bytes;
@@ -170,7 +176,7 @@ impl JetStreamLog {
         tail.first_lsn = first.0;
         tail.last_lsn = last.1;
         tail.last_seq = info.last_sequence;
-        tail.events = last.1 + 1 - first.0;
+        tail.events = (last.1 + 1).saturating_sub(first.0);
         Ok(())
     }
 
@@ -212,16 +218,7 @@ impl JetStreamLog {
     /// The sequence of the record holding `lsn` (a binary search over
     /// direct gets), or the first after it if none holds it.
     fn seq_of(&self, lsn: u64) -> Result<u64> {
-        let mut stream = self.stream.clone();
-        let info = on(&self.rt, async move {
-            stream
-                .info()
-                .await
-                .map(|i| i.state.clone())
-                .map_err(|e| e.to_string())
-        })
-        .and_then(|r| r)
-        .map_err(|e| self.fail("read the stream's state", &e))?;
+        let info = self.stream_state()?;
         let (mut lo, mut hi) = (info.first_sequence, info.last_sequence);
         if info.messages == 0 {
             return Ok(info.last_sequence + 1);
@@ -239,7 +236,8 @@ impl JetStreamLog {
                     format!("stream {} sequence {mid}: not a record", self.name),
                 )
             })?;
-            let last = first + u64::from(count.max(1)) - 1;
+            // Unchecked bytes: no arithmetic on them may overflow.
+            let last = first.saturating_add(u64::from(count.max(1)) - 1);
             if last < lsn {
                 lo = mid + 1;
             } else {
@@ -332,24 +330,31 @@ impl Log for JetStreamLog {
                 e.kind() == PublishErrorKind::WrongLastSequence
             };
             let mut pending = Vec::with_capacity(out.len());
+            let mut unsent = None;
             for (headers, bytes) in out {
                 match js
                     .publish_with_headers(subject.clone(), headers, bytes)
                     .await
                 {
                     Ok(f) => pending.push(f),
-                    Err(e) => return vec![Err((stale(&e), e.to_string()))],
+                    Err(e) => {
+                        unsent = Some(Err((stale(&e), e.to_string())));
+                        break;
+                    }
                 }
             }
-            let mut acks = Vec::with_capacity(pending.len());
+            // The acks of what was sent come first, even after a failed
+            // send: what the stream stored, this log must know it holds.
+            let mut acks = Vec::with_capacity(pending.len() + 1);
             for f in pending {
                 let ack = f.await.map_err(|e| (stale(&e), e.to_string()));
                 let failed = ack.is_err();
                 acks.push(ack);
                 if failed {
-                    break;
+                    return acks;
                 }
             }
+            acks.extend(unsent);
             acks
         })
         .map_err(|e| self.fail("append a record", &e))?;
@@ -418,9 +423,26 @@ impl Log for JetStreamLog {
     ) -> Result<()> {
         let last_seq = self.lock().last_seq;
         let mut seq = self.seq_of(from_lsn.max(1))?;
+        // Each record must follow the one before it: a record missing or
+        // numbered apart (a message deleted, another publisher's) is
+        // damage, said with its sequence, never a silent gap.
+        let mut expected: Option<u64> = None;
         while seq <= last_seq {
             let bytes = self.message(seq)?;
             let record = self.decode(seq, &bytes)?;
+            if let Some(want) = expected
+                && record.first_lsn != want
+            {
+                return Err(Error::corrupt(
+                    &self.endpoint,
+                    seq,
+                    format!(
+                        "stream {} sequence {seq}: a record of LSN {} where {want} was next",
+                        self.name, record.first_lsn
+                    ),
+                ));
+            }
+            expected = Some(record.last_lsn() + 1);
             if record.last_lsn() >= from_lsn && !visit(&record)? {
                 break;
             }
@@ -430,20 +452,7 @@ impl Log for JetStreamLog {
     }
 
     fn wait_past(&self, lsn: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
-        while s.last_lsn <= lsn {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .grew
-                .wait_timeout(s, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        s.last_lsn
+        super::wait_past(&self.state, &self.grew, lsn, timeout, |s| s.last_lsn)
     }
 
     fn truncate_before(&self, lsn: u64) -> Result<Truncated> {

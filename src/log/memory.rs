@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::log::{Log, LogRecord, LogStats, Truncated};
@@ -134,20 +134,7 @@ impl Log for MemoryLog {
     }
 
     fn wait_past(&self, lsn: u64, timeout: Duration) -> u64 {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
-        while s.last_lsn <= lsn {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .grew
-                .wait_timeout(s, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        s.last_lsn
+        super::wait_past(&self.state, &self.grew, lsn, timeout, |s| s.last_lsn)
     }
 
     fn truncate_before(&self, lsn: u64) -> Result<Truncated> {

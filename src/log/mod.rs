@@ -78,6 +78,33 @@ pub struct LogStats {
     pub syncs: u64,
 }
 
+/// [`Log::wait_past`] for a log whose tail is `state` under a lock, told
+/// of growth on `grew`: waits until `last(state)` is past `lsn` or
+/// `timeout` passes; the last LSN.
+fn wait_past<T>(
+    state: &std::sync::Mutex<T>,
+    grew: &std::sync::Condvar,
+    lsn: u64,
+    timeout: Duration,
+    last: impl Fn(&T) -> u64,
+) -> u64 {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut s = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while last(&s) <= lsn {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s = grew
+            .wait_timeout(s, left)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
+    }
+    last(&s)
+}
+
 /// The log under a database. See the module docs.
 ///
 /// Appends come from one writer at a time (the engine's commit leader);
