@@ -132,6 +132,10 @@ pub enum Error {
         expected_last_lsn: u64,
         /// Where the log ends.
         actual_last_lsn: u64,
+        /// Records of the append, from its first, that the log did store
+        /// before another writer's came between (a shared log, whose
+        /// records are published one after another; 0 on any other).
+        stored_records: u64,
     },
 
     /// A snapshot file of release 0.1 could not be read.
@@ -362,6 +366,34 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// The same failure again, for a second caller it fails (errors are
+    /// not `Clone`: an I/O error keeps its kind and message).
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::LogConflict {
+                expected_last_lsn,
+                actual_last_lsn,
+                stored_records,
+            } => Error::LogConflict {
+                expected_last_lsn: *expected_last_lsn,
+                actual_last_lsn: *actual_last_lsn,
+                stored_records: *stored_records,
+            },
+            Error::Poisoned { cause } => Error::Poisoned {
+                cause: cause.clone(),
+            },
+            other => Error::Internal {
+                op: "append",
+                reason: other.to_string(),
+            },
         }
     }
 

@@ -784,7 +784,7 @@ fn a_forged_record_that_does_not_follow_on_is_counted_and_changes_nothing() {
             .db()
             .expect("embedded")
             .execute(RUNTIME_STREAM, replaydb::ExpectedVersion::Any, move |_| {
-                Ok(vec![data])
+                Ok(vec![data.clone()])
             })
             .unwrap();
     }

@@ -77,6 +77,9 @@ const READERS_FIRST_MAX: Duration = Duration::from_millis(1);
 /// A deferred apply copies the command's payload; larger ones are applied
 /// before the reply instead.
 const DEFER_PAYLOAD_BYTES_MAX: usize = 64 << 10;
+/// Payload bytes one catch-up folds into one transaction at most; the
+/// leader asks again while the log holds more.
+const CATCH_UP_TRANSACTION_BYTES_MAX: u64 = 8 << 20;
 
 /// One committed batch, as the store applies it.
 #[derive(Debug)]
@@ -99,6 +102,23 @@ pub(crate) struct DecideItem {
 /// What the applier decided for one item: the batch to write with its
 /// first LSN and version, nothing (`Ok(None)`), or a refusal.
 pub(crate) type Decided = Result<Option<(EncodedBatch, u64, u64)>>;
+
+/// A group's decisions, and the decisions' functions handed back (a shared
+/// log may need them again).
+pub(crate) type DecidedGroup = (Vec<Decided>, Vec<Option<Decide>>);
+
+/// What became of a decided group's log write, as the leader reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The log has it: the transaction holding it may commit.
+    Yes,
+    /// A shared log did not take it (another node appended first, or the
+    /// cluster did not answer): its effects are dropped, and the log,
+    /// followed, says what happened.
+    RolledBack,
+    /// The write failed and the handle is poisoned.
+    No,
+}
 
 /// What a checkpoint did, from [`Db::checkpoint`](crate::Db::checkpoint).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -125,11 +145,15 @@ pub(crate) enum Job {
     Decide {
         items: Vec<DecideItem>,
         next_lsn: u64,
-        reply: ReplyTx<Vec<Decided>>,
-        written: Receiver<bool>,
+        reply: ReplyTx<DecidedGroup>,
+        written: Receiver<Written>,
         done: Option<Sender<()>>,
     },
     Checkpoint(Sender<Result<CheckpointOutcome>>),
+    /// Folds what the log holds past the applied LSN (records another
+    /// node appended to a shared log) into the store, a bounded amount at
+    /// a time; answers the LSN applied now.
+    CatchUp(Sender<Result<u64>>),
     Stop,
 }
 
@@ -217,6 +241,10 @@ struct State {
     /// Apply a command group's last item after the reply (not with
     /// `Options::synchronous_apply`, whose I/O must happen in one order).
     defer_last_apply: bool,
+    /// The log is shared with other nodes (see [`Log::is_shared`]): a
+    /// decided group may be rolled back, so it gets a transaction of its
+    /// own.
+    shared: bool,
     policy: Policy,
     /// The LSN the last durable checkpoint covers.
     checkpoint_lsn: u64,
@@ -335,6 +363,7 @@ impl Applier {
         let jobs = Arc::new(Jobs::default());
         let rx = jobs.clone();
         let backlog = Arc::new(Backlog::default());
+        let shared = s.log.is_shared();
         let mut state = State {
             store: s.store,
             views: s.views,
@@ -345,6 +374,7 @@ impl Applier {
             durability: options.durability,
             record_bytes_max: options.record_bytes_max,
             defer_last_apply: !options.synchronous_apply,
+            shared,
             policy: Policy {
                 every_records: options.checkpoint_every_records,
                 every_bytes: options.checkpoint_every_bytes,
@@ -483,12 +513,14 @@ impl State {
             };
             busy = true;
             let mut checkpoints = Vec::new();
+            let mut catch_ups = Vec::new();
             let mut stop = false;
             let mut dones = Vec::new();
             let round = Round {
                 rx: &rx,
                 kicked,
                 checkpoints: &mut checkpoints,
+                catch_ups: &mut catch_ups,
                 stop: &mut stop,
                 dones: &mut dones,
             };
@@ -499,8 +531,14 @@ impl State {
                 for reply in checkpoints {
                     let _ = reply.send(Err(self.health.error()));
                 }
+                for reply in catch_ups {
+                    let _ = reply.send(Err(self.health.error()));
+                }
                 rx.close();
                 return;
+            }
+            for reply in catch_ups {
+                let _ = reply.send(self.catch_up());
             }
             if stop {
                 rx.close();
@@ -561,6 +599,7 @@ impl State {
             rx,
             kicked,
             checkpoints,
+            catch_ups,
             stop,
             dones,
         } = round;
@@ -570,7 +609,7 @@ impl State {
         // Groups decided here whose log write is still to be reported:
         // the transaction holds their effects, so it commits only once
         // each is written.
-        let mut unwritten: Vec<Receiver<bool>> = Vec::new();
+        let mut unwritten: Vec<Receiver<Written>> = Vec::new();
         let round_start = Instant::now();
         let mut taken = 0usize;
         loop {
@@ -614,11 +653,19 @@ impl State {
                         // A group decided earlier in this round whose write
                         // failed poisoned the handle: decide nothing more.
                         check_written(&mut unwritten, false)?;
-                        let w = match w.as_mut() {
+                        if self.shared
+                            && let Some(earlier) = w.take()
+                        {
+                            // What came before is committed first, so a
+                            // rollback drops this group alone.
+                            self.commit_round(earlier, views)?;
+                        }
+                        let tx = match w.as_mut() {
                             Some(w) => w,
                             None => w.insert(store.begin_write()?),
                         };
-                        let (decided, deferred) = self.decide(w, views, items, next_lsn)?;
+                        let ((decided, decides), deferred) =
+                            self.decide(tx, views, items, next_lsn)?;
                         let last = decided
                             .iter()
                             .filter_map(|d| d.as_ref().ok().and_then(|o| o.as_ref()))
@@ -628,16 +675,31 @@ impl State {
                             .collect::<Vec<_>>();
                         // The leader writes the group while the last
                         // command's effects are applied here.
-                        reply.send(decided);
+                        reply.send((decided, decides));
                         if let Some(d) = deferred {
-                            w.apply_batch(&d.as_ref(), &mut views.slots)?;
+                            tx.apply_batch(&d.as_ref(), &mut views.slots)?;
                         }
-                        unwritten.push(written);
+                        if self.shared {
+                            // Known at once, before anything more joins
+                            // the transaction.
+                            match written.recv() {
+                                Ok(Written::Yes) => {}
+                                Ok(Written::RolledBack) => {
+                                    drop(w.take());
+                                    self.reload_views(views)?;
+                                    continue;
+                                }
+                                _ => return Err(written_failed()),
+                            }
+                        } else {
+                            unwritten.push(written);
+                        }
                         for (bytes, lsn) in last {
                             self.count(bytes, lsn);
                         }
                     }
                     Job::Checkpoint(reply) => checkpoints.push(reply),
+                    Job::CatchUp(reply) => catch_ups.push(reply),
                     Job::Stop => *stop = true,
                 }
             }
@@ -645,6 +707,7 @@ impl State {
                 || kicked
                 || rx.readers_waiting() > 0
                 || !checkpoints.is_empty()
+                || !catch_ups.is_empty()
                 || !dones.is_empty()
                 || taken >= JOBS_PER_TRANSACTION_MAX
                 || round_start.elapsed() >= LINGER_ROUND_MAX;
@@ -663,12 +726,92 @@ impl State {
         }
         check_written(&mut unwritten, true)?;
         if let Some(w) = w {
-            w.record_views(&views.slots)?;
-            w.commit()?;
-            views.applied_lsn = self.applied_lsn;
-            self.health.publish_applied(self.applied_lsn);
+            self.commit_round(w, views)?;
         }
         Ok(released)
+    }
+
+    /// Commits what `w` applied and publishes it.
+    fn commit_round(&self, w: StoreWrite<'_>, views: &mut ViewStates) -> Result<()> {
+        w.record_views(&views.slots)?;
+        w.commit()?;
+        views.applied_lsn = self.applied_lsn;
+        self.health.publish_applied(self.applied_lsn);
+        Ok(())
+    }
+
+    /// After a dropped transaction: the views' memory is rebuilt from
+    /// their tables as last committed, and the applied LSN is that
+    /// commit's again.
+    fn reload_views(&mut self, views: &mut ViewStates) -> Result<()> {
+        let r = self.store.begin_read()?;
+        let recorded = crate::engine::recover::read_view_meta(&r, &self.store)?;
+        for slot in &mut views.slots {
+            slot.view.reset();
+            let tables = crate::views::ViewTablesRead {
+                at: TablesAt::Read(&r.tx),
+                view: &slot.name,
+                path: &self.store.path,
+            };
+            slot.view.load(&tables)?;
+            slot.applied_lsn = recorded
+                .iter()
+                .find(|(n, _, _)| *n == slot.name)
+                .map_or(0, |(_, _, lsn)| *lsn);
+        }
+        self.applied_lsn = views.applied_lsn;
+        Ok(())
+    }
+
+    /// Folds the log past the applied LSN into the store: what other
+    /// nodes appended to a shared log. At most
+    /// [`CATCH_UP_TRANSACTION_BYTES_MAX`] a call, in one transaction; the
+    /// LSN applied after it. A record that fails its check, or that does
+    /// not follow the store's state, is never applied: it poisons the
+    /// handle, naming its LSN. A read that fails applies nothing.
+    fn catch_up(&mut self) -> Result<u64> {
+        self.health.check()?;
+        let views_lock = self.views.clone();
+        let mut views = views_lock.write().unwrap_or_else(PoisonError::into_inner);
+        let from = self.applied_lsn + 1;
+        if self.log.last_lsn() < from {
+            return Ok(self.applied_lsn);
+        }
+        let store = self.store.clone();
+        let mut w = store.begin_write()?;
+        let mut next = from;
+        let mut bytes = 0u64;
+        let mut counted = Vec::new();
+        let read = self.log.read(from, &mut |r| {
+            if r.last_lsn() < next {
+                return Ok(true);
+            }
+            crate::engine::recover::apply_record(
+                &mut w,
+                r,
+                next,
+                &mut views.slots,
+                "folding the shared log into the store",
+            )?;
+            next = r.last_lsn() + 1;
+            bytes += r.payload.len() as u64;
+            counted.push((r.payload.len() as u64, r.last_lsn()));
+            Ok(bytes < CATCH_UP_TRANSACTION_BYTES_MAX)
+        });
+        if let Err(e) = read {
+            drop(w);
+            self.reload_views(&mut views)?;
+            if matches!(e, Error::Corrupt { .. }) {
+                tracing::error!(error = %e, "a record of the shared log is damaged; poisoning the handle");
+                self.health.poison(e.to_string());
+            }
+            return Err(e);
+        }
+        for (b, lsn) in counted {
+            self.count(b, lsn);
+        }
+        self.commit_round(w, &mut views)?;
+        Ok(self.applied_lsn)
     }
 
     fn count(&mut self, bytes: u64, last_lsn: u64) {
@@ -687,14 +830,16 @@ impl State {
         views: &mut ViewStates,
         items: Vec<DecideItem>,
         mut next_lsn: u64,
-    ) -> Result<(Vec<Decided>, Option<DeferredApply>)> {
+    ) -> Result<(DecidedGroup, Option<DeferredApply>)> {
         let mut out = Vec::with_capacity(items.len());
+        let mut decides = Vec::with_capacity(items.len());
         let mut deferred: Option<DeferredApply> = None;
         for item in items {
             if let Some(d) = deferred.take() {
                 w.apply_batch(&d.as_ref(), &mut views.slots)?;
             }
-            let batch = match item.decide {
+            decides.push(item.decide);
+            let batch = match decides.last().and_then(Option::as_ref) {
                 Some(decide) => {
                     let set = ViewSet {
                         slots: &views.slots,
@@ -750,7 +895,7 @@ impl State {
             next_lsn += count;
         }
         // Only the last accepted item may still be deferred.
-        Ok((out, deferred))
+        Ok(((out, decides), deferred))
     }
 
     /// Takes a checkpoint and answers `reply` (or logs a failure).
@@ -819,9 +964,16 @@ impl State {
         }
         // The fallback (the previous checkpoint) needs the log after it.
         crate::failpoint::hit("checkpoint.before_truncate");
-        let truncated = self.log.truncate_before(outcome.previous_lsn + 1)?;
-        outcome.log_first_lsn = truncated.first_lsn;
-        outcome.log_removed = truncated.removed;
+        if self.shared {
+            // Other nodes, and any that joins later, read the log from
+            // their own checkpoints: a shared log is not this node's to
+            // cut (the cluster's retention limits are).
+            outcome.log_first_lsn = self.log.first_lsn();
+        } else {
+            let truncated = self.log.truncate_before(outcome.previous_lsn + 1)?;
+            outcome.log_first_lsn = truncated.first_lsn;
+            outcome.log_removed = truncated.removed;
+        }
         self.policy.records = 0;
         self.policy.bytes = 0;
         self.policy.since = Instant::now();
@@ -841,6 +993,7 @@ struct Round<'a> {
     /// Someone waits for this round: it does not linger.
     kicked: bool,
     checkpoints: &'a mut Vec<Sender<Result<CheckpointOutcome>>>,
+    catch_ups: &'a mut Vec<Sender<Result<u64>>>,
     stop: &'a mut bool,
     dones: &'a mut Vec<Sender<()>>,
 }
@@ -869,10 +1022,8 @@ impl DeferredApply {
 /// Checks the log writes reported for the groups decided this round;
 /// with `wait`, waits for every one (before the transaction commits).
 /// Any write not done poisons: the transaction holds its effects.
-fn check_written(unwritten: &mut Vec<Receiver<bool>>, wait: bool) -> Result<()> {
-    let poisoned = || Error::Poisoned {
-        cause: "a group decided in the store was not written to the log".into(),
-    };
+fn check_written(unwritten: &mut Vec<Receiver<Written>>, wait: bool) -> Result<()> {
+    let poisoned = written_failed;
     let mut i = 0;
     while let Some(rx) = unwritten.get(i) {
         let got = if wait {
@@ -887,12 +1038,18 @@ fn check_written(unwritten: &mut Vec<Receiver<bool>>, wait: bool) -> Result<()> 
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
             }
         };
-        if got != Some(true) {
+        if got != Some(Written::Yes) {
             return Err(poisoned());
         }
         unwritten.swap_remove(i);
     }
     Ok(())
+}
+
+fn written_failed() -> Error {
+    Error::Poisoned {
+        cause: "a group decided in the store was not written to the log".into(),
+    }
 }
 
 /// Polls for the next jobs, taking at most `room`, for up to
@@ -903,7 +1060,7 @@ fn check_written(unwritten: &mut Vec<Receiver<bool>>, wait: bool) -> Result<()> 
 fn linger(
     rx: &Jobs,
     room: usize,
-    unwritten: &mut Vec<Receiver<bool>>,
+    unwritten: &mut Vec<Receiver<Written>>,
     round_start: Instant,
 ) -> Result<Option<Vec<Job>>> {
     use std::sync::atomic::Ordering;
@@ -954,7 +1111,7 @@ impl Drop for TellOnDrop {
 /// Runs a command's decision and encodes what it decided. A panic in it
 /// fails that command alone.
 fn run_command(
-    decide: Decide,
+    decide: &Decide,
     views: &ViewSet<'_>,
     stream: &str,
     record_bytes_max: u64,

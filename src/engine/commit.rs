@@ -20,13 +20,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
 use crate::engine::Inner;
-use crate::engine::applier::{CommittedBatch, DecideItem, Decided, Job};
+use crate::engine::applier::{CommittedBatch, DecideItem, Decided, Job, Written};
 use crate::error::{Error, Result};
 use crate::log::LogRecord;
 use crate::options::Durability;
 use crate::stream::{Appended, ExpectedVersion};
 use crate::views::ViewSet;
-use crate::wal::format::EncodedBatch;
+use crate::wal::format::{self, EncodedBatch};
 
 /// Where an appender waits: for its result, or to be told to lead.
 #[derive(Debug, Default)]
@@ -203,11 +203,46 @@ pub(crate) struct CommitState {
     pub next_lsn: u64,
 }
 
+/// Tries a group makes on a shared log, each after folding in what other
+/// nodes appended, before its appenders get the conflict.
+const SHARED_LOG_TRIES_MAX: u32 = 256;
+
+/// What one try at a group came to.
+enum Attempt {
+    /// Every slot of the group is completed.
+    Done,
+    /// A shared log refused it (another node appended first), maybe
+    /// after storing its first records: the slots those settle, with
+    /// their results, and the rest of the group, undecided, to try again.
+    Lost {
+        done: Vec<(Arc<Slot>, Result<Appended>)>,
+        again: Vec<Pending>,
+    },
+}
+
+/// What a log write came to.
+enum LogWrite {
+    Written,
+    /// A shared log refused it: another node appended first. It stored
+    /// this many of the first records.
+    Lost(u64),
+    /// It failed: on a local log the handle is poisoned; on a shared log
+    /// the record may or may not be in it, and following the log says.
+    Failed(Error),
+}
+
 impl Inner {
     /// Fails every slot of `group` with the poison error.
     fn fail_all<'a>(&self, slots: impl IntoIterator<Item = &'a Arc<Slot>>) {
         for slot in slots {
             slot.complete_if_waiting(Err(self.poisoned_error()));
+        }
+    }
+
+    /// Fails every slot of `slots` with `e`.
+    fn fail_with<'a>(&self, slots: impl IntoIterator<Item = &'a Arc<Slot>>, e: &Error) {
+        for slot in slots {
+            slot.complete_if_waiting(Err(e.again()));
         }
     }
 
@@ -220,17 +255,95 @@ impl Inner {
         // Never more queued for the store than it can take: memory stays
         // bounded however far the applier falls behind.
         self.applier.backlog.wait_for_room(&self.health);
+        if !self.log.is_shared() {
+            // A local log has one writer: a try always completes.
+            let _ = self.commit_once(state, group);
+            return;
+        }
+        let mut group = group;
+        for _ in 0..SHARED_LOG_TRIES_MAX {
+            // What other nodes appended first: the group is decided
+            // against it.
+            if let Err(e) = self.catch_up(state) {
+                self.fail_with(group.iter().map(|p| &p.slot), &e);
+                return;
+            }
+            match self.commit_once(state, group) {
+                Attempt::Done => return,
+                Attempt::Lost { done, again } => {
+                    if !done.is_empty() {
+                        // Their records are in the log: folded in first
+                        // (a failure here is met by the next try's), then
+                        // acknowledged.
+                        let _ = self.catch_up(state);
+                        self.count_group(done.iter().filter(|(_, r)| r.is_ok()).count());
+                        for (slot, result) in done {
+                            slot.complete(result);
+                        }
+                    }
+                    if again.is_empty() {
+                        return;
+                    }
+                    group = again;
+                }
+            }
+        }
+        let e = Error::LogConflict {
+            expected_last_lsn: state.next_lsn - 1,
+            actual_last_lsn: self.log.last_lsn(),
+            stored_records: 0,
+        };
+        tracing::warn!(error = %e, tries = SHARED_LOG_TRIES_MAX, "a group lost every race for the shared log");
+        self.fail_with(group.iter().map(|p| &p.slot), &e);
+    }
+
+    fn commit_once(&self, state: &mut CommitState, group: Vec<Pending>) -> Attempt {
         if group.iter().any(|p| p.decide.is_some()) {
-            self.commit_commands(state, group);
+            self.commit_commands(state, group)
         } else {
-            self.commit_batches(state, group);
+            self.commit_batches(state, group)
         }
     }
 
+    /// Folds what the log holds past this node's last commit into the
+    /// store (records other nodes appended to a shared log), until the
+    /// store has what the log is known to hold.
+    pub(crate) fn catch_up(&self, state: &mut CommitState) -> Result<()> {
+        while self.log.last_lsn() >= state.next_lsn {
+            let (tx, rx) = mpsc::channel();
+            if !self.applier.send(Job::CatchUp(tx)) {
+                self.poison("the store applier stopped".into());
+                return Err(self.poisoned_error());
+            }
+            let applied = rx.recv().map_err(|_| self.poisoned_error())??;
+            if applied < state.next_lsn {
+                return Err(Error::Internal {
+                    op: "follow the shared log",
+                    reason: format!(
+                        "the log ends at LSN {} but yields nothing from LSN {}",
+                        self.log.last_lsn(),
+                        state.next_lsn
+                    ),
+                });
+            }
+            // The store reflects every commit now: each version it holds
+            // is exact, and the cache may not be (other nodes wrote).
+            self.versions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+            state.next_lsn = applied + 1;
+            self.committed_lsn.fetch_max(applied, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// Writes `records` to the log and, in `Immediate` mode, makes them
-    /// durable. A failure poisons the handle: the bytes may or may not be
-    /// on disk, and the views may not match the log.
-    fn write_to_log(&self, state: &CommitState, records: &[LogRecord<'_>]) -> Result<()> {
+    /// durable. On a local log a failure poisons the handle: the bytes may
+    /// or may not be on disk, and the views may not match the log. On a
+    /// shared log the log is the truth, and the next group folds whatever
+    /// it holds: a failure fails this group alone.
+    fn write_to_log(&self, state: &CommitState, records: &[LogRecord<'_>]) -> LogWrite {
         let written = self.log.append(state.next_lsn - 1, records).and_then(|()| {
             let planted = crate::failpoint::planted(crate::failpoint::PlantedBug::AckBeforeFsync);
             if self.options.durability == Durability::Immediate && !planted {
@@ -238,16 +351,26 @@ impl Inner {
             }
             Ok(())
         });
-        if let Err(e) = &written {
-            tracing::error!(error = %e, "write or fsync failed; poisoning the database handle");
-            self.poison(e.to_string());
+        match written {
+            Ok(()) => LogWrite::Written,
+            Err(Error::LogConflict { stored_records, .. }) if self.log.is_shared() => {
+                LogWrite::Lost(stored_records)
+            }
+            Err(e) if self.log.is_shared() => {
+                tracing::warn!(error = %e, "the shared log did not take a group");
+                LogWrite::Failed(e)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "write or fsync failed; poisoning the database handle");
+                self.poison(e.to_string());
+                LogWrite::Failed(e)
+            }
         }
-        written
     }
 
     /// A group of plain batches: decided against stream versions here,
     /// written, acknowledged, then handed to the store.
-    fn commit_batches(&self, state: &mut CommitState, group: Vec<Pending>) {
+    fn commit_batches(&self, state: &mut CommitState, group: Vec<Pending>) -> Attempt {
         let mut versions = self
             .versions
             .lock()
@@ -256,83 +379,138 @@ impl Inner {
         // hold was last written at or below the LSN the store has applied
         // (and published), so this reader sees its version.
         let mut reader = None;
-        let mut accepted: Vec<(Pending, u64, u64)> = Vec::with_capacity(group.len());
+        // Versions this group moves, kept apart until the log has it.
+        let mut moved: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let mut decided: Vec<(Pending, Result<(u64, u64)>)> = Vec::with_capacity(group.len());
         let mut next_lsn = state.next_lsn;
         for p in group {
-            let current = match versions.get(&p.stream) {
-                Some(v) => v,
-                None => {
-                    let r = match reader.as_ref() {
-                        Some(r) => r,
-                        None => match self.store.begin_read() {
-                            Ok(r) => reader.insert(r),
-                            Err(e) => {
-                                p.slot.complete(Err(e));
-                                continue;
-                            }
-                        },
-                    };
-                    match r.stream_meta(&p.stream) {
-                        Ok(m) => m.map_or(0, |m| m.version),
-                        Err(e) => {
-                            p.slot.complete(Err(e));
-                            continue;
-                        }
-                    }
+            let current = match moved
+                .get(&p.stream)
+                .copied()
+                .or_else(|| versions.get(&p.stream))
+            {
+                Some(v) => Ok(v),
+                None => match reader.as_ref() {
+                    Some(r) => Ok(r),
+                    None => self.store.begin_read().map(|r| &*reader.insert(r)),
                 }
+                .and_then(|r| r.stream_meta(&p.stream))
+                .map(|m| m.map_or(0, |m| m.version)),
             };
-            if !p.expected.admits(current) {
-                p.slot.complete(Err(Error::WrongExpectedVersion {
-                    stream: p.stream.clone(),
-                    expected: p.expected,
-                    actual: current,
-                }));
-                continue;
-            }
-            let count = u64::from(p.batch.count);
-            versions.set(&p.stream, current + count, next_lsn + count - 1);
-            accepted.push((p, next_lsn, current + 1));
-            next_lsn += count;
+            let outcome = current.and_then(|current| {
+                if p.expected.admits(current) {
+                    Ok(current)
+                } else {
+                    Err(Error::WrongExpectedVersion {
+                        stream: p.stream.clone(),
+                        expected: p.expected,
+                        actual: current,
+                    })
+                }
+            });
+            let outcome = outcome.map(|current| {
+                let count = u64::from(p.batch.count);
+                moved.insert(p.stream.clone(), current + count);
+                let at = (next_lsn, current + 1);
+                next_lsn += count;
+                at
+            });
+            decided.push((p, outcome));
         }
         drop(reader);
-        if accepted.is_empty() {
-            return;
-        }
-        let records: Vec<LogRecord<'_>> = accepted
+        let records: Vec<LogRecord<'_>> = decided
             .iter()
-            .map(|(p, lsn, version)| LogRecord {
-                batch: &p.batch,
-                first_lsn: *lsn,
-                first_version: *version,
+            .filter_map(|(p, d)| {
+                d.as_ref().ok().map(|(lsn, version)| LogRecord {
+                    batch: &p.batch,
+                    first_lsn: *lsn,
+                    first_version: *version,
+                })
             })
             .collect();
-        if self.write_to_log(state, &records).is_err() {
-            drop(versions);
-            self.fail_all(accepted.iter().map(|(p, _, _)| &p.slot));
-            return;
+        if !records.is_empty() {
+            match self.write_to_log(state, &records) {
+                LogWrite::Written => {}
+                LogWrite::Lost(stored) => {
+                    drop(records);
+                    // The items up to the last record stored are settled
+                    // (refusals among them were decided against what the
+                    // log holds before it); the rest go again.
+                    let mut done = Vec::new();
+                    let mut again = Vec::new();
+                    let mut left = stored;
+                    for (p, d) in decided {
+                        if left == 0 {
+                            again.push(p);
+                            continue;
+                        }
+                        let result = d.map(|(lsn, version)| {
+                            left -= 1;
+                            let count = u64::from(p.batch.count);
+                            Appended {
+                                first_lsn: lsn,
+                                last_lsn: lsn + count - 1,
+                                version: version + count - 1,
+                            }
+                        });
+                        done.push((p.slot, result));
+                    }
+                    return Attempt::Lost { done, again };
+                }
+                LogWrite::Failed(e) => {
+                    drop(records);
+                    drop(versions);
+                    self.fail_with(decided.iter().map(|(p, _)| &p.slot), &e);
+                    return Attempt::Done;
+                }
+            }
         }
         drop(records);
         let last_lsn = next_lsn - 1;
-        state.next_lsn = next_lsn;
-        versions.trim(self.health.applied_lsn());
+        let accepted = decided.iter().filter(|(_, d)| d.is_ok()).count();
+        if accepted > 0 {
+            for (p, d) in &decided {
+                if let Ok((lsn, version)) = d {
+                    let count = u64::from(p.batch.count);
+                    versions.set(&p.stream, version + count - 1, lsn + count - 1);
+                }
+            }
+            state.next_lsn = next_lsn;
+            versions.trim(self.health.applied_lsn());
+        }
         drop(versions);
+        if accepted == 0 {
+            for (p, d) in decided {
+                if let Err(e) = d {
+                    p.slot.complete(Err(e));
+                }
+            }
+            return Attempt::Done;
+        }
         self.committed_lsn.store(last_lsn, Ordering::Release);
-        self.count_group(accepted.len());
+        self.count_group(accepted);
         let mut bytes = 0u64;
-        let mut batches = Vec::with_capacity(accepted.len());
-        let mut done = Vec::with_capacity(accepted.len());
-        for (p, lsn, version) in accepted {
+        let mut batches = Vec::with_capacity(accepted);
+        let mut done = Vec::with_capacity(decided.len());
+        for (p, d) in decided {
+            let (lsn, version) = match d {
+                Ok(at) => at,
+                Err(e) => {
+                    done.push((p.slot, Err(e)));
+                    continue;
+                }
+            };
             let count = u64::from(p.batch.count);
             bytes += p.batch.payload.len() as u64
                 + p.stream.len() as u64
                 + super::applier::BACKLOG_BATCH_OVERHEAD_BYTES;
             done.push((
                 p.slot,
-                Appended {
+                Ok(Appended {
                     first_lsn: lsn,
                     last_lsn: lsn + count - 1,
                     version: version + count - 1,
-                },
+                }),
             ));
             batches.push(CommittedBatch {
                 stream: p.stream,
@@ -350,19 +528,27 @@ impl Inner {
         if let Some(applied) = applied {
             let _ = applied.recv();
         }
-        for (slot, appended) in done {
-            slot.complete(Ok(appended));
+        for (slot, result) in done {
+            slot.complete(result);
         }
+        Attempt::Done
     }
 
     /// A group with commands: decided in the applier, against the store
     /// transaction that holds every earlier commit; written here; then
     /// the applier may commit it.
-    fn commit_commands(&self, state: &mut CommitState, group: Vec<Pending>) {
+    fn commit_commands(&self, state: &mut CommitState, group: Vec<Pending>) -> Attempt {
+        let shared = self.log.is_shared();
         let mut slots = Vec::with_capacity(group.len());
-        let mut streams = Vec::with_capacity(group.len());
+        let mut streams: Vec<String> = Vec::with_capacity(group.len());
         let mut items = Vec::with_capacity(group.len());
+        // A shared log may refuse the group: what it takes to try again
+        // (the decisions themselves come back from the applier).
+        let mut again = Vec::new();
         for p in group {
+            if shared {
+                again.push((p.expected, p.decide.is_none().then(|| p.batch.clone())));
+            }
             slots.push(p.slot);
             streams.push(p.stream.clone());
             items.push(DecideItem {
@@ -382,12 +568,12 @@ impl Inner {
             written,
             done: tell,
         });
-        let decided = match decided.recv() {
-            Some(d) if sent && d.len() == slots.len() => d,
+        let (decided, decides) = match decided.recv() {
+            Some((d, f)) if sent && d.len() == slots.len() && f.len() == slots.len() => (d, f),
             _ => {
                 self.poison("the store applier stopped".into());
                 self.fail_all(&slots);
-                return;
+                return Attempt::Done;
             }
         };
         let mut outcomes: Vec<(Arc<Slot>, Decided)> = slots.into_iter().zip(decided).collect();
@@ -402,12 +588,66 @@ impl Inner {
             .collect();
         let last_lsn = records.last().map(|r| r.last_lsn());
         if let Some(last_lsn) = last_lsn {
-            let ok = self.write_to_log(state, &records).is_ok();
+            let write = self.write_to_log(state, &records);
             drop(records);
-            let _ = written_tx.send(ok);
-            if !ok {
-                self.fail_all(outcomes.iter().map(|(s, _)| s));
-                return;
+            match write {
+                LogWrite::Written => {
+                    let _ = written_tx.send(Written::Yes);
+                }
+                LogWrite::Lost(stored) => {
+                    // The store drops the whole group; the catch-up folds
+                    // in what the log took of it.
+                    let _ = written_tx.send(Written::RolledBack);
+                    // The items up to the last record stored are settled;
+                    // the rest are decided anew after the catch-up.
+                    let mut done = Vec::new();
+                    let mut back = Vec::with_capacity(outcomes.len());
+                    let mut left = stored;
+                    let mut next = state.next_lsn;
+                    let items = outcomes.into_iter().zip(streams).zip(again).zip(decides);
+                    for ((((slot, outcome), stream), (expected, batch)), decide) in items {
+                        if left > 0 {
+                            let result = outcome.map(|o| match o {
+                                Some((batch, lsn, version)) => {
+                                    left -= 1;
+                                    let count = u64::from(batch.count);
+                                    next = lsn + count;
+                                    Appended {
+                                        first_lsn: lsn,
+                                        last_lsn: lsn + count - 1,
+                                        version: version + count - 1,
+                                    }
+                                }
+                                None => Appended {
+                                    first_lsn: next,
+                                    last_lsn: next - 1,
+                                    version: 0,
+                                },
+                            });
+                            done.push((slot, result));
+                            continue;
+                        }
+                        let batch =
+                            batch.unwrap_or_else(|| format::encode_batch(&stream, &[] as &[&[u8]]));
+                        back.push(Pending {
+                            stream,
+                            expected,
+                            batch,
+                            decide,
+                            slot,
+                        });
+                    }
+                    return Attempt::Lost { done, again: back };
+                }
+                LogWrite::Failed(e) => {
+                    let _ = written_tx.send(if shared {
+                        Written::RolledBack
+                    } else {
+                        Written::No
+                    });
+                    self.fail_with(outcomes.iter().map(|(s, _)| s), &e);
+                    return Attempt::Done;
+                }
             }
             state.next_lsn = last_lsn + 1;
             let mut versions = self
@@ -430,7 +670,7 @@ impl Inner {
             );
         } else {
             drop(records);
-            let _ = written_tx.send(true);
+            let _ = written_tx.send(Written::Yes);
         }
         if let Some(applied) = applied {
             let _ = applied.recv();
@@ -455,6 +695,7 @@ impl Inner {
                 Err(e) => Err(e),
             });
         }
+        Attempt::Done
     }
 
     /// With `Options::synchronous_apply`, a channel to wait on until the
@@ -479,4 +720,4 @@ impl Inner {
 
 /// A command's decision, run in the applier against the views as every
 /// earlier commit left them. A panic in it fails that command alone.
-pub(crate) type Decide = Box<dyn FnOnce(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send>;
+pub(crate) type Decide = Box<dyn Fn(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send>;

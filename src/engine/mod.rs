@@ -61,7 +61,23 @@ pub(crate) struct Inner {
     pub maintenance: Arc<Mutex<()>>,
     pub report: RecoveryReport,
     pub flusher: Mutex<Option<flusher::Flusher>>,
+    /// On a shared log: the thread that folds in what other nodes append.
+    pub follower: Mutex<Option<Follower>>,
     pub lock: Option<DirLock>,
+}
+
+/// How long the follower waits for a shared log to grow before it looks
+/// again (and sees whether its handle was closed).
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the follower waits for a busy commit leader, who folds the
+/// log itself before each group, before it looks again.
+const FOLLOW_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The thread following a shared log.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// An open database. Cheap to clone; every clone is the same database.
@@ -181,6 +197,10 @@ impl Db {
         };
         let started = std::time::Instant::now();
         let mut opened = recover::open(&dir, &options, views)?;
+        let mut options = options;
+        if let Some(limit) = opened.log.record_bytes_limit() {
+            options.record_bytes_max = options.record_bytes_max.min(limit);
+        }
         opened.report.duration = started.elapsed();
         if let Some(t) = &opened.report.torn_tail {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
@@ -224,6 +244,7 @@ impl Db {
             maintenance,
             report: opened.report,
             flusher: Mutex::new(None),
+            follower: Mutex::new(None),
             lock,
             dir,
             options,
@@ -234,6 +255,14 @@ impl Db {
             if let Ok(mut slot) = inner.flusher.lock() {
                 *slot = Some(f);
             }
+        }
+        if inner.log.is_shared() {
+            let f = Inner::start_follower(&inner)
+                .map_err(|e| Error::io("start the log follower thread", &inner.dir, e))?;
+            *inner
+                .follower
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(f);
         }
         Ok(Db { inner })
     }
@@ -350,7 +379,7 @@ impl Db {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        decide: impl FnOnce(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send + 'static,
+        decide: impl Fn(&ViewSet<'_>) -> Result<Vec<Vec<u8>>> + Send + 'static,
     ) -> Result<Option<Appended>> {
         reentry::check("execute")?;
         validate_internal_stream_name(stream)?;
@@ -373,7 +402,7 @@ impl Db {
         &self,
         stream: &str,
         expected: ExpectedVersion,
-        decide: impl FnOnce(&ViewSet<'_>) -> Result<(Vec<Vec<u8>>, T)> + Send + 'static,
+        decide: impl Fn(&ViewSet<'_>) -> Result<(Vec<Vec<u8>>, T)> + Send + 'static,
     ) -> Result<(Option<Appended>, T)> {
         let answer: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
         let out = answer.clone();
@@ -895,6 +924,79 @@ impl Inner {
         }
     }
 
+    /// Starts the thread that folds into the store what other nodes
+    /// append to a shared log, while this one does not write: readers and
+    /// subscribers see it within a wait of the log growing.
+    fn start_follower(inner: &Arc<Inner>) -> std::io::Result<Follower> {
+        let weak = Arc::downgrade(inner);
+        let log = inner.log.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("replaydb-follower".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    let Some(committed) = weak
+                        .upgrade()
+                        .map(|i| i.committed_lsn.load(Ordering::Acquire))
+                    else {
+                        return;
+                    };
+                    if log.wait_past(committed, FOLLOW_WAIT) <= committed
+                        || stopped.load(Ordering::Acquire)
+                    {
+                        continue;
+                    }
+                    match weak.upgrade() {
+                        Some(inner) if !inner.health.is_poisoned() => {
+                            if !inner.follow() {
+                                std::thread::sleep(FOLLOW_BUSY_WAIT);
+                            }
+                        }
+                        Some(_) => std::thread::sleep(FOLLOW_WAIT),
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Follower { stop, thread })
+    }
+
+    /// Folds what other nodes appended as the commit leader, if no one
+    /// leads (a leader folds it before its group); false if one does.
+    fn follow(&self) -> bool {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if std::mem::replace(&mut q.leader_active, true) {
+                return false;
+            }
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match self.commit.lock() {
+                Ok(mut state) => {
+                    if let Err(e) = self.catch_up(&mut state) {
+                        tracing::warn!(error = %e, "folding in the shared log failed; trying again");
+                    }
+                }
+                Err(_) => self.poison("commit lock poisoned by a panic".into()),
+            }
+        }));
+        if outcome.is_err() {
+            self.poison("a panic while folding in the shared log".into());
+        }
+        // Leadership is handed on as a leader hands it.
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        match q.pending.first() {
+            Some(next) => {
+                if !next.slot.hand_leadership() {
+                    drop(q);
+                    self.lead();
+                }
+            }
+            None => q.leader_active = false,
+        }
+        true
+    }
+
     pub(crate) fn check_poison(&self) -> Result<()> {
         self.health.check()
     }
@@ -915,6 +1017,13 @@ impl Drop for Inner {
         // buffered appends durable. (In Immediate mode they are already.)
         if let Some(f) = self.flusher.lock().ok().and_then(|mut f| f.take()) {
             f.stop();
+        }
+        if let Some(f) = self.follower.lock().ok().and_then(|mut f| f.take()) {
+            f.stop.store(true, Ordering::Release);
+            // The follower may hold the last handle itself.
+            if f.thread.thread().id() != std::thread::current().id() {
+                let _ = f.thread.join();
+            }
         }
         self.applier.stop();
         if self.health.is_poisoned() {

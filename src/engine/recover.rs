@@ -282,7 +282,10 @@ fn migrate_view(
 }
 
 /// `(name, schema version, applied LSN)` of every view the store records.
-fn read_view_meta(r: &store::StoreRead, store: &Store) -> Result<Vec<(String, u32, u64)>> {
+pub(crate) fn read_view_meta(
+    r: &store::StoreRead,
+    store: &Store,
+) -> Result<Vec<(String, u32, u64)>> {
     let t = match r.tx.open_table(store::VIEWS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -361,6 +364,41 @@ fn catch_up(store: &Store, slots: &mut [ViewSlot], applied_lsn: u64) -> Result<(
     }
 }
 
+/// Applies the record `r` of the log, which must start at `next`, to the
+/// store and every view; one that does not follow the store's state is
+/// damage at its LSN (`doing` says where it was met).
+pub(crate) fn apply_record(
+    tx: &mut store::StoreWrite<'_>,
+    r: &crate::wal::format::RecordView<'_>,
+    next: u64,
+    slots: &mut [ViewSlot],
+    doing: &str,
+) -> Result<()> {
+    if r.first_lsn != next {
+        return Err(Error::corrupt(
+            "<log>",
+            r.first_lsn,
+            format!("the log has LSN {} where LSN {next} was next", r.first_lsn),
+        ));
+    }
+    tx.apply_batch(
+        &BatchRef {
+            first_lsn: r.first_lsn,
+            first_version: r.first_version,
+            count: r.count,
+            stream: r.stream,
+            payload: r.payload,
+        },
+        slots,
+    )
+    .map_err(|e| match e {
+        Error::Store { reason, .. } => {
+            Error::corrupt("<log>", r.first_lsn, format!("{doing}: {reason}"))
+        }
+        other => other,
+    })
+}
+
 /// Replays the log after `applied_lsn` into the store and every view.
 /// Returns the records, bytes and events replayed.
 fn replay_log(
@@ -376,37 +414,13 @@ fn replay_log(
         if r.last_lsn() <= applied_lsn {
             return Ok(true);
         }
-        if r.first_lsn != next {
-            return Err(Error::corrupt(
-                "<log>",
-                r.first_lsn,
-                format!("the log has LSN {} where LSN {next} was next", r.first_lsn),
-            ));
-        }
         let Some(tx) = w.as_mut() else {
             return Err(Error::Internal {
                 op: "open",
                 reason: "replay lost its store transaction".into(),
             });
         };
-        tx.apply_batch(
-            &BatchRef {
-                first_lsn: r.first_lsn,
-                first_version: r.first_version,
-                count: r.count,
-                stream: r.stream,
-                payload: r.payload,
-            },
-            slots,
-        )
-        .map_err(|e| match e {
-            Error::Store { reason, .. } => Error::corrupt(
-                "<log>",
-                r.first_lsn,
-                format!("replaying the log into the store: {reason}"),
-            ),
-            other => other,
-        })?;
+        apply_record(tx, r, next, slots, "replaying the log into the store")?;
         next = r.last_lsn() + 1;
         records += 1;
         events += u64::from(r.count);

@@ -41,6 +41,11 @@ impl VersionCache {
         }
     }
 
+    /// Forgets every entry: for when the store reflects every commit.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// Entries held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

@@ -310,7 +310,13 @@ impl KvStore {
             if let Some(row) = tables.bucket(&bucket)? {
                 return Ok((Vec::new(), row.ttl_ms));
             }
-            Ok((vec![KvChange::BucketCreated { bucket, ttl_ms }], ttl_ms))
+            Ok((
+                vec![KvChange::BucketCreated {
+                    bucket: bucket.clone(),
+                    ttl_ms,
+                }],
+                ttl_ms,
+            ))
         })?;
         Ok(self.bucket_handle(name, row))
     }
@@ -380,9 +386,7 @@ impl KvStore {
     fn command<T: Send + 'static>(
         &self,
         op: &'static str,
-        decide: impl FnOnce(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError>
-        + Send
-        + 'static,
+        decide: impl Fn(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError> + Send + 'static,
     ) -> Result<T, KvError> {
         command(self.backend.local(op)?, op, decide)
     }
@@ -430,7 +434,7 @@ fn leases_of(db: &Db) -> Result<Arc<Leases>, KvError> {
 fn command<T: Send + 'static>(
     db: &Db,
     op: &'static str,
-    decide: impl FnOnce(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError> + Send + 'static,
+    decide: impl Fn(&Tables<'_, '_>, u64) -> Result<(Vec<KvChange>, T), KvError> + Send + 'static,
 ) -> Result<T, KvError> {
     let result = db.execute_with(KV_STREAM, ExpectedVersion::Any, move |views| {
         let read = views
@@ -505,11 +509,11 @@ fn delete_lease_keys(
         }
         let leases = unless_alive.clone();
         let n = command(db, "delete_lease_keys", move |t, _| {
-            if leases.is_some_and(|l| l.is_alive(lease)) {
+            if leases.as_ref().is_some_and(|l| l.is_alive(lease)) {
                 return Ok((Vec::new(), 0));
             }
             let mut changes = Vec::new();
-            for (bucket, key) in batch {
+            for (bucket, key) in batch.iter().cloned() {
                 if t.key(&bucket, &key)?.is_some_and(|r| r.lease == lease) {
                     changes.push(KvChange::Delete {
                         bucket,
@@ -686,9 +690,9 @@ impl Bucket {
             }
             Ok((
                 vec![KvChange::Put {
-                    bucket,
-                    key,
-                    value,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
                     lease,
                 }],
                 StoreOutcome::Created(rev),
@@ -726,16 +730,16 @@ impl Bucket {
         }
         self.store.command("compare_and_replace", move |t, rev| {
             if t.bucket(&bucket)?.is_none() {
-                return Err(KvError::MissingBucket(bucket));
+                return Err(KvError::MissingBucket(bucket.clone()));
             }
             match t.value(&bucket, &key)? {
-                None => Err(KvError::MissingKey(full)),
+                None => Err(KvError::MissingKey(full.clone())),
                 Some(v) if v != expected => Err(KvError::Retry),
                 Some(_) => Ok((
                     vec![KvChange::Put {
-                        bucket,
-                        key,
-                        value,
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        value: value.clone(),
                         lease,
                     }],
                     StoreOutcome::Created(rev),
@@ -796,12 +800,12 @@ impl Bucket {
         }
         self.store.command("delete", move |t, rev| {
             if t.key(&bucket, &key)?.is_none() {
-                return Err(KvError::MissingKey(full));
+                return Err(KvError::MissingKey(full.clone()));
             }
             Ok((
                 vec![KvChange::Delete {
-                    bucket,
-                    key,
+                    bucket: bucket.clone(),
+                    key: key.clone(),
                     reason: DeleteReason::Deleted,
                 }],
                 rev,

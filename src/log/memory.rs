@@ -66,6 +66,7 @@ impl Log for MemoryLog {
             return Err(Error::LogConflict {
                 expected_last_lsn,
                 actual_last_lsn: s.last_lsn,
+                stored_records: 0,
             });
         }
         let mut next = expected_last_lsn + 1;

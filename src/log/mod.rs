@@ -152,4 +152,22 @@ pub trait Log: Send + Sync + Debug + 'static {
 
     /// Counts.
     fn stats(&self) -> LogStats;
+
+    /// Whether other databases append to this log too (a JetStream
+    /// stream that several nodes share). The engine then follows the log:
+    /// it folds what others appended into its store before it decides,
+    /// takes a refused append ([`Error::LogConflict`](crate::Error)) as a
+    /// race lost (catches up, decides again, retries), and never
+    /// truncates the log at its own checkpoints.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// The largest record payload the log can take, if it is less than
+    /// what the database's options allow (a JetStream server's payload
+    /// limit): the database refuses larger appends up front with
+    /// [`Error::RecordTooLarge`](crate::Error).
+    fn record_bytes_limit(&self) -> Option<u64> {
+        None
+    }
 }

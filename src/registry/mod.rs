@@ -456,7 +456,7 @@ impl Registry {
     fn run(
         &self,
         op: &'static str,
-        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+        decide: impl Fn(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
         self.run_with(op, None, decide)
     }
@@ -468,7 +468,7 @@ impl Registry {
     fn run_reclaiming(
         &self,
         op: &'static str,
-        decide: impl FnOnce(&RegistryState, &dyn Fn(u32) -> bool) -> Result<Vec<Change>, RegistryError>
+        decide: impl Fn(&RegistryState, &dyn Fn(u32) -> bool) -> Result<Vec<Change>, RegistryError>
         + Send
         + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
@@ -481,7 +481,7 @@ impl Registry {
         &self,
         op: &'static str,
         reclaim_on_refusal: Option<Liveness>,
-        decide: impl FnOnce(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
+        decide: impl Fn(&RegistryState) -> Result<Vec<Change>, RegistryError> + Send + 'static,
     ) -> Result<Vec<Change>, RegistryError> {
         // What the decision made of it: the changes written, and a refusal
         // that still wrote a reclaim.
@@ -585,7 +585,7 @@ impl Registry {
             segment,
         };
         self.run_reclaiming("register_pod", move |s, alive| {
-            decide::register(s, r, alive)
+            decide::register(s, r.clone(), alive)
         })?;
         Ok(self.guard(name, pid))
     }
@@ -621,7 +621,7 @@ impl Registry {
             authority,
         };
         self.run_reclaiming("delegate_scope", move |s, alive| {
-            decide::delegate(s, d, alive)
+            decide::delegate(s, d.clone(), alive)
         })
         .map(drop)
     }

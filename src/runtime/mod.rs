@@ -208,7 +208,7 @@ impl Runtimes {
                 .unwrap_or_else(RuntimeId::generate),
         };
         let id = driver.command("open_runtime", move |tables| {
-            let id = match options.runtime_id {
+            let id = match options.runtime_id.clone() {
                 Some(id) if tables.meta(&id)?.is_some() => return Ok((None, id)),
                 Some(id) => id,
                 None => loop {
@@ -232,8 +232,8 @@ impl Runtimes {
                     event_id: 1,
                     at_unix_ms: crate::stream::now_unix_ms(),
                     change: RuntimeChange::Started {
-                        display_name: options.display_name,
-                        limits: options.limits,
+                        display_name: options.display_name.clone(),
+                        limits: options.limits.clone(),
                     },
                 }),
                 id,
@@ -342,7 +342,7 @@ impl Runtime {
     fn command<T: Send + 'static>(
         &self,
         op: &'static str,
-        decide: impl FnOnce(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
+        decide: impl Fn(&Tables<'_, '_>) -> Decision<T> + Send + 'static,
     ) -> Result<T, RuntimeError> {
         let result = self.backend.local(op)?.execute_with(
             RUNTIME_STREAM,
@@ -379,7 +379,7 @@ impl Runtime {
     fn change<T: Send + 'static>(
         &self,
         op: &'static str,
-        decide: impl FnOnce(
+        decide: impl Fn(
             &Tables<'_, '_>,
             &RuntimeMeta,
         ) -> Result<(Option<RuntimeChange>, T), RuntimeError>
@@ -392,12 +392,14 @@ impl Runtime {
                 .meta(&id)?
                 .ok_or_else(|| RuntimeError::UnknownRuntime(id.clone()))?;
             if meta.status == RuntimeStatus::Stopped {
-                return Err(RuntimeError::RuntimeStopped { runtime_id: id });
+                return Err(RuntimeError::RuntimeStopped {
+                    runtime_id: id.clone(),
+                });
             }
             let (change, answer) = decide(tables, &meta)?;
             Ok((
                 change.map(|change| RuntimeRecord {
-                    runtime_id: id,
+                    runtime_id: id.clone(),
                     event_id: meta.last_event_id + 1,
                     at_unix_ms: crate::stream::now_unix_ms(),
                     change,
@@ -537,7 +539,7 @@ impl Runtime {
             let event_id = meta.last_event_id + 1;
             Ok((
                 Some(RuntimeRecord {
-                    runtime_id: id,
+                    runtime_id: id.clone(),
                     event_id,
                     at_unix_ms: crate::stream::now_unix_ms(),
                     change: RuntimeChange::Stopped,
@@ -567,7 +569,7 @@ impl Runtime {
         self.change("create_worker", move |_, meta| {
             validate_request(&request)?;
             let worker_id = WorkerId::generated(meta.worker_count + 1);
-            let worker_ref = WorkerRef::new(rt, worker_id.clone());
+            let worker_ref = WorkerRef::new(rt.clone(), worker_id.clone());
             let row = WorkerRow {
                 request: request.clone(),
                 status: WorkerStatus::Running,
@@ -575,7 +577,10 @@ impl Runtime {
                 last_event_id: meta.last_event_id + 1,
             };
             Ok((
-                Some(RuntimeChange::WorkerCreated { worker_id, request }),
+                Some(RuntimeChange::WorkerCreated {
+                    worker_id: worker_id.clone(),
+                    request: request.clone(),
+                }),
                 detail(&worker_ref, row),
             ))
         })
@@ -688,10 +693,10 @@ impl Runtime {
             };
             Ok((
                 Some(RuntimeChange::InputAccepted {
-                    worker_id: worker_ref.worker_id,
+                    worker_id: worker_ref.worker_id.clone(),
                     sequence,
                     role: input.kind.into(),
-                    content: input.content,
+                    content: input.content.clone(),
                 }),
                 ack,
             ))
@@ -750,7 +755,7 @@ impl Runtime {
                 return Ok((
                     None,
                     WorkerLifecycleAck {
-                        worker_ref,
+                        worker_ref: worker_ref.clone(),
                         status: row.status,
                         event_id: row.last_event_id,
                     },
@@ -760,17 +765,17 @@ impl Runtime {
             let change = match to {
                 WorkerStatus::Cancelled => RuntimeChange::WorkerCancelled {
                     worker_id,
-                    message: reason.unwrap_or_else(|| "worker cancelled".into()),
+                    message: reason.clone().unwrap_or_else(|| "worker cancelled".into()),
                 },
                 _ => RuntimeChange::WorkerStopped {
                     worker_id,
-                    message: reason.unwrap_or_else(|| "worker stopped".into()),
+                    message: reason.clone().unwrap_or_else(|| "worker stopped".into()),
                 },
             };
             Ok((
                 Some(change),
                 WorkerLifecycleAck {
-                    worker_ref,
+                    worker_ref: worker_ref.clone(),
                     status: to,
                     event_id: meta.last_event_id + 1,
                 },

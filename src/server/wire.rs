@@ -210,6 +210,8 @@ pub enum WireError {
     LogConflict {
         expected_last_lsn: u64,
         actual_last_lsn: u64,
+        #[serde(default)]
+        stored_records: u64,
     },
     Snapshot {
         op: String,
@@ -386,9 +388,11 @@ impl From<&Error> for WireError {
             Error::LogConflict {
                 expected_last_lsn,
                 actual_last_lsn,
+                stored_records,
             } => WireError::LogConflict {
                 expected_last_lsn: *expected_last_lsn,
                 actual_last_lsn: *actual_last_lsn,
+                stored_records: *stored_records,
             },
             Error::Snapshot { op, path, reason } => WireError::Snapshot {
                 op: op.to_string(),
@@ -562,9 +566,11 @@ impl From<WireError> for Error {
             WireError::LogConflict {
                 expected_last_lsn,
                 actual_last_lsn,
+                stored_records,
             } => Error::LogConflict {
                 expected_last_lsn,
                 actual_last_lsn,
+                stored_records,
             },
             WireError::Snapshot { op, path, reason } => Error::Snapshot {
                 op: intern(&op),

@@ -146,7 +146,7 @@ pub struct SegmentHeader {
 
 /// A batch's payload, encoded and checksummed, ready for the writer to
 /// give it an LSN and a version. Built outside the writer's lock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EncodedBatch {
     /// The MessagePack payload: `[stream, [event, ...]]`.
     pub payload: Vec<u8>,

@@ -158,6 +158,7 @@ impl Log for WalLog {
             return Err(Error::LogConflict {
                 expected_last_lsn,
                 actual_last_lsn: w.tail.last_lsn(),
+                stored_records: 0,
             });
         }
         let out: Vec<_> = records

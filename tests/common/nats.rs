@@ -126,6 +126,25 @@ impl Cluster {
         cluster
     }
 
+    /// Kills node `i` with SIGKILL and waits for it to be gone.
+    #[allow(dead_code)]
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill().expect("SIGKILL nats-server");
+            let _ = node.wait();
+        }
+    }
+
+    /// Starts node `i` again on its own store and waits until it is
+    /// healthy (caught up with the cluster's meta leader).
+    #[allow(dead_code)]
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "node n{i} is running");
+        let child = self.spawn(&nats_server(), i);
+        self.nodes[i] = Some(child);
+        self.wait_healthy(i);
+    }
+
     fn spawn(&self, bin: &Path, i: usize) -> Child {
         Command::new(bin)
             .arg("-c")

