@@ -57,11 +57,22 @@ pub fn nats_server() -> PathBuf {
     bin
 }
 
+/// A free loopback port, never one this process handed out before: the
+/// tests start clusters in parallel, and a port just let go may be given
+/// again by the kernel.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running cluster.
@@ -75,8 +86,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts three nodes and waits until each reports JetStream healthy.
+    /// Starts three nodes and waits until each reports JetStream healthy;
+    /// a cluster that does not get healthy (a port taken meanwhile by
+    /// another process) is stopped and started again on other ports.
     pub fn start() -> Cluster {
+        for _ in 0..3 {
+            if let Some(c) = Cluster::try_start() {
+                return c;
+            }
+            eprintln!("the cluster did not get healthy; starting it again on other ports");
+        }
+        panic!("a three-node cluster did not get healthy in three tries");
+    }
+
+    fn try_start() -> Option<Cluster> {
         let bin = nats_server();
         let dir = tempfile::tempdir().expect("cluster dir");
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -121,9 +144,11 @@ impl Cluster {
             cluster.nodes.push(Some(child));
         }
         for i in 0..3 {
-            cluster.wait_healthy(i);
+            if !cluster.healthy_within(i, Duration::from_secs(30)) {
+                return None;
+            }
         }
-        cluster
+        Some(cluster)
     }
 
     /// Kills node `i` with SIGKILL and waits for it to be gone.
@@ -158,16 +183,25 @@ impl Cluster {
     /// Waits (polling its monitoring endpoint, up to 60 s) until node `i`
     /// says JetStream is healthy: the cluster has its meta leader.
     fn wait_healthy(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        assert!(
+            self.healthy_within(i, Duration::from_secs(60)),
+            "nats-server n{i} not healthy within 60 s"
+        );
+    }
+
+    /// Whether node `i` says JetStream is healthy within `limit`, polling
+    /// its monitoring endpoint.
+    fn healthy_within(&self, i: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         let mut delay = Duration::from_millis(10);
         while Instant::now() < deadline {
             if healthz(self.monitors[i]) {
-                return;
+                return true;
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(250));
         }
-        panic!("nats-server n{i} not healthy within 60 s");
+        false
     }
 }
 
