@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use replaydb::registry::{Registry, RegistryError, ScopeRule};
 use replaydb::{Db, ExpectedVersion, LogKind, Options};
 
+/// What was acknowledged: payload → (LSN, stream, version).
+type Acked = BTreeMap<String, (u64, String, u64)>;
+
 /// Writer threads in each node.
 const WRITERS: usize = 4;
 /// Appends each writer makes.
@@ -221,7 +224,7 @@ impl Node {
 }
 
 /// What the nodes acknowledged: payload → (LSN, stream, version).
-fn acks(lines: &[String]) -> BTreeMap<String, (u64, String, u64)> {
+fn acks(lines: &[String]) -> Acked {
     let mut acked = BTreeMap::new();
     for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -251,7 +254,7 @@ fn acks(lines: &[String]) -> BTreeMap<String, (u64, String, u64)> {
 fn check_log(
     urls: &str,
     stream: &str,
-    acked: &BTreeMap<String, (u64, String, u64)>,
+    acked: &Acked,
     unacked: &dyn Fn(&str) -> bool,
     unacked_max: usize,
 ) -> (Registry, tempfile::TempDir) {
@@ -432,7 +435,7 @@ fn stream_leader(urls: &[String], stream: &str) -> usize {
 /// failed.
 struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::Mutex<BTreeMap<String, (u64, String, u64)>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Acked>>,
     failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -486,7 +489,7 @@ impl Load {
         }
     }
 
-    fn stop(self) -> (BTreeMap<String, (u64, String, u64)>, Vec<String>) {
+    fn stop(self) -> (Acked, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         for t in self.threads {
             t.join().unwrap();
