@@ -27,6 +27,9 @@ use replaydb::{Db, ExpectedVersion, LogKind, Options};
 /// What was acknowledged: payload → (LSN, stream, version).
 type Acked = BTreeMap<String, (u64, String, u64)>;
 
+/// A scenario run on the cluster the binary starts.
+type Scenario = fn(&mut common::nats::Cluster);
+
 /// Writer threads in each node.
 const WRITERS: usize = 4;
 /// Appends each writer makes.
@@ -553,7 +556,7 @@ fn main() {
     }
     // libtest's own flags (--list, filters) mean nothing here; `--list`
     // must print nothing a runner would take for a test.
-    let tests: [(&str, fn(&mut common::nats::Cluster)); 3] = [
+    let tests: [(&str, Scenario); 3] = [
         ("two_nodes_append_and_register_concurrently", |c| {
             two_nodes_append_and_register_concurrently(c)
         }),
