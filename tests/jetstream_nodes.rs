@@ -51,17 +51,7 @@ fn options(urls: &str, stream: &str) -> Options {
 /// Opens the registry on the shared stream, retrying while the cluster
 /// elects the stream's leader.
 fn open(dir: &Path, urls: &str, stream: &str) -> Registry {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Registry::open(dir, options(urls, stream), vec![]) {
-            Ok(r) => return r,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("opening again: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("open {}: {e}", dir.display()),
-        }
-    }
+    common::nats::open_retrying(|| Registry::open(dir, options(urls, stream), vec![]))
 }
 
 /// The node: `node DIR URLS STREAM ID GEN` (GEN counts its starts).

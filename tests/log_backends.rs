@@ -156,18 +156,7 @@ fn the_same_scenario_gives_the_same_results_on_a_jetstream_cluster() {
         stream: "scenario".into(),
         replicas: 3,
     };
-    // The stream's first open can race the cluster's leader election.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let db = loop {
-        match Db::open(store.path(), small().log(log.clone())) {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                eprintln!("opening again: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let db = common::nats::open_retrying(|| Db::open(store.path(), small().log(log.clone())));
     let on_jetstream = scenario(&db);
     let in_memory = scenario(&Db::open_in_memory(small(), vec![]).unwrap());
     assert_eq!(on_jetstream, in_memory);

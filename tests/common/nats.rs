@@ -77,6 +77,23 @@ fn free_port() -> u16 {
     }
 }
 
+/// Calls `open` until it succeeds, for 30 s at most: a stream's first
+/// open can race the cluster's election of its leader.
+#[allow(dead_code)]
+pub fn open_retrying<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("opening again: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
 /// A running cluster.
 pub struct Cluster {
     nodes: Vec<Option<Child>>,
