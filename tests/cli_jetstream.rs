@@ -1,7 +1,9 @@
 #![cfg(feature = "jetstream")]
 //! `replaydb --log URLS --log-stream NAME` keeps the log on a JetStream
 //! cluster: appends and reads work as with the local log, and a second
-//! database directory on the same stream reads what the first wrote.
+//! database directory on the same stream reads what the first wrote;
+//! `verify` checks the store against the stream, and `repair` and
+//! `backup`, which the cluster does for its own files, say so.
 
 mod common;
 
@@ -69,4 +71,26 @@ fn append_and_read_with_the_log_on_a_cluster() {
     let out = cli(other.path(), &urls, &["stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["last_lsn"], 2, "{stats}");
+    // Each directory's store checked against the stream, record by record.
+    for d in [dir.path(), other.path()] {
+        let out = cli(d, &urls, &["verify"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 history rows match the log"), "{text}");
+    }
+    let out = cli(dir.path(), &urls, &["repair"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JetStream cluster"));
+    let copy = tempfile::tempdir().unwrap();
+    let out = cli(
+        dir.path(),
+        &urls,
+        &["backup", copy.path().join("b").to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("back the cluster up"));
 }

@@ -43,6 +43,24 @@ pub struct VerifyReport {
     pub history_rows_checked: u64,
 }
 
+/// The log [`verify`] checks.
+enum Checked {
+    Wal(PathBuf, Box<crate::wal::recovery::ScannedLog>),
+    #[cfg(feature = "jetstream")]
+    Stream(Box<crate::log::JetStreamLog>),
+}
+
+impl Checked {
+    /// What a problem found in it names.
+    fn name(&self) -> PathBuf {
+        match self {
+            Checked::Wal(wal, _) => wal.clone(),
+            #[cfg(feature = "jetstream")]
+            Checked::Stream(log) => PathBuf::from(format!("{log:?}")),
+        }
+    }
+}
+
 fn existing_wal_dir(options: &Options, dir: &Path) -> Result<PathBuf> {
     let wal = layout::wal_dir(dir);
     if !options.storage.is_dir(&wal) {
@@ -66,22 +84,71 @@ fn existing_wal_dir(options: &Options, dir: &Path) -> Result<PathBuf> {
 /// [`Error::Corrupt`] or [`Error::Store`], naming where.
 pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> {
     let dir = dir.as_ref();
-    let wal = existing_wal_dir(options, dir)?;
-    let _lock = DirLock::acquire(dir)?;
     let fs = options.storage.as_ref();
-    let scanned = scan_log(fs, &wal, options.record_bytes_max)?;
-    let first_lsn = scanned.index.first_lsn().unwrap_or(1);
-    let last_lsn = scanned.next_lsn - 1;
-    let mut report = VerifyReport {
-        first_lsn,
-        store: None,
-        history_rows_checked: 0,
-        segments: scanned.report.segments,
-        records: scanned.report.records,
-        events: scanned.report.events,
-        last_lsn,
-        torn_tail: scanned.report.torn_tail,
+    // Refused before the lock is taken (which would create the directory).
+    let wal = match &options.log {
+        crate::options::LogKind::JetStream { .. } => {
+            if !options.storage.is_dir(dir) {
+                return Err(Error::io(
+                    "open database directory",
+                    dir,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no replaydb database here"),
+                ));
+            }
+            None
+        }
+        _ => Some(existing_wal_dir(options, dir)?),
     };
+    let _lock = DirLock::acquire(dir)?;
+    let (log, mut report) = match (&options.log, wal) {
+        #[cfg(feature = "jetstream")]
+        (
+            crate::options::LogKind::JetStream {
+                servers,
+                stream,
+                replicas,
+            },
+            _,
+        ) => {
+            // The store is here; the log is the stream, read (and each
+            // record checked) from the cluster.
+            let log = crate::log::JetStreamLog::open(
+                servers,
+                stream,
+                *replicas,
+                options.record_bytes_max,
+            )?;
+            let stats = crate::log::Log::stats(&log);
+            let report = VerifyReport {
+                first_lsn: stats.first_lsn,
+                store: None,
+                history_rows_checked: 0,
+                segments: 0,
+                records: stats.records,
+                events: stats.events,
+                last_lsn: stats.last_lsn,
+                torn_tail: None,
+            };
+            (Checked::Stream(Box::new(log)), report)
+        }
+        (_, wal) => {
+            let wal = wal.unwrap_or_else(|| layout::wal_dir(dir));
+            let scanned = scan_log(fs, &wal, options.record_bytes_max)?;
+            let report = VerifyReport {
+                first_lsn: scanned.index.first_lsn().unwrap_or(1),
+                store: None,
+                history_rows_checked: 0,
+                segments: scanned.report.segments,
+                records: scanned.report.records,
+                events: scanned.report.events,
+                last_lsn: scanned.next_lsn - 1,
+                torn_tail: scanned.report.torn_tail.clone(),
+            };
+            (Checked::Wal(wal, Box::new(scanned)), report)
+        }
+    };
+    let (first_lsn, last_lsn) = (report.first_lsn, report.last_lsn);
+    let wal = log.name();
     let path = layout::store_path(dir);
     if fs
         .file_len(&path)
@@ -215,11 +282,18 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
         after.insert(r.stream.to_string(), version + u64::from(r.count));
         Ok(true)
     };
-    for slice in scanned.index.slices_from(first_lsn) {
-        let go_on = crate::wal::log::for_each_record(&slice, options.record_bytes_max, &mut visit)?;
-        if !go_on {
-            break;
+    match &log {
+        Checked::Wal(_, scanned) => {
+            for slice in scanned.index.slices_from(first_lsn) {
+                let go_on =
+                    crate::wal::log::for_each_record(&slice, options.record_bytes_max, &mut visit)?;
+                if !go_on {
+                    break;
+                }
+            }
         }
+        #[cfg(feature = "jetstream")]
+        Checked::Stream(log) => crate::log::Log::read(log.as_ref(), first_lsn, &mut visit)?,
     }
     if let Some(p) = problem {
         return Err(p);
@@ -244,6 +318,14 @@ impl Repair {
     /// Works out what repairing `dir` would cut, changing nothing yet.
     pub fn plan(dir: impl AsRef<Path>, options: &Options) -> Result<Repair> {
         let dir = dir.as_ref();
+        if matches!(options.log, crate::options::LogKind::JetStream { .. }) {
+            return Err(Error::Unsupported {
+                op: "repair",
+                reason: "the log lives on the JetStream cluster, whose servers keep and repair \
+                         their own files; `verify` names a damaged message by its sequence"
+                    .into(),
+            });
+        }
         let wal_dir = existing_wal_dir(options, dir)?;
         let lock = DirLock::acquire(dir)?;
         let plan = plan_repair(options.storage.as_ref(), &wal_dir, options.record_bytes_max)?;
