@@ -522,6 +522,41 @@ fn a_server_killed_mid_load(cluster: &mut common::nats::Cluster) {
     );
 }
 
+/// A node opened on a stream another node is appending to opens at once
+/// (its replay meets a stream that grows meanwhile), then, writing
+/// nothing itself, folds in everything the other appends: afterwards
+/// both read the same events.
+fn a_node_opened_while_another_appends_follows_it(cluster: &mut common::nats::Cluster) {
+    let urls = cluster.urls.join(",");
+    let stream = "followed";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let reg_a = open(dir_a.path(), &urls, stream);
+    let a = reg_a.db().unwrap().clone();
+    let load = Load::start(&a);
+    load.wait_for_more(200, "before the second node opens");
+    let reg_b = Registry::open(dir_b.path(), options(&urls, stream), vec![]).unwrap();
+    let b = reg_b.db().unwrap().clone();
+    load.wait_for_more(200, "with the second node open");
+    let (acked, failed) = load.stop();
+    assert!(failed.is_empty(), "{failed:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.last_lsn() < a.last_lsn() {
+        assert!(Instant::now() < deadline, "the follower did not catch up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (from_a, from_b) = (
+        a.read(1, usize::MAX).unwrap(),
+        b.read(1, usize::MAX).unwrap(),
+    );
+    assert_eq!(from_a.len() as u64, a.last_lsn());
+    assert_eq!(from_a, from_b, "both nodes read the same events");
+    println!(
+        "followed: {} acknowledged, the other node at LSN {}",
+        acked.len(),
+        b.last_lsn()
+    );
+}
+
 /// Prints the stream's records (for a failure's report).
 fn dump(urls: &[String], stream: &str) {
     use replaydb::log::{JetStreamLog, Log};
@@ -546,7 +581,7 @@ fn main() {
     }
     // libtest's own flags (--list, filters) mean nothing here; `--list`
     // must print nothing a runner would take for a test.
-    let tests: [(&str, Scenario); 3] = [
+    let tests: [(&str, Scenario); 4] = [
         ("two_nodes_append_and_register_concurrently", |c| {
             two_nodes_append_and_register_concurrently(c)
         }),
@@ -554,6 +589,10 @@ fn main() {
             a_node_killed_mid_load_resumes(c)
         }),
         ("a_server_killed_mid_load", a_server_killed_mid_load),
+        (
+            "a_node_opened_while_another_appends_follows_it",
+            a_node_opened_while_another_appends_follows_it,
+        ),
     ];
     if args.iter().any(|a| a == "--list") {
         for (name, _) in tests {

@@ -807,10 +807,19 @@ impl State {
             }
             return Err(e);
         }
+        // Counted once committed: a commit that fails leaves the applied
+        // LSN where the store is, and poisons (the views' memory holds
+        // what the store dropped).
+        let before = self.applied_lsn;
         for (b, lsn) in counted {
             self.count(b, lsn);
         }
-        self.commit_round(w, &mut views)?;
+        if let Err(e) = self.commit_round(w, &mut views) {
+            self.applied_lsn = before;
+            self.health
+                .poison(format!("folding the shared log into the store failed: {e}"));
+            return Err(e);
+        }
         Ok(self.applied_lsn)
     }
 

@@ -205,8 +205,14 @@ impl Db {
         if let Some(t) = &opened.report.torn_tail {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, "recovered after cutting a torn tail");
         }
-        let last_lsn = opened.log.last_lsn();
         let applied_lsn = opened.views.applied_lsn;
+        // On a shared log, what this node's store holds; the rest is
+        // another node's to be folded in, not this node's commit.
+        let last_lsn = if opened.log.is_shared() {
+            applied_lsn
+        } else {
+            opened.log.last_lsn()
+        };
         let health = Arc::new(Health::new(applied_lsn));
         health
             .counters
@@ -935,6 +941,7 @@ impl Inner {
         let thread = std::thread::Builder::new()
             .name("replaydb-follower".into())
             .spawn(move || {
+                let mut retry = FOLLOW_BUSY_WAIT;
                 while !stopped.load(Ordering::Acquire) {
                     let Some(committed) = weak
                         .upgrade()
@@ -948,11 +955,17 @@ impl Inner {
                         continue;
                     }
                     match weak.upgrade() {
-                        Some(inner) if !inner.health.is_poisoned() => {
-                            if !inner.follow() {
-                                std::thread::sleep(FOLLOW_BUSY_WAIT);
+                        Some(inner) if !inner.health.is_poisoned() => match inner.follow() {
+                            None => std::thread::sleep(FOLLOW_BUSY_WAIT),
+                            Some(true) => retry = FOLLOW_BUSY_WAIT,
+                            Some(false) => {
+                                // The cluster did not answer: after a pause
+                                // that grows, as the log's own retries do.
+                                drop(inner);
+                                std::thread::sleep(retry);
+                                retry = (retry * 2).min(FOLLOW_WAIT * 10);
                             }
-                        }
+                        },
                         Some(_) => std::thread::sleep(FOLLOW_WAIT),
                         None => return,
                     }
@@ -962,27 +975,34 @@ impl Inner {
     }
 
     /// Folds what other nodes appended as the commit leader, if no one
-    /// leads (a leader folds it before its group); false if one does.
-    fn follow(&self) -> bool {
+    /// leads (a leader folds it before its group): `None` if one does,
+    /// else whether it folded it all.
+    fn follow(&self) -> Option<bool> {
         {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if std::mem::replace(&mut q.leader_active, true) {
-                return false;
+                return None;
             }
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             match self.commit.lock() {
-                Ok(mut state) => {
-                    if let Err(e) = self.catch_up(&mut state) {
+                Ok(mut state) => match self.catch_up(&mut state) {
+                    Ok(()) => true,
+                    Err(e) => {
                         tracing::warn!(error = %e, "folding in the shared log failed; trying again");
+                        false
                     }
+                },
+                Err(_) => {
+                    self.poison("commit lock poisoned by a panic".into());
+                    false
                 }
-                Err(_) => self.poison("commit lock poisoned by a panic".into()),
             }
         }));
-        if outcome.is_err() {
+        let folded = outcome.unwrap_or_else(|_| {
             self.poison("a panic while folding in the shared log".into());
-        }
+            false
+        });
         // Leadership is handed on as a leader hands it.
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         match q.pending.first() {
@@ -994,7 +1014,7 @@ impl Inner {
             }
             None => q.leader_active = false,
         }
-        true
+        Some(folded)
     }
 
     pub(crate) fn check_poison(&self) -> Result<()> {

@@ -136,7 +136,13 @@ pub(crate) fn open(dir: &Path, options: &Options, views: Vec<Box<dyn View>>) -> 
     )?;
     let since = replay_log(&store, log.as_ref(), checkpoint_lsn, &mut slots)?;
     report.replayed_events = since.2;
-    let applied_lsn = log.last_lsn().max(checkpoint_lsn);
+    // A shared log may have grown while it was replayed: what the store
+    // holds is what was replayed, and the first catch-up folds the rest.
+    let applied_lsn = if log.is_shared() {
+        checkpoint_lsn + since.2
+    } else {
+        log.last_lsn().max(checkpoint_lsn)
+    };
     Ok(Opened {
         log,
         store: Arc::new(store),
@@ -409,6 +415,8 @@ fn replay_log(
 ) -> Result<(u64, u64, u64)> {
     let mut w = Some(store.begin_write()?);
     let (mut records, mut bytes, mut events, mut in_tx) = (0u64, 0u64, 0u64, 0u64);
+    // Where the log ended when the replay began (a shared log grows on).
+    let end = log.last_lsn();
     let mut next = applied_lsn + 1;
     log.read(applied_lsn + 1, &mut |r| {
         if r.last_lsn() <= applied_lsn {
@@ -440,14 +448,11 @@ fn replay_log(
         tx.record_views(slots)?;
         tx.commit()?;
     }
-    if next <= log.last_lsn() {
+    if next <= end {
         return Err(Error::corrupt(
             "<log>",
             next,
-            format!(
-                "the log ends at LSN {} but yields nothing from LSN {next}",
-                log.last_lsn()
-            ),
+            format!("the log ends at LSN {end} but yields nothing from LSN {next}"),
         ));
     }
     Ok((records, bytes, events))

@@ -311,6 +311,12 @@ impl JetStreamLog {
         if info.last_sequence <= self.lock().last_seq {
             return Ok(());
         }
+        if self.lock().records == 0 {
+            // Its first record too, not only its last.
+            self.load_tail()?;
+            self.grew.notify_all();
+            return Ok(());
+        }
         let bytes = self.message(info.last_sequence)?;
         let mut tail = self.lock();
         tail.observe(info.last_sequence, bytes, self.record_bytes_max);
@@ -636,15 +642,19 @@ impl Log for JetStreamLog {
                 publish(js, subject, headers, bytes.clone()),
             )
             .map_err(|e| self.fail("append a record", &e))?;
+            let conflict = Error::LogConflict {
+                expected_last_lsn,
+                actual_last_lsn: first_lsn - 1,
+                stored_records,
+            };
             let refused = match ack {
-                Ok(ack) if ack.duplicate && self.message(ack.sequence)? != bytes => Some(Err(self
-                    .fail(
-                        "append a record",
-                        &format!(
-                            "sequence {} holds other bytes under this writer's message id",
-                            ack.sequence
-                        ),
-                    ))),
+                // Another group of this writer's under the same id: one
+                // whose append failed unacknowledged, yet was stored. The
+                // stream has moved on without this log knowing: a race
+                // lost, to its own earlier self.
+                Ok(ack) if ack.duplicate && self.message(ack.sequence)? != bytes => {
+                    Some(Err(conflict))
+                }
                 Ok(ack) if ack.sequence != stored_seq + 1 => Some(Err(self.fail(
                     "append a record",
                     &format!(
@@ -663,21 +673,23 @@ impl Log for JetStreamLog {
                 }
                 // Another writer appended since this log last looked: the
                 // cluster refused the message, and nothing more is sent.
-                Err(Failed::Stale) => Some(Err(Error::LogConflict {
-                    expected_last_lsn,
-                    actual_last_lsn: first_lsn - 1,
-                    stored_records,
-                })),
+                Err(Failed::Stale) => Some(Err(conflict)),
+                // The group's first messages are stored: said as a race
+                // lost after them, so their appenders are answered; the
+                // rest is tried again, and fails again while the cluster
+                // does not answer.
+                Err(Failed::Other(_)) if stored_records > 0 => Some(Err(conflict)),
                 Err(Failed::Other(e)) => Some(Err(self.fail(
                     "append a record",
                     &format!("{e}; it may or may not be in the stream"),
                 ))),
             };
             if let Some(refused) = refused {
-                if matches!(refused, Err(Error::LogConflict { .. })) {
-                    // The engine folds in what the other writer appended,
-                    // up to the tail as the cluster has it now.
-                    self.refresh_tail()?;
+                if matches!(refused, Err(Error::LogConflict { .. }))
+                    && let Err(e) = self.refresh_tail()
+                {
+                    // The consumer moves the tail on when it can.
+                    tracing::warn!(error = %e, "reading the stream's tail after a refused append");
                 }
                 return refused;
             }
