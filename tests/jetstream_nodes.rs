@@ -557,6 +557,56 @@ fn a_node_opened_while_another_appends_follows_it(cluster: &mut common::nats::Cl
     );
 }
 
+/// Two of the three servers SIGKILLed: no quorum answers, and an append
+/// fails with an error that names the cluster and says the record may or
+/// may not be in the stream (after the log's retries), leaving the
+/// handle usable; with the servers back, appends go on, and nothing
+/// acknowledged is lost.
+fn appends_fail_clearly_without_a_quorum(cluster: &mut common::nats::Cluster) {
+    let urls = cluster.urls.join(",");
+    let stream = "no-quorum";
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path(), &urls, stream);
+    let db = reg.db().unwrap().clone();
+    let first = db.append("s", ExpectedVersion::Any, &[b"before"]).unwrap();
+    let leader = stream_leader(&cluster.urls, stream);
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // The leader and one more: the one left cannot elect a leader alone.
+    cluster.kill(leader);
+    cluster.kill(others[0]);
+    let failed = db.append("s", ExpectedVersion::Any, &[b"no quorum"]);
+    let e = failed.expect_err("no quorum answers");
+    let text = e.to_string();
+    assert!(text.contains("not acknowledged"), "{text}");
+    assert!(text.contains("may or may not be in the stream"), "{text}");
+    assert!(text.contains(&cluster.urls[0]), "names the cluster: {text}");
+    cluster.restart(leader);
+    cluster.restart(others[0]);
+    // Appends go on once the stream has its leader again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        match db.append("s", ExpectedVersion::Any, &[b"after"]) {
+            Ok(a) => break a,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("appending again: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("appends did not resume: {e}"),
+        }
+    };
+    assert!(after.first_lsn > first.first_lsn);
+    let events = db.read(1, usize::MAX).unwrap();
+    let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_slice()).collect();
+    assert_eq!(data.first(), Some(&&b"before"[..]));
+    assert_eq!(data.last(), Some(&&b"after"[..]));
+    // The failed one is there or not, and at most once.
+    assert!(data.iter().filter(|d| **d == b"no quorum").count() <= 1);
+    println!(
+        "no quorum: the append failed with {text:?}; appends resumed at LSN {}",
+        after.first_lsn
+    );
+}
+
 /// Prints the stream's records (for a failure's report).
 fn dump(urls: &[String], stream: &str) {
     use replaydb::log::{JetStreamLog, Log};
@@ -581,7 +631,7 @@ fn main() {
     }
     // libtest's own flags (--list, filters) mean nothing here; `--list`
     // must print nothing a runner would take for a test.
-    let tests: [(&str, Scenario); 4] = [
+    let tests: [(&str, Scenario); 5] = [
         ("two_nodes_append_and_register_concurrently", |c| {
             two_nodes_append_and_register_concurrently(c)
         }),
@@ -592,6 +642,10 @@ fn main() {
         (
             "a_node_opened_while_another_appends_follows_it",
             a_node_opened_while_another_appends_follows_it,
+        ),
+        (
+            "appends_fail_clearly_without_a_quorum",
+            appends_fail_clearly_without_a_quorum,
         ),
     ];
     if args.iter().any(|a| a == "--list") {

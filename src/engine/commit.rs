@@ -379,7 +379,10 @@ impl Inner {
         // hold was last written at or below the LSN the store has applied
         // (and published), so this reader sees its version.
         let mut reader = None;
-        // Versions this group moves, kept apart until the log has it.
+        // On a shared log the versions this group moves are kept apart
+        // until the log has it (a race lost leaves the cache as it was);
+        // on a local log a failed write poisons, so they go straight in.
+        let shared = self.log.is_shared();
         let mut moved: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         let mut decided: Vec<(Pending, Result<(u64, u64)>)> = Vec::with_capacity(group.len());
         let mut next_lsn = state.next_lsn;
@@ -410,7 +413,11 @@ impl Inner {
             });
             let outcome = outcome.map(|current| {
                 let count = u64::from(p.batch.count);
-                moved.insert(p.stream.clone(), current + count);
+                if shared {
+                    moved.insert(p.stream.clone(), current + count);
+                } else {
+                    versions.set(&p.stream, current + count, next_lsn + count - 1);
+                }
                 let at = (next_lsn, current + 1);
                 next_lsn += count;
                 at
@@ -469,10 +476,12 @@ impl Inner {
         let last_lsn = next_lsn - 1;
         let accepted = decided.iter().filter(|(_, d)| d.is_ok()).count();
         if accepted > 0 {
-            for (p, d) in &decided {
-                if let Ok((lsn, version)) = d {
-                    let count = u64::from(p.batch.count);
-                    versions.set(&p.stream, version + count - 1, lsn + count - 1);
+            if shared {
+                for (p, d) in &decided {
+                    if let Ok((lsn, version)) = d {
+                        let count = u64::from(p.batch.count);
+                        versions.set(&p.stream, version + count - 1, lsn + count - 1);
+                    }
                 }
             }
             state.next_lsn = next_lsn;
