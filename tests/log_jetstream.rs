@@ -2,8 +2,9 @@
 //! The log on a three-node JetStream cluster keeps records in order with
 //! gapless LSNs; refuses an append after a stale last LSN, and one made
 //! behind another writer's back; finds its tail again when reopened;
-//! truncates; and reports a record whose bytes were changed in the
-//! stream, by its sequence, never handing it on.
+//! truncates; reports a record whose bytes were changed in the stream,
+//! by its sequence, never handing it on; and may be dropped inside an
+//! async task.
 
 mod common;
 
@@ -238,4 +239,16 @@ fn a_record_numbered_apart_is_reported_not_skipped() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
+}
+
+#[test]
+fn a_log_dropped_inside_an_async_task_does_not_panic() {
+    let cluster = Cluster::start();
+    let log = open(&cluster, "dropped");
+    append(&log, "a", 1, &["x"]);
+    // A runtime dropped the ordinary way inside another's task panics.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move { drop(log) });
+    let again = open(&cluster, "dropped");
+    assert_eq!(again.last_lsn(), 1);
 }

@@ -144,7 +144,12 @@ fn records_of(
 
 /// See the module docs.
 pub struct JetStreamLog {
-    rt: tokio::runtime::Runtime,
+    /// Where every call to the cluster runs.
+    rt: tokio::runtime::Handle,
+    /// The runtime itself, shut down without waiting when the log is
+    /// dropped (which may happen inside another runtime's task, where a
+    /// runtime may not be dropped the ordinary way).
+    runtime: Option<tokio::runtime::Runtime>,
     js: jetstream::Context,
     stream: stream::Stream,
     name: String,
@@ -205,7 +210,7 @@ impl JetStreamLog {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        let (js, stream, max_payload) = on(&rt, CALL_TIMEOUT, async move {
+        let (js, stream, max_payload) = on(rt.handle(), CALL_TIMEOUT, async move {
             let client = async_nats::ConnectOptions::new()
                 .connection_timeout(CALL_TIMEOUT)
                 .connect(addrs)
@@ -223,7 +228,8 @@ impl JetStreamLog {
         .and_then(|r| r)
         .map_err(|e| fail("open the stream", &e))?;
         let log = JetStreamLog {
-            rt,
+            rt: rt.handle().clone(),
+            runtime: Some(rt),
             js,
             stream,
             name: name.to_string(),
@@ -435,7 +441,7 @@ impl JetStreamLog {
 /// from any thread, in or out of an async runtime (the wait blocks this
 /// thread, as a file read would).
 fn on<T: Send + 'static>(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     timeout: Duration,
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> std::result::Result<T, String> {
@@ -546,6 +552,14 @@ async fn follow_tail(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Drop for JetStreamLog {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
