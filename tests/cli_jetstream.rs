@@ -93,4 +93,20 @@ fn append_and_read_with_the_log_on_a_cluster() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("back the cluster up"));
+    // A check of a stream that is not there fails, and creates nothing.
+    let out = Command::new(common::bin())
+        .arg("--db")
+        .arg(dir.path())
+        .args(["--log", &urls, "--log-stream", "nosuch", "verify"])
+        .env_remove("REPLAYDB_DIR")
+        .env_remove("REPLAYDB_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no stream \"nosuch\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(replaydb::log::JetStreamLog::open_existing(&cluster.urls, "nosuch", 1 << 20).is_err());
 }

@@ -104,20 +104,15 @@ pub fn verify(dir: impl AsRef<Path>, options: &Options) -> Result<VerifyReport> 
         #[cfg(feature = "jetstream")]
         (
             crate::options::LogKind::JetStream {
-                servers,
-                stream,
-                replicas,
+                servers, stream, ..
             },
             _,
         ) => {
             // The store is here; the log is the stream, read (and each
-            // record checked) from the cluster.
-            let log = crate::log::JetStreamLog::open(
-                servers,
-                stream,
-                *replicas,
-                options.record_bytes_max,
-            )?;
+            // record checked) from the cluster; one that is not there is
+            // not created.
+            let log =
+                crate::log::JetStreamLog::open_existing(servers, stream, options.record_bytes_max)?;
             let stats = crate::log::Log::stats(&log);
             let report = VerifyReport {
                 first_lsn: stats.first_lsn,

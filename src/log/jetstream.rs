@@ -185,6 +185,26 @@ impl JetStreamLog {
         replicas: usize,
         record_bytes_max: u64,
     ) -> Result<JetStreamLog> {
+        JetStreamLog::open_with(servers, name, Some(replicas), record_bytes_max)
+    }
+
+    /// [`JetStreamLog::open`] of a stream that must exist already (what a
+    /// check opens: it creates nothing).
+    pub fn open_existing(
+        servers: &[String],
+        name: &str,
+        record_bytes_max: u64,
+    ) -> Result<JetStreamLog> {
+        JetStreamLog::open_with(servers, name, None, record_bytes_max)
+    }
+
+    /// Opens the stream, creating it with `create` replicas if asked.
+    fn open_with(
+        servers: &[String],
+        name: &str,
+        create: Option<usize>,
+        record_bytes_max: u64,
+    ) -> Result<JetStreamLog> {
         let endpoint = PathBuf::from(format!("{}/{name}", servers.join(",")));
         let fail = |op: &'static str, e: &dyn std::fmt::Display| {
             Error::io(op, &endpoint, std::io::Error::other(e.to_string()))
@@ -204,7 +224,7 @@ impl JetStreamLog {
         let config = stream::Config {
             name: name.to_string(),
             subjects: vec![subject.clone()],
-            num_replicas: replicas,
+            num_replicas: create.unwrap_or(1),
             storage: stream::StorageType::File,
             allow_direct: true,
             duplicate_window: Duration::from_secs(120),
@@ -219,10 +239,16 @@ impl JetStreamLog {
             let max_payload = client.server_info().max_payload as u64;
             let mut js = jetstream::new(client);
             js.set_timeout(ACK_WAIT);
-            let stream = js
-                .get_or_create_stream(config)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = match create {
+                Some(_) => js
+                    .get_or_create_stream(config)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                None => js
+                    .get_stream(&config.name)
+                    .await
+                    .map_err(|e| format!("{e} (no stream {:?})", config.name))?,
+            };
             Ok::<_, String>((js, stream, max_payload))
         })
         .and_then(|r| r)
