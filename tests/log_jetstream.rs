@@ -33,6 +33,25 @@ fn open(cluster: &Cluster, name: &str) -> JetStreamLog {
     }
 }
 
+/// Tries to append one event to stream `a` as LSN `expected_last + 1`, at
+/// `version`, after `expected_last`.
+fn try_append(
+    log: &JetStreamLog,
+    expected_last: u64,
+    version: u64,
+    event: &str,
+) -> replaydb::Result<()> {
+    let batch = encode_batch("a", &[event]);
+    log.append(
+        expected_last,
+        &[LogRecord {
+            batch: &batch,
+            first_lsn: expected_last + 1,
+            first_version: version,
+        }],
+    )
+}
+
 /// Appends one batch of `events` to `stream` after `log`'s last LSN.
 fn append(log: &JetStreamLog, stream: &str, version: u64, events: &[&str]) -> u64 {
     let batch = encode_batch(stream, events);
@@ -109,15 +128,7 @@ fn records_are_kept_in_order_found_again_and_truncated() {
     assert!(lsns_from(&log, 7).is_empty());
 
     // A stale last LSN is refused, and nothing is written.
-    let batch = encode_batch("a", &["late"]);
-    let stale = log.append(
-        3,
-        &[LogRecord {
-            batch: &batch,
-            first_lsn: 4,
-            first_version: 6,
-        }],
-    );
+    let stale = try_append(&log, 3, 6, "late");
     assert!(matches!(stale, Err(Error::LogConflict { .. })), "{stale:?}");
 
     // Another writer on the same stream: this one's next append, which
@@ -126,15 +137,7 @@ fn records_are_kept_in_order_found_again_and_truncated() {
     let other = open(&cluster, "orders");
     assert_eq!(other.last_lsn(), 6, "a reopened log finds its tail");
     append(&other, "c", 1, &["g1"]);
-    let batch = encode_batch("a", &["behind"]);
-    let behind = log.append(
-        6,
-        &[LogRecord {
-            batch: &batch,
-            first_lsn: 7,
-            first_version: 6,
-        }],
-    );
+    let behind = try_append(&log, 6, 6, "behind");
     assert!(
         matches!(behind, Err(Error::LogConflict { .. })),
         "an append behind another writer's back: {behind:?}"
@@ -142,29 +145,13 @@ fn records_are_kept_in_order_found_again_and_truncated() {
     assert_eq!(lsns_from(&other, 7), vec![(7, 7, "c".into())]);
     // Behind it by a record of another LSN (another message id): the
     // cluster's expected-sequence check refuses it.
-    let batch = encode_batch("a", &["later"]);
-    let stale_seq = log.append(
-        6,
-        &[LogRecord {
-            batch: &batch,
-            first_lsn: 7,
-            first_version: 6,
-        }],
-    );
+    let stale_seq = try_append(&log, 6, 6, "later");
     assert!(
         matches!(stale_seq, Err(Error::LogConflict { .. })),
         "{stale_seq:?}"
     );
     append(&other, "c", 2, &["g2", "g3"]);
-    let batch = encode_batch("a", &["far behind"]);
-    let refused = log.append(
-        6,
-        &[LogRecord {
-            batch: &batch,
-            first_lsn: 7,
-            first_version: 6,
-        }],
-    );
+    let refused = try_append(&log, 6, 6, "far behind");
     assert!(
         matches!(refused, Err(Error::LogConflict { .. })),
         "{refused:?}"

@@ -91,6 +91,18 @@ pub(crate) struct CommittedBatch {
     pub payload: Vec<u8>,
 }
 
+impl CommittedBatch {
+    fn as_ref(&self) -> BatchRef<'_> {
+        BatchRef {
+            first_lsn: self.first_lsn,
+            first_version: self.first_version,
+            count: self.count,
+            stream: &self.stream,
+            payload: &self.payload,
+        }
+    }
+}
+
 /// A batch or command of a group to decide in the applier.
 pub(crate) struct DecideItem {
     pub stream: String,
@@ -624,16 +636,7 @@ impl State {
                             None => w.insert(store.begin_write()?),
                         };
                         for b in &batches {
-                            w.apply_batch(
-                                &BatchRef {
-                                    first_lsn: b.first_lsn,
-                                    first_version: b.first_version,
-                                    count: b.count,
-                                    stream: &b.stream,
-                                    payload: &b.payload,
-                                },
-                                &mut views.slots,
-                            )?;
+                            w.apply_batch(&b.as_ref(), &mut views.slots)?;
                             self.count(
                                 b.payload.len() as u64,
                                 b.first_lsn + u64::from(b.count) - 1,
@@ -771,48 +774,63 @@ impl State {
     /// handle, naming its LSN. A read that fails applies nothing.
     fn catch_up(&mut self) -> Result<u64> {
         self.health.check()?;
-        let views_lock = self.views.clone();
-        let mut views = views_lock.write().unwrap_or_else(PoisonError::into_inner);
         let from = self.applied_lsn + 1;
         if self.log.last_lsn() < from {
             return Ok(self.applied_lsn);
         }
+        // Read first, without the views' lock: a cluster slow to answer
+        // (a call may take seconds) keeps no reader of this node waiting.
+        let mut batches = Vec::new();
+        let mut bytes = 0u64;
+        let read = self.log.read(from, &mut |r| {
+            if r.last_lsn() < from {
+                return Ok(true);
+            }
+            bytes += r.payload.len() as u64;
+            batches.push(CommittedBatch {
+                stream: r.stream.to_string(),
+                first_lsn: r.first_lsn,
+                first_version: r.first_version,
+                count: r.count,
+                payload: r.payload.to_vec(),
+            });
+            Ok(bytes < CATCH_UP_TRANSACTION_BYTES_MAX)
+        });
+        let health = self.health.clone();
+        let poison_if_damage = move |e: Error| {
+            if matches!(e, Error::Corrupt { .. }) {
+                tracing::error!(error = %e, "a record of the shared log is damaged; poisoning the handle");
+                health.poison(e.to_string());
+            }
+            e
+        };
+        read.map_err(&poison_if_damage)?;
+        let views_lock = self.views.clone();
+        let mut views = views_lock.write().unwrap_or_else(PoisonError::into_inner);
         let store = self.store.clone();
         let mut w = store.begin_write()?;
         let mut next = from;
-        let mut bytes = 0u64;
-        let mut counted = Vec::new();
-        let read = self.log.read(from, &mut |r| {
-            if r.last_lsn() < next {
-                return Ok(true);
-            }
-            crate::engine::recover::apply_record(
+        for b in &batches {
+            let applied = crate::engine::recover::apply_record(
                 &mut w,
-                r,
+                &b.as_ref(),
                 next,
                 &mut views.slots,
                 "folding the shared log into the store",
-            )?;
-            next = r.last_lsn() + 1;
-            bytes += r.payload.len() as u64;
-            counted.push((r.payload.len() as u64, r.last_lsn()));
-            Ok(bytes < CATCH_UP_TRANSACTION_BYTES_MAX)
-        });
-        if let Err(e) = read {
-            drop(w);
-            self.reload_views(&mut views)?;
-            if matches!(e, Error::Corrupt { .. }) {
-                tracing::error!(error = %e, "a record of the shared log is damaged; poisoning the handle");
-                self.health.poison(e.to_string());
+            );
+            if let Err(e) = applied {
+                drop(w);
+                self.reload_views(&mut views)?;
+                return Err(poison_if_damage(e));
             }
-            return Err(e);
+            next = b.first_lsn + u64::from(b.count);
         }
         // Counted once committed: a commit that fails leaves the applied
         // LSN where the store is, and poisons (the views' memory holds
         // what the store dropped).
         let before = self.applied_lsn;
-        for (b, lsn) in counted {
-            self.count(b, lsn);
+        for b in &batches {
+            self.count(b.payload.len() as u64, b.first_lsn + u64::from(b.count) - 1);
         }
         if let Err(e) = self.commit_round(w, &mut views) {
             self.applied_lsn = before;
@@ -1007,26 +1025,9 @@ struct Round<'a> {
     dones: &'a mut Vec<Sender<()>>,
 }
 
-/// An accepted batch of a decided group, to apply to the store.
-struct DeferredApply {
-    first_lsn: u64,
-    first_version: u64,
-    count: u32,
-    stream: String,
-    payload: Vec<u8>,
-}
-
-impl DeferredApply {
-    fn as_ref(&self) -> BatchRef<'_> {
-        BatchRef {
-            first_lsn: self.first_lsn,
-            first_version: self.first_version,
-            count: self.count,
-            stream: &self.stream,
-            payload: &self.payload,
-        }
-    }
-}
+/// An accepted batch of a decided group, to apply to the store after the
+/// reply: a batch as committed ones are.
+type DeferredApply = CommittedBatch;
 
 /// Checks the log writes reported for the groups decided this round;
 /// with `wait`, waits for every one (before the transaction commits).

@@ -375,7 +375,7 @@ fn catch_up(store: &Store, slots: &mut [ViewSlot], applied_lsn: u64) -> Result<(
 /// damage at its LSN (`doing` says where it was met).
 pub(crate) fn apply_record(
     tx: &mut store::StoreWrite<'_>,
-    r: &crate::wal::format::RecordView<'_>,
+    r: &BatchRef<'_>,
     next: u64,
     slots: &mut [ViewSlot],
     doing: &str,
@@ -387,17 +387,7 @@ pub(crate) fn apply_record(
             format!("the log has LSN {} where LSN {next} was next", r.first_lsn),
         ));
     }
-    tx.apply_batch(
-        &BatchRef {
-            first_lsn: r.first_lsn,
-            first_version: r.first_version,
-            count: r.count,
-            stream: r.stream,
-            payload: r.payload,
-        },
-        slots,
-    )
-    .map_err(|e| match e {
+    tx.apply_batch(r, slots).map_err(|e| match e {
         Error::Store { reason, .. } => {
             Error::corrupt("<log>", r.first_lsn, format!("{doing}: {reason}"))
         }
@@ -428,7 +418,13 @@ fn replay_log(
                 reason: "replay lost its store transaction".into(),
             });
         };
-        apply_record(tx, r, next, slots, "replaying the log into the store")?;
+        apply_record(
+            tx,
+            &BatchRef::of(r),
+            next,
+            slots,
+            "replaying the log into the store",
+        )?;
         next = r.last_lsn() + 1;
         records += 1;
         events += u64::from(r.count);

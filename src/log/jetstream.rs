@@ -75,27 +75,58 @@ struct Tail {
     damaged: Option<(u64, String)>,
 }
 
+/// What one message holds, by its records' headers.
+#[derive(Debug, Clone, Copy)]
+struct Holds {
+    first_lsn: u64,
+    last_lsn: u64,
+    records: u64,
+    events: u64,
+}
+
 impl Tail {
-    /// The record `bytes` is at sequence `seq` of the stream: the tail
-    /// moves on if it is past it, and the bytes are kept.
+    /// The message `bytes`, delivered from the stream, is at sequence
+    /// `seq`: checked (if it is past the tail) and then
+    /// [`Tail::stored`].
     fn observe(&mut self, seq: u64, bytes: bytes::Bytes, record_bytes_max: u64) {
-        if seq > self.last_seq {
+        let holds = if seq > self.last_seq {
             match records_of(&bytes, record_bytes_max) {
-                Ok(records) => {
-                    if let (Some(first), Some(last)) = (records.first(), records.last()) {
-                        if self.records == 0 {
-                            self.first_lsn = first.first_lsn;
-                        }
-                        self.last_lsn = last.last_lsn();
-                    }
-                    self.records += records.len() as u64;
-                    self.events += records.iter().map(|r| u64::from(r.count)).sum::<u64>();
-                }
+                Ok(records) => match (records.first(), records.last()) {
+                    (Some(first), Some(last)) => Some(Holds {
+                        first_lsn: first.first_lsn,
+                        last_lsn: last.last_lsn(),
+                        records: records.len() as u64,
+                        events: records.iter().map(|r| u64::from(r.count)).sum(),
+                    }),
+                    _ => None,
+                },
                 Err((at, why)) => {
                     if self.damaged.is_none() {
                         self.damaged = Some((seq, format!("at byte {at}: {why}")));
                     }
+                    None
                 }
+            }
+        } else {
+            None
+        };
+        self.stored(seq, bytes, holds);
+    }
+
+    /// The message `bytes`, holding `holds` (`None`: not known, it did
+    /// not check out), is at sequence `seq`: the tail moves on if it is
+    /// past it, and the bytes are kept. This log's own messages come here
+    /// straight from their acknowledgement, with what they hold known
+    /// already: no decoding again on the append's path.
+    fn stored(&mut self, seq: u64, bytes: bytes::Bytes, holds: Option<Holds>) {
+        if seq > self.last_seq {
+            if let Some(h) = holds {
+                if self.records == 0 {
+                    self.first_lsn = h.first_lsn;
+                }
+                self.last_lsn = h.last_lsn;
+                self.records += h.records;
+                self.events += h.events;
             }
             self.last_seq = seq;
             self.bytes += bytes.len() as u64;
@@ -563,6 +594,10 @@ async fn follow_tail(
                 while let Some(m) = messages.next().await {
                     let Ok(m) = m else { break };
                     let Ok(seq) = m.info().map(|i| i.stream_sequence) else {
+                        // Its sequence unknown, it moves nothing: the next
+                        // message moves the tail past it, and a read asks
+                        // the leader for it. Said, not skipped silently.
+                        tracing::warn!("a message of the stream without its sequence; not kept");
                         continue;
                     };
                     backoff = BACKOFF_FIRST;
@@ -626,7 +661,7 @@ impl Log for JetStreamLog {
         // back in as few messages as the servers' payload limit allows
         // (one, nearly always: a message is stored whole or not at all).
         let mut next = expected_last_lsn + 1;
-        let mut messages: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+        let mut messages: Vec<(Holds, Vec<u8>)> = Vec::new();
         for r in records {
             if r.first_lsn != next {
                 return Err(Error::Internal {
@@ -644,17 +679,23 @@ impl Log for JetStreamLog {
                 });
             }
             match messages.last_mut() {
-                Some((_, bytes, count))
-                    if (bytes.len() as u64) + size <= self.message_bytes_max =>
-                {
+                Some((holds, bytes)) if (bytes.len() as u64) + size <= self.message_bytes_max => {
                     bytes.extend_from_slice(&header);
                     bytes.extend_from_slice(&r.batch.payload);
-                    *count += 1;
+                    holds.last_lsn = r.last_lsn();
+                    holds.records += 1;
+                    holds.events += u64::from(r.batch.count);
                 }
                 _ => {
                     let mut bytes = header.to_vec();
                     bytes.extend_from_slice(&r.batch.payload);
-                    messages.push((r.first_lsn, bytes, 1));
+                    let holds = Holds {
+                        first_lsn: r.first_lsn,
+                        last_lsn: r.last_lsn(),
+                        records: 1,
+                        events: u64::from(r.batch.count),
+                    };
+                    messages.push((holds, bytes));
                 }
             }
             next = r.last_lsn() + 1;
@@ -664,7 +705,8 @@ impl Log for JetStreamLog {
         // copy sent again after a lost acknowledgement is stored once.
         let mut stored_seq = last_seq;
         let mut stored_records = 0u64;
-        for (first_lsn, bytes, count) in messages {
+        for (holds, bytes) in messages {
+            let first_lsn = holds.first_lsn;
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
@@ -705,9 +747,8 @@ impl Log for JetStreamLog {
                 ))),
                 Ok(ack) => {
                     stored_seq = ack.sequence;
-                    stored_records += count;
-                    self.lock()
-                        .observe(stored_seq, bytes, self.record_bytes_max);
+                    stored_records += holds.records;
+                    self.lock().stored(stored_seq, bytes, Some(holds));
                     self.grew.notify_all();
                     None
                 }

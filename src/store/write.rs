@@ -36,6 +36,19 @@ pub(crate) struct BatchRef<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> BatchRef<'a> {
+    /// The batch a record of the log holds.
+    pub(crate) fn of(r: &crate::wal::format::RecordView<'a>) -> BatchRef<'a> {
+        BatchRef {
+            first_lsn: r.first_lsn,
+            first_version: r.first_version,
+            count: r.count,
+            stream: r.stream,
+            payload: r.payload,
+        }
+    }
+}
+
 impl BatchRef<'_> {
     fn last_lsn(&self) -> u64 {
         self.first_lsn + u64::from(self.count) - 1
