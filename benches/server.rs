@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo bench --bench server                       # the side-by-side table, then criterion
 //! REPLAYDB_BENCH_TABLE_ONLY=1 cargo bench --bench server
+//! REPLAYDB_BENCH_ONLY=socket cargo bench --bench server  # 100 000 appends of one, to profile
 //! ```
 //!
 //! The table runs each workload in ten short turns, interleaved, after a
@@ -145,6 +146,22 @@ fn main() {
         embedded(&s.db, 64);
         socket(&s.clients, 64);
         assert_eq!(s.db.last_lsn(), 128);
+        return;
+    }
+    if let Some(only) = std::env::var_os("REPLAYDB_BENCH_ONLY") {
+        // One workload alone, for `perf stat` or `perf record`: a fixed
+        // count, so counters divide into a figure per append.
+        let n = 100_000;
+        let took = match only.to_str() {
+            Some("embedded") => embedded(&s.db, n),
+            Some("socket") => socket(&s.clients, n),
+            _ => panic!("REPLAYDB_BENCH_ONLY is embedded or socket, not {only:?}"),
+        };
+        let per_fsync = n as f64 / s.db.stats().expect("stats").fsyncs_since_open as f64;
+        println!(
+            "{n} appends: {:.1} µs each, {per_fsync:.1} per fsync",
+            took.as_secs_f64() * 1e6
+        );
         return;
     }
     let started = Instant::now();

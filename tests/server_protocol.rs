@@ -591,3 +591,93 @@ fn a_server_started_and_stopped_from_async_code_does_not_panic() {
     assert!(!socket.exists());
     assert_eq!(db.stream_version("a").unwrap(), 1);
 }
+
+#[test]
+fn a_client_that_does_not_read_holds_back_only_its_own_answers_and_a_stop_answers_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let server = db.serve(&socket).unwrap();
+    // A raw client that sends and does not read: two echoes of 1 MiB
+    // fill its socket, then appends whose answers must wait behind them.
+    let mut slow = raw(&socket);
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for tag in [1, 2] {
+        let ping = wire::encode(&wire::Ping {
+            payload: payload.clone(),
+        });
+        slow.write_all(&frame::encode(tag, Code::Ping as u32, 0, &ping))
+            .unwrap();
+    }
+    const APPENDS: u64 = 50;
+    for i in 0..APPENDS {
+        let append = wire::encode(&wire::Append {
+            stream: "slow".into(),
+            expected: ExpectedVersion::Exact(i),
+            events: vec![serde_bytes::ByteBuf::from(i.to_le_bytes().to_vec())],
+        });
+        slow.write_all(&frame::encode(100 + i, Code::Append as u32, 0, &append))
+            .unwrap();
+    }
+    // Every one of them is committed while nothing is read...
+    while db.stream_version("slow").unwrap() < APPENDS {
+        std::thread::yield_now();
+    }
+    // ...and another client is served all the while: a commit never
+    // waits on a client that does not read.
+    let good = Client::connect(&socket).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let good = good.clone();
+        std::thread::spawn(move || {
+            for i in 0..100u64 {
+                Database::append(&good, "good", ExpectedVersion::Exact(i), &[b"e"]).unwrap();
+            }
+            done.send(good.ping(b"served").unwrap()).unwrap();
+        });
+    }
+    let served = finished.recv_timeout(Duration::from_secs(60));
+    assert_eq!(
+        served.as_deref(),
+        Ok(&b"served"[..]),
+        "the other client is served"
+    );
+
+    // A stop waits for the answers in flight: the slow client reads them
+    // all, whole and once each, then the goodbye, then the end.
+    let stopping = std::thread::spawn(move || server.stop());
+    let mut echoes = Vec::new();
+    let mut appended = std::collections::BTreeMap::new();
+    loop {
+        let (h, body) = read_frame(&mut slow).expect("a frame before the goodbye");
+        if h.code == Code::Goodbye as u32 {
+            break;
+        }
+        assert_eq!(h.flags, FLAG_REPLY, "tag {}: {body:?}", h.tag);
+        if h.code == Code::Ping as u32 {
+            let echo: wire::Ping = wire::decode("ping", &body).unwrap();
+            assert!(echo.payload == payload, "echo {} whole", h.tag);
+            echoes.push(h.tag);
+        } else {
+            assert_eq!(h.code, Code::Append as u32);
+            let done: replaydb::Appended = wire::decode("append", &body).unwrap();
+            assert!(
+                appended.insert(h.tag, done.version).is_none(),
+                "tag {} twice",
+                h.tag
+            );
+        }
+    }
+    echoes.sort();
+    assert_eq!(echoes, [1, 2]);
+    let expected: std::collections::BTreeMap<u64, u64> =
+        (0..APPENDS).map(|i| (100 + i, i + 1)).collect();
+    assert_eq!(
+        appended, expected,
+        "each append answered once, with its version"
+    );
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "closed after the goodbye");
+    stopping.join().unwrap();
+}

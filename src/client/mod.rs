@@ -126,7 +126,7 @@ pub(crate) struct Conn {
     /// Held by the one waiter that reads the socket.
     /// Buffered: a reply's header and body, and often the next replies,
     /// come in one read.
-    reader: Mutex<std::io::BufReader<UnixStream>>,
+    reader: Mutex<std::io::BufReader<ReplyReader>>,
     /// Tags whose threads are blocked waiting for their reply: whom a
     /// reader that lets go passes the reading to.
     waiting: Mutex<std::collections::HashSet<u64>>,
@@ -211,7 +211,7 @@ impl Conn {
     /// Reads one frame and hands it to whoever waits for its tag.
     fn read_one(
         &self,
-        stream: &mut std::io::BufReader<UnixStream>,
+        stream: &mut std::io::BufReader<ReplyReader>,
     ) -> std::result::Result<(), String> {
         let (header, body) =
             read_frame(stream).map_err(|e| format!("the server closed the connection ({e})"))?;
@@ -262,6 +262,43 @@ impl Conn {
         {
             let _ = tx.send(Reply::Lost(reason.to_string()));
         }
+    }
+}
+
+/// The connection's reading half. It waits for a reply with
+/// `poll(POLLIN)` before it reads: a thread blocked in `recv` on a Unix
+/// socket is woken, too, whenever the server reads a request this client
+/// sent (the kernel wakes every waiter on the socket when its send buffer
+/// drains), only to find nothing and sleep again, while a `poll` for
+/// input wakes for input alone. That is one context switch less on every
+/// request's path (`perf stat`: see BENCHMARKS.md, "Sharing over a
+/// socket").
+#[derive(Debug)]
+pub(crate) struct ReplyReader(UnixStream);
+
+impl Read for ReplyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut ready = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd, for the count given, which lives
+            // across the call. A hang-up or an error ends the wait too
+            // (poll reports them whatever is asked), and the read below
+            // then returns the end or the error.
+            let n = unsafe { libc::poll(&mut ready, 1, -1) };
+            if n >= 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.0.read(buf)
     }
 }
 
@@ -431,7 +468,10 @@ impl Client {
             .map_err(|e| Error::io("clone the socket", socket, e))?;
         let conn = Arc::new(Conn {
             writer: Mutex::new(stream),
-            reader: Mutex::new(std::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader)),
+            reader: Mutex::new(std::io::BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                ReplyReader(reader),
+            )),
             waiting: Mutex::new(std::collections::HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),

@@ -42,6 +42,19 @@ pub(crate) struct Slot {
     /// Its appender is an async task, which leads on the blocking pool:
     /// a leader on the pool leads its group too rather than hand over.
     async_waiter: bool,
+    /// No one waits on it: its result goes to this callback instead (see
+    /// [`Slot::calling_back`]); taken when called.
+    on_done: Mutex<Option<OnDone>>,
+    calls_back: bool,
+}
+
+/// What a slot that calls back is completed with.
+pub(crate) struct OnDone(pub Box<dyn FnOnce(Result<Appended>) + Send>);
+
+impl std::fmt::Debug for OnDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDone")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -68,9 +81,45 @@ impl Slot {
         }
     }
 
+    /// The slot of an append no one waits on: `on_done` gets its result,
+    /// on the thread that completes it (a group's leader: it must not
+    /// block). Like an abandoned async append, it is never handed the
+    /// group's leadership.
+    pub(crate) fn calling_back(on_done: OnDone) -> Slot {
+        Slot {
+            async_waiter: true,
+            abandoned: std::sync::atomic::AtomicBool::new(true),
+            on_done: Mutex::new(Some(on_done)),
+            calls_back: true,
+            ..Slot::default()
+        }
+    }
+
     /// Whether its appender is an async task.
     pub(crate) fn is_async(&self) -> bool {
         self.async_waiter
+    }
+
+    /// Hands `result` to the slot's callback, if it calls back (once:
+    /// a second result is dropped); gives it back otherwise.
+    fn deliver(&self, result: Result<Appended>) -> Option<Result<Appended>> {
+        if !self.calls_back {
+            return Some(result);
+        }
+        let on_done = self
+            .on_done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(OnDone(call)) = on_done {
+            // The leader completes the rest of its group whatever a
+            // callback does.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(result)));
+            if called.is_err() {
+                tracing::error!("an append's completion callback panicked");
+            }
+        }
+        None
     }
 
     fn set(&self, new: SlotState) {
@@ -82,11 +131,16 @@ impl Slot {
     }
 
     pub(crate) fn complete(&self, result: Result<Appended>) {
-        self.set(SlotState::Done(result));
+        if let Some(result) = self.deliver(result) {
+            self.set(SlotState::Done(result));
+        }
     }
 
     /// Completes the slot unless a result is already there.
     pub(crate) fn complete_if_waiting(&self, result: Result<Appended>) {
+        let Some(result) = self.deliver(result) else {
+            return;
+        };
         let mut g = self
             .state
             .lock()

@@ -507,6 +507,37 @@ impl Db {
         self.submit_async(pending).await
     }
 
+    /// [`Db::append`] for a caller that does not wait, the server's:
+    /// `on_done` gets the result, on the thread that commits the group
+    /// (so it must not block), or at once for a refusal before queueing.
+    /// An async caller's task thus is not woken to answer: the answer is
+    /// given where the group is acknowledged. Call it inside a tokio
+    /// runtime: a group with no leader yet is led on its blocking pool.
+    pub(crate) fn append_then<E: AsRef<[u8]>>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[E],
+        on_done: impl FnOnce(Result<Appended>) + Send + 'static,
+    ) {
+        let pending = validate_stream_name(stream)
+            .and_then(|()| self.pending_append(stream, expected, events));
+        let mut pending = match pending {
+            Ok(p) => p,
+            Err(e) => return on_done(Err(e)),
+        };
+        let slot = Arc::new(Slot::calling_back(commit::OnDone(Box::new(on_done))));
+        pending.slot = slot.clone();
+        match self.enqueue(pending) {
+            Ok(true) => {
+                let inner = self.inner.clone();
+                drop(tokio::task::spawn_blocking(move || inner.lead_on_pool()));
+            }
+            Ok(false) => {}
+            Err(e) => slot.complete(Err(e)),
+        }
+    }
+
     /// [`Db::submit`] for async callers: waits on the slot without
     /// blocking the task's thread, and leads on the blocking pool.
     async fn submit_async(&self, mut pending: Pending) -> Result<Appended> {

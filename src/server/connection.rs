@@ -1,7 +1,10 @@
 //! One client connection: its hello, its requests, its replies.
 //!
-//! The reader takes frames one after another and starts a task per
-//! request; replies go through one bounded outbox to the writer, so a
+//! The reader takes frames one after another and starts each request:
+//! an append is queued on the group commit with a callback that answers
+//! it, every other request is a task. Replies are written whole under
+//! the connection's writer lock, by the leader that acknowledged an
+//! append when the socket is free and has room, else by a task, so a
 //! slow client slows only its own requests. A frame that is not this
 //! protocol's is answered with an error naming what was wrong, and the
 //! connection is closed: after a bad header nothing that follows can be
@@ -10,13 +13,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::frame::{self, Code, FLAG_ERROR, FLAG_REPLY, FRAME_READ_DEADLINE, Header};
+use super::socket::Socket;
 use super::views::ConnectionViews;
 use super::wire::{self, WireError};
 use super::{
@@ -31,16 +34,44 @@ use crate::stream::Event;
 const PAGE_BYTES_MAX: usize =
     (frame::FRAME_BODY_BYTES_MAX as usize) - (super::FRAME_OVERHEAD_BYTES as usize);
 
-/// The connection's writing half, shared by its request tasks: each
-/// frame is written whole under the lock, by the task whose reply it is
-/// (a hand-off to a writer task was one more wake-up on every request's
-/// path).
+/// The connection's writing half, shared by its request tasks and the
+/// leaders that answer its appends: each frame is written whole under
+/// the lock, by the task or leader whose reply it is (a hand-off to a
+/// writer task was one more wake-up on every request's path).
 #[derive(Clone)]
-struct Outbox(Arc<tokio::sync::Mutex<OwnedWriteHalf>>);
+struct Outbox(Arc<tokio::sync::Mutex<Socket>>);
 
 impl Outbox {
     async fn send(&self, frame: Vec<u8>) -> Result<(), std::io::Error> {
         self.0.lock().await.write_all(&frame).await
+    }
+
+    /// [`Outbox::send`] from any thread, without waiting: the frame is
+    /// written at once when no other is being written and the socket has
+    /// room (the common case), else by a task on `runtime`. `sent` is
+    /// dropped once it is written (or the connection is found broken).
+    fn send_now<T: Send + 'static>(&self, frame: Vec<u8>, runtime: &Handle, sent: T) {
+        let outbox = match self.0.clone().try_lock_owned() {
+            Ok(socket) => match socket.write_now(&frame) {
+                Ok(n) if n == frame.len() => return,
+                Ok(n) => {
+                    // Part of it is out: the rest goes before any other
+                    // frame, under the same lock.
+                    runtime.spawn(async move {
+                        let _ = socket.write_all(frame.get(n..).unwrap_or_default()).await;
+                        drop(sent);
+                    });
+                    return;
+                }
+                // Broken: the connection's reader finds it closed.
+                Err(_) => return,
+            },
+            Err(_) => self.clone(),
+        };
+        runtime.spawn(async move {
+            let _ = outbox.send(frame).await;
+            drop(sent);
+        });
     }
 
     /// [`Outbox::send`] on the way out (a goodbye, a last error): a client
@@ -55,7 +86,7 @@ impl Outbox {
 
     async fn close(&self) {
         let _ = tokio::time::timeout(LAST_WRITE_DEADLINE, async {
-            let _ = self.0.lock().await.shutdown().await;
+            let _ = self.0.lock().await.shutdown();
         })
         .await;
     }
@@ -70,7 +101,7 @@ const LAST_WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// the next requests, in one read.
 const READ_BUFFER_BYTES: usize = 64 << 10;
 
-type Reader = tokio::io::BufReader<OwnedReadHalf>;
+type Reader = tokio::io::BufReader<Socket>;
 
 async fn read_owned(mut rd: Reader) -> (Reader, Result<(Header, Vec<u8>), frame::FrameError>) {
     let frame = frame::read(&mut rd, FRAME_READ_DEADLINE).await;
@@ -103,7 +134,14 @@ pub(crate) async fn serve(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let peer = stream.peer_cred();
-    let (mut rd, mut wr) = stream.into_split();
+    let mut rd = match Socket::new(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(connection = id, error = %e, "could not register a connection's socket");
+            return;
+        }
+    };
+    let wr = rd.clone();
     let refuse = |e: Error| error_frame(0, Code::Hello as u32, &e);
     let Some(_permit) = permit else {
         tracing::warn!(connection = id, "refused: the connection limit is reached");
@@ -181,7 +219,7 @@ pub(crate) async fn serve(
 
 /// The first frame must be a hello of this protocol, within
 /// [`HELLO_DEADLINE`]; the error frame to send otherwise.
-async fn hello(rd: &mut OwnedReadHalf, id: u64, shared: &Shared) -> Result<(), Vec<u8>> {
+async fn hello(rd: &mut Socket, id: u64, shared: &Shared) -> Result<(), Vec<u8>> {
     let refuse = |reason: String| {
         tracing::warn!(connection = id, reason, "refused a connection's hello");
         error_frame(0, Code::Hello as u32, &protocol_error(shared, reason))
@@ -304,6 +342,9 @@ impl Connection {
         }
         let drained = tokio::time::timeout(STOP_DRAIN_MAX, async {
             while self.tasks.join_next().await.is_some() {}
+            // Appends have no task: each holds its permit until answered.
+            let all = u32::try_from(REQUESTS_IN_FLIGHT_MAX).unwrap_or(u32::MAX);
+            let _ = self.in_flight.acquire_many(all).await;
         })
         .await;
         if drained.is_err() {
@@ -394,16 +435,19 @@ impl Connection {
         let request = Request::decode(code, &body)?;
         let (shared, outbox) = (self.shared.clone(), self.outbox.clone());
         if let Request::Append(a) = request {
-            // Queued from this task, its fsync awaited without a thread.
-            self.tasks.spawn(async move {
-                let events = a.events.into_iter().map(|e| e.into_vec()).collect();
-                let frame = match shared.db.append_async(a.stream, a.expected, events).await {
-                    Ok(done) => frame::encode(tag, raw, FLAG_REPLY, &wire::encode(&done)),
-                    Err(e) => error_frame(tag, raw, &e),
-                };
-                let _ = outbox.send(frame).await;
-                drop(permit);
-            });
+            // Queued from here, and answered by whoever acknowledges its
+            // group, with no task of its own to wake: the permit is held
+            // until the answer is written, so a stop still waits for it.
+            let runtime = Handle::current();
+            shared
+                .db
+                .append_then(&a.stream, a.expected, &a.events, move |done| {
+                    let frame = match done {
+                        Ok(done) => frame::encode(tag, raw, FLAG_REPLY, &wire::encode(&done)),
+                        Err(e) => error_frame(tag, raw, &e),
+                    };
+                    outbox.send_now(frame, &runtime, permit);
+                });
             return Ok(None);
         }
         if let Request::WaitApplied(lsn) = request {

@@ -5,11 +5,12 @@
 //! process that holds the directory's lock owns the database and serves
 //! it; every other process is a [`Client`](crate::client::Client) of it,
 //! with the same operations. The server is a tokio runtime of its own:
-//! one task accepts, one task per connection reads frames, one writes
-//! them, and every request is a task of its own (the database's blocking
-//! calls on tokio's blocking pool), so one connection can have many
-//! requests in flight and sixteen clients' appends share one fsync as
-//! sixteen threads' would.
+//! one task accepts, one task per connection reads frames; an append is
+//! queued on the group commit from there and answered by the leader that
+//! acknowledges its group, and every other request is a task of its own
+//! (the database's blocking calls on tokio's blocking pool), so one
+//! connection can have many requests in flight and sixteen clients'
+//! appends share one fsync as sixteen threads' would.
 //!
 //! What the seed got wrong is each a rule here: a started frame must
 //! complete within [`frame::FRAME_READ_DEADLINE`]; every length is checked
@@ -21,6 +22,7 @@
 //! the limit when one is hit.
 
 mod connection;
+mod socket;
 mod views;
 pub(crate) use views::ConnectionViews;
 pub use views::LEASES_PER_CONNECTION_MAX;
