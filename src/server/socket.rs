@@ -93,8 +93,17 @@ impl AsyncRead for Socket {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let asked = unfilled.len();
             match ready.try_io(|fd| fd.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
+                    // Less than asked for: the socket is drained, so the
+                    // next read waits for the next wake-up instead of
+                    // asking the kernel once more to be told it would
+                    // block (as tokio's own streams do; epoll is
+                    // edge-triggered, and more data is a new edge).
+                    if n > 0 && n < asked {
+                        ready.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
