@@ -114,6 +114,18 @@ fn side_by_side(s: &Setup) {
     );
 }
 
+/// Writes back what the runs before left dirty in the page cache, and
+/// waits for it: otherwise the kernel flushes the last run's store (a
+/// hundred megabytes after criterion's embedded run) during the next
+/// one, whose fsyncs then queue behind it.
+fn settle() {
+    let synced = std::process::Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
+}
+
 /// Each workload on a database of its own, fresh: the one measured
 /// second must not pay for the store the first grew (criterion's long
 /// runs write hundreds of thousands of events, and a store past its
@@ -123,11 +135,13 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(5));
+    settle();
     let e = setup();
     g.bench_function("embedded", |b| {
         b.iter_custom(|iters| embedded(&e.db, iters.max(WRITERS as u64)) * iters as u32)
     });
     drop(e);
+    settle();
     let s = setup();
     g.bench_function("socket", |b| {
         b.iter_custom(|iters| socket(&s.clients, iters.max(WRITERS as u64)) * iters as u32)
