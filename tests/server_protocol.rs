@@ -681,3 +681,52 @@ fn a_client_that_does_not_read_holds_back_only_its_own_answers_and_a_stop_answer
     assert!(rest.is_empty(), "closed after the goodbye");
     stopping.join().unwrap();
 }
+
+#[test]
+fn embedded_appends_in_the_owner_and_clients_appends_share_the_groups_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path());
+    let socket = default_socket(tmp.path());
+    let _server = db.serve(&socket).unwrap();
+    // Clients that never let the queue run dry.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (c, stop) = (Client::connect(&socket).unwrap(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    Database::append(&c, &format!("c{t}"), ExpectedVersion::Exact(n), &[b"e"])
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    // An embedded writer in the owner leads groups that hold clients'
+    // appends, and hands the next one (a client's, which no one waits on
+    // to be handed it) to a leader started for it.
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for i in 0..200u64 {
+                db.append("embedded", ExpectedVersion::Exact(i), &[b"e"])
+                    .unwrap();
+            }
+            done.send(()).unwrap();
+        });
+    }
+    let returned = finished.recv_timeout(Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(returned.is_ok(), "the embedded appends returned");
+    let mut total = 200;
+    for (t, c) in clients.into_iter().enumerate() {
+        let n = c.join().unwrap();
+        assert_eq!(db.stream_version(&format!("c{t}")).unwrap(), n);
+        total += n;
+    }
+    assert_eq!(db.stream_version("embedded").unwrap(), 200);
+    assert_eq!(db.last_lsn(), total);
+}

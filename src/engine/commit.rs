@@ -46,6 +46,9 @@ pub(crate) struct Slot {
     /// [`Slot::calling_back`]); taken when called.
     on_done: Mutex<Option<OnDone>>,
     calls_back: bool,
+    /// Where a slot that calls back came from: a leader for its group is
+    /// started on this runtime's blocking pool.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// What a slot that calls back is completed with.
@@ -82,17 +85,25 @@ impl Slot {
     }
 
     /// The slot of an append no one waits on: `on_done` gets its result,
-    /// on the thread that completes it (a group's leader: it must not
-    /// block). Like an abandoned async append, it is never handed the
-    /// group's leadership.
-    pub(crate) fn calling_back(on_done: OnDone) -> Slot {
+    /// on the thread that completes it (a group's leader, holding the
+    /// commit lock: it must not block or call the database). Like an
+    /// abandoned async append, it is never handed the group's
+    /// leadership: a leader is started for it on `runtime`'s pool.
+    pub(crate) fn calling_back(on_done: OnDone, runtime: Option<tokio::runtime::Handle>) -> Slot {
         Slot {
             async_waiter: true,
             abandoned: std::sync::atomic::AtomicBool::new(true),
             on_done: Mutex::new(Some(on_done)),
             calls_back: true,
+            runtime,
             ..Slot::default()
         }
+    }
+
+    /// For a slot that calls back, the runtime a leader for it is started
+    /// on (`Some(None)`: a thread of its own); `None` for any other.
+    pub(crate) fn leader_runtime(&self) -> Option<Option<&tokio::runtime::Handle>> {
+        self.calls_back.then_some(self.runtime.as_ref())
     }
 
     /// Whether its appender is an async task.

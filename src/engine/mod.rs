@@ -511,8 +511,10 @@ impl Db {
     /// `on_done` gets the result, on the thread that commits the group
     /// (so it must not block), or at once for a refusal before queueing.
     /// An async caller's task thus is not woken to answer: the answer is
-    /// given where the group is acknowledged. Call it inside a tokio
-    /// runtime: a group with no leader yet is led on its blocking pool.
+    /// given where the group is acknowledged, under the commit lock, so
+    /// `on_done` must neither block nor call the database. A group with
+    /// no leader yet is led on the calling runtime's blocking pool (on a
+    /// thread of its own outside one).
     pub(crate) fn append_then<E: AsRef<[u8]>>(
         &self,
         stream: &str,
@@ -526,13 +528,14 @@ impl Db {
             Ok(p) => p,
             Err(e) => return on_done(Err(e)),
         };
-        let slot = Arc::new(Slot::calling_back(commit::OnDone(Box::new(on_done))));
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let slot = Arc::new(Slot::calling_back(
+            commit::OnDone(Box::new(on_done)),
+            runtime.clone(),
+        ));
         pending.slot = slot.clone();
         match self.enqueue(pending) {
-            Ok(true) => {
-                let inner = self.inner.clone();
-                drop(tokio::task::spawn_blocking(move || inner.lead_on_pool()));
-            }
+            Ok(true) => self.inner.lead_elsewhere(runtime.as_ref()),
             Ok(false) => {}
             Err(e) => slot.complete(Err(e)),
         }
@@ -552,8 +555,8 @@ impl Db {
                 // and this task waits for its slot like any other. A
                 // blocking-pool task runs to its end even if this future
                 // is dropped.
-                let inner = self.inner.clone();
-                drop(tokio::task::spawn_blocking(move || inner.lead_on_pool()));
+                self.inner
+                    .lead_elsewhere(tokio::runtime::Handle::try_current().ok().as_ref());
             }
             // Dropped while it waits (a timeout, a task aborted), the
             // future must not take the group's leadership with it.
@@ -840,6 +843,34 @@ struct LeadIfAbandoned {
     armed: bool,
 }
 
+/// A leader on its way to the queue: it leads when run, and if it is
+/// dropped unrun (a runtime that refused the task), on a thread of its
+/// own.
+struct LeadWhenDropped(Option<Arc<Inner>>);
+
+impl LeadWhenDropped {
+    fn lead_now(mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.lead_on_pool();
+        }
+    }
+}
+
+impl Drop for LeadWhenDropped {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.take() else {
+            return;
+        };
+        let leader = inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("replaydb-lead".into())
+            .spawn(move || leader.lead_on_pool());
+        if spawned.is_err() {
+            inner.lead_on_pool();
+        }
+    }
+}
+
 impl Drop for LeadIfAbandoned {
     fn drop(&mut self) {
         if !self.armed || !self.slot.abandon() {
@@ -904,7 +935,7 @@ impl Inner {
     /// Whatever happens inside (even a panic, say in a tracing layer),
     /// every slot of the group is completed and leadership is handed on,
     /// so no appender waits forever.
-    fn lead(&self) {
+    fn lead(self: &Arc<Self>) {
         // The next appender may have gone (an async append dropped while
         // queued): then this leader commits the next group too.
         while self.lead_one_group(false) {}
@@ -912,12 +943,24 @@ impl Inner {
 
     /// [`Inner::lead`] on a blocking-pool thread for async appenders: it
     /// also leads the next group while the next appender is async.
-    fn lead_on_pool(&self) {
+    fn lead_on_pool(self: &Arc<Self>) {
         while self.lead_one_group(true) {}
     }
 
+    /// Starts a leader for the queue, whose `leader_active` this caller
+    /// set or holds, on `runtime`'s blocking pool, or on a thread of its
+    /// own if there is no runtime or it refuses (it is shutting down):
+    /// the queue says a leader is at work, so one must come.
+    fn lead_elsewhere(self: &Arc<Self>, runtime: Option<&tokio::runtime::Handle>) {
+        let leader = LeadWhenDropped(Some(self.clone()));
+        match runtime {
+            Some(rt) => drop(rt.spawn_blocking(move || leader.lead_now())),
+            None => drop(leader),
+        }
+    }
+
     /// [`Inner::lead`] for one group; whether to lead the next as well.
-    fn lead_one_group(&self, on_pool: bool) -> bool {
+    fn lead_one_group(self: &Arc<Self>, on_pool: bool) -> bool {
         // The queue lock guards only pushes and takes, which cannot panic
         // half-way; a poisoned queue lock is still consistent.
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -953,7 +996,18 @@ impl Inner {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         match q.pending.first() {
             Some(next) if on_pool && next.slot.is_async() => true,
-            Some(next) => !next.slot.hand_leadership(),
+            Some(next) => match next.slot.leader_runtime() {
+                // No one waits on it to take the group: a leader is
+                // started for it, and this thread (maybe an embedded
+                // caller's, whose own append is done) goes back to work.
+                Some(runtime) => {
+                    let runtime = runtime.cloned();
+                    drop(q);
+                    self.lead_elsewhere(runtime.as_ref());
+                    false
+                }
+                None => !next.slot.hand_leadership(),
+            },
             None => {
                 q.leader_active = false;
                 false
@@ -1008,7 +1062,7 @@ impl Inner {
     /// Folds what other nodes appended as the commit leader, if no one
     /// leads (a leader folds it before its group): `None` if one does,
     /// else whether it folded it all.
-    fn follow(&self) -> Option<bool> {
+    fn follow(self: &Arc<Self>) -> Option<bool> {
         {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if std::mem::replace(&mut q.leader_active, true) {

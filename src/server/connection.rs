@@ -208,6 +208,7 @@ pub(crate) async fn serve(
         subscriptions: Arc::new(Mutex::new(HashMap::new())),
         tasks: JoinSet::new(),
         stop,
+        socket: rd.clone(),
     };
     // Buffered only after the hello, which is read exactly.
     let rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
@@ -263,6 +264,8 @@ struct Connection {
     stop: watch::Receiver<bool>,
     /// The views' handles and this connection's KV owners.
     views: Arc<ConnectionViews>,
+    /// The socket itself, to break off without the writer's lock.
+    socket: Socket,
 }
 
 impl Connection {
@@ -349,6 +352,9 @@ impl Connection {
         .await;
         if drained.is_err() {
             tracing::warn!("requests still in flight after {STOP_DRAIN_MAX:?}; closing anyway");
+            // An answer still waiting for room in a client that does not
+            // read fails now, and frees what it holds.
+            self.socket.break_off();
             self.tasks.shutdown().await;
         }
         if *self.stop.borrow() {

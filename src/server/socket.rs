@@ -40,8 +40,19 @@ impl Socket {
             if bytes.is_empty() {
                 return Ok(());
             }
-            self.room().await?;
+            if let Err(e) = self.room().await {
+                self.break_off();
+                return Err(e);
+            }
         }
+    }
+
+    /// Ends the connection both ways, at once: after a write that failed
+    /// part-way, nothing more may follow on the stream (the client would
+    /// read the rest of the frame from the next one), and a writer
+    /// waiting for room is woken to fail.
+    pub(crate) fn break_off(&self) {
+        let _ = self.0.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
     /// Writes what of `bytes` the socket takes now, without waiting: how
@@ -54,7 +65,10 @@ impl Socket {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.break_off();
+                    return Err(e);
+                }
             }
         }
         Ok(written)
