@@ -858,30 +858,16 @@ impl LeadWhenDropped {
 
 impl Drop for LeadWhenDropped {
     fn drop(&mut self) {
-        let Some(inner) = self.0.take() else {
-            return;
-        };
-        let leader = inner.clone();
-        let spawned = std::thread::Builder::new()
-            .name("replaydb-lead".into())
-            .spawn(move || leader.lead_on_pool());
-        if spawned.is_err() {
-            inner.lead_on_pool();
+        if let Some(inner) = self.0.take() {
+            inner.lead_on_a_thread();
         }
     }
 }
 
 impl Drop for LeadIfAbandoned {
     fn drop(&mut self) {
-        if !self.armed || !self.slot.abandon() {
-            return;
-        }
-        let inner = self.inner.clone();
-        let spawned = std::thread::Builder::new()
-            .name("replaydb-lead".into())
-            .spawn(move || inner.lead());
-        if spawned.is_err() {
-            self.inner.lead();
+        if self.armed && self.slot.abandon() {
+            self.inner.lead_on_a_thread();
         }
     }
 }
@@ -947,6 +933,19 @@ impl Inner {
         while self.lead_one_group(true) {}
     }
 
+    /// Leads the queue on a thread of its own, for a leader that cannot
+    /// lead where it is (a dropped future, a refused pool task); here if
+    /// no thread can be started.
+    fn lead_on_a_thread(self: &Arc<Self>) {
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("replaydb-lead".into())
+            .spawn(move || inner.lead_on_pool());
+        if spawned.is_err() {
+            self.lead_on_pool();
+        }
+    }
+
     /// Starts a leader for the queue, whose `leader_active` this caller
     /// set or holds, on `runtime`'s blocking pool, or on a thread of its
     /// own if there is no runtime or it refuses (it is shutting down):
@@ -993,26 +992,35 @@ impl Inner {
                 slot.complete_if_waiting(Err(self.poisoned_error()));
             }
         }
+        self.hand_on(on_pool)
+    }
+
+    /// What a leader does once its group (or a follower's fold) is done:
+    /// marks the queue leaderless if it is empty, else passes the queue
+    /// on. Whether this thread leads the next group itself.
+    ///
+    /// A pool leader leads on while the next appender is async. Else the
+    /// next appender is handed the group, unless no one waits on it to
+    /// take it: an abandoned async append, which this thread leads for,
+    /// or one that calls back, for which a leader is started on its
+    /// runtime's pool while this thread (maybe an embedded caller's,
+    /// whose own append is done) goes back to its work.
+    fn hand_on(self: &Arc<Self>, on_pool: bool) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        match q.pending.first() {
-            Some(next) if on_pool && next.slot.is_async() => true,
-            Some(next) => match next.slot.leader_runtime() {
-                // No one waits on it to take the group: a leader is
-                // started for it, and this thread (maybe an embedded
-                // caller's, whose own append is done) goes back to work.
-                Some(runtime) => {
-                    let runtime = runtime.cloned();
-                    drop(q);
-                    self.lead_elsewhere(runtime.as_ref());
-                    false
-                }
-                None => !next.slot.hand_leadership(),
-            },
-            None => {
-                q.leader_active = false;
-                false
-            }
+        let Some(next) = q.pending.first() else {
+            q.leader_active = false;
+            return false;
+        };
+        if on_pool && next.slot.is_async() {
+            return true;
         }
+        if let Some(runtime) = next.slot.leader_runtime() {
+            let runtime = runtime.cloned();
+            drop(q);
+            self.lead_elsewhere(runtime.as_ref());
+            return false;
+        }
+        !next.slot.hand_leadership()
     }
 
     /// Starts the thread that folds into the store what other nodes
@@ -1089,15 +1097,8 @@ impl Inner {
             false
         });
         // Leadership is handed on as a leader hands it.
-        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        match q.pending.first() {
-            Some(next) => {
-                if !next.slot.hand_leadership() {
-                    drop(q);
-                    self.lead();
-                }
-            }
-            None => q.leader_active = false,
+        if self.hand_on(false) {
+            self.lead();
         }
         Some(folded)
     }
